@@ -1,0 +1,36 @@
+# One entry point for people and CI: `make run`, `make test`, `make lint`, `make bench-accuracy`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= all,dev
+
+.PHONY: install run test test-fast lint bench-accuracy clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+## the main job: classify the sample file with the shipped model
+run: install
+	$(VENV)/bin/sentiment-predict samples/reviews.txt -o results.jsonl
+
+## the whole suite (real IMDB checks skip cleanly when ../shared/data is absent)
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench-accuracy: install
+	$(PY) bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache results.jsonl

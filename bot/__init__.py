@@ -1,0 +1,1 @@
+"""Telegram bot front-end (python-telegram-bot); a producer that never imports TensorFlow."""

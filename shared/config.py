@@ -1,0 +1,74 @@
+"""Settings read from the environment into one frozen, typed value.
+
+Usage::
+
+    settings = Settings.from_env(os.environ)
+
+Every variable is listed in ``.env.example``.  Tests pass a plain dict instead of ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_MODEL_NAME = "sentiment-cnn"
+DEFAULT_LOG_LEVEL = "INFO"
+LOG_FORMATS = ("auto", "json", "console")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "models"
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has a value that cannot be used."""
+
+
+def _as_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration of every component (see ``.env.example``)."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    model_dir: Path = DEFAULT_MODEL_DIR
+    model_name: str = DEFAULT_MODEL_NAME
+    data_dir: Path = DEFAULT_DATA_DIR
+    log_level: str = DEFAULT_LOG_LEVEL
+    log_format: str = "auto"
+    tf_threads: int = 0
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``); raise ConfigError when invalid."""
+        env = os.environ if env is None else env
+        level = env.get("LOG_LEVEL", DEFAULT_LOG_LEVEL).strip().upper() or DEFAULT_LOG_LEVEL
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        fmt = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
+        if fmt not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+        return cls(
+            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            model_dir=Path(env.get("MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
+            model_name=env.get("MODEL_NAME", "").strip() or DEFAULT_MODEL_NAME,
+            data_dir=Path(env.get("DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
+            log_level=level,
+            log_format=fmt,
+            tf_threads=_as_int(env, "TF_THREADS", 0),
+        )

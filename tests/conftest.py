@@ -1,0 +1,115 @@
+"""Shared fixtures: a synthetic labelled corpus and a tiny model trained once per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+REPO = Path(__file__).resolve().parent.parent
+IMDB_ARCHIVE = REPO.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
+
+POSITIVE = [
+    "great",
+    "wonderful",
+    "superb",
+    "loved",
+    "brilliant",
+    "moving",
+    "excellent",
+    "delightful",
+    "masterpiece",
+]
+NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "waste", "worst", "poor", "mess"]
+FILLER = [
+    "the",
+    "film",
+    "movie",
+    "plot",
+    "actor",
+    "story",
+    "scene",
+    "was",
+    "it",
+    "and",
+    "a",
+    "of",
+    "with",
+    "this",
+    "director",
+]
+
+
+def synthetic_review(rng: random.Random, label: int) -> str:
+    """A review whose sentiment words agree with ``label``; some use 'not' + the opposite word."""
+    words = [rng.choice(FILLER) for _ in range(rng.randint(6, 30))]
+    own, other = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
+    for _ in range(rng.randint(1, 3)):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(own))
+    if rng.random() < 0.3:
+        words.insert(rng.randrange(len(words) + 1), f"not {rng.choice(other)}")
+    text = " ".join(words).capitalize() + "."
+    return text.replace(" the ", " the <br /> ", 1) if rng.random() < 0.2 else text
+
+
+def write_corpus(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "sentiment"])
+        for i in range(n):
+            label = i % 2
+            writer.writerow([synthetic_review(rng, label), "positive" if label else "negative"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("corpus")
+    return {
+        "train": write_corpus(base / "train.csv", 600, seed=1),
+        "test": write_corpus(base / "test.csv", 200, seed=2),
+    }
+
+
+TINY_HPARAMS = {"embed_dim": 16, "filters": 16, "kernel_sizes": (1, 2, 3), "buckets": 4096}
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Any:
+    """A model store holding one tiny kim_ngram version trained on the synthetic corpus."""
+    from shared.config import Settings
+    from shared.store import ModelStore
+    from worker.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("models")
+    settings = Settings(model_dir=root, model_name="tiny")
+    config = TrainConfig(
+        data=corpus["train"],
+        test_data=corpus["test"],
+        arch="kim_ngram",
+        vocab_size=200,
+        epochs=4,
+        batch_size=32,
+        patience=2,
+        hparams=TINY_HPARAMS,
+        seed=3,
+    )
+    result = train(config, settings)
+    store = ModelStore(root, "tiny")
+    store.result = result  # type: ignore[attr-defined]
+    return store
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_store: Any) -> Any:
+    from worker.predictor import load_predictor
+
+    return load_predictor(tiny_store.resolve("LATEST"))

@@ -1,0 +1,43 @@
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import structlog
+
+from shared.config import DEFAULT_REDIS_URL, ConfigError, Settings
+from shared.log import configure_logging
+
+
+def test_defaults_and_overrides_from_a_mapping() -> None:
+    assert Settings.from_env({}).redis_url == DEFAULT_REDIS_URL
+    s = Settings.from_env(
+        {"REDIS_URL": "redis://r:1/2", "MODEL_DIR": "/m", "LOG_LEVEL": "debug", "TF_THREADS": "1"}
+    )
+    assert (s.redis_url, s.model_dir, s.log_level, s.tf_threads) == (
+        "redis://r:1/2",
+        Path("/m"),
+        "DEBUG",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "env", [{"LOG_LEVEL": "LOUD"}, {"TF_THREADS": "two"}, {"LOG_FORMAT": "xml"}]
+)
+def test_invalid_values_fail_fast(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_json_logs_route_stdlib_and_structlog_and_redact_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json")
+    structlog.get_logger("t").info("job_done", job_id="j1", bot_token="123:ABC")
+    logging.getLogger("rq.worker").warning("from %s", "stdlib")
+    logging.getLogger("httpx").info("GET https://api/bot123:ABC/getMe")  # silenced below WARNING
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert lines[0]["event"] == "job_done" and lines[0]["bot_token"] == "***"
+    assert lines[1]["event"] == "from stdlib" and lines[1]["level"] == "warning"
+    assert len(lines) == 2

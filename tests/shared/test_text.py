@@ -1,0 +1,93 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.text import normalize, tokenize
+
+
+def test_negations_survive_as_single_tokens() -> None:
+    assert tokenize("I don't like it, it isn't good and I can't WON'T") == [
+        "i",
+        "don't",
+        "like",
+        "it",
+        "it",
+        "isn't",
+        "good",
+        "and",
+        "i",
+        "can't",
+        "won't",
+    ]
+
+
+def test_curly_apostrophes_are_folded_before_tokenizing() -> None:
+    assert tokenize("It didn’t work") == ["it", "didn't", "work"]
+
+
+def test_html_breaks_and_tags_become_spaces_not_glue() -> None:
+    assert tokenize("Good.<br /><br />Bad<i>ly</i> done") == ["good", "bad", "ly", "done"]
+
+
+def test_entities_are_decoded_and_escaped_markup_stays_text() -> None:
+    assert tokenize("Tom &amp; Jerry &quot;rock&quot;") == ["tom", "jerry", "rock"]
+    # An escaped tag written by a user is text, not a tag to remove.
+    assert tokenize("&lt;b&gt;bold&lt;/b&gt;") == ["b", "bold", "b"]
+
+
+def test_clitic_s_is_split_but_other_contractions_are_kept() -> None:
+    assert tokenize("The film's score, it's fine, I'm sure") == [
+        "the",
+        "film",
+        "'s",
+        "score",
+        "it",
+        "'s",
+        "fine",
+        "i'm",
+        "sure",
+    ]
+
+
+def test_ratings_and_numbers_are_single_tokens() -> None:
+    assert tokenize("7/10, maybe 7.5/10; 1,000 extras in 1999") == [
+        "7/10",
+        "maybe",
+        "7.5/10",
+        "1000",
+        "extras",
+        "in",
+        "1999",
+    ]
+
+
+def test_exclamation_and_question_runs_collapse_other_punctuation_drops() -> None:
+    assert tokenize("Wow!!! Really??? (yes); ok...") == ["wow", "!", "really", "?", "yes", "ok"]
+
+
+def test_emoji_are_tokens_and_modifiers_are_dropped() -> None:
+    assert tokenize("loved it 😍👍🏽❤️") == ["loved", "it", "😍", "👍", "❤"]
+
+
+def test_non_english_and_unicode_folding() -> None:
+    assert tokenize("Très BIEN, déjà vu") == ["très", "bien", "déjà", "vu"]
+    assert tokenize("ＦＵＬＬ width") == ["full", "width"]
+    assert tokenize("Straße") == ["strasse"]
+    assert tokenize("שלום עולם") == ["שלום", "עולם"]
+
+
+def test_normalize_lowercases_and_strips_tags() -> None:
+    assert normalize("A<br/>B &amp; C") == "a b & c"
+
+
+@given(st.text(max_size=300))
+def test_tokenize_never_fails_and_yields_clean_tokens(text: str) -> None:
+    tokens = tokenize(text)
+    assert all(t and not any(c.isspace() for c in t) for t in tokens)
+    assert all(t == t.casefold() for t in tokens)
+
+
+@given(st.text(alphabet=st.characters(categories=["L"]), min_size=1, max_size=20))
+def test_a_single_word_is_one_token(word: str) -> None:
+    tokens = tokenize(word)
+    assert len(tokens) >= 1
+    assert "".join(tokens).replace("'s", "s") != ""

@@ -1,0 +1,55 @@
+"""The models are exact under padding, and the in-graph n-gram bag equals its NumPy twin."""
+
+import keras
+import numpy as np
+import pytest
+
+from worker.cnn import ARCHITECTURES, HParams, build_model
+from worker.ngrams import bag_scores, feature_ids, fit_nb_logreg
+
+HP = HParams(embed_dim=8, filters=4, kernel_sizes=(1, 2, 3, 5), buckets=512)
+
+
+@pytest.mark.parametrize("arch", ["dense", "kim", "kim_ngram"])
+def test_scores_do_not_depend_on_padding(arch: str) -> None:
+    keras.utils.set_random_seed(0)
+    model = build_model(arch, vocab_size=50, hp=HP).model
+    if arch == "kim_ngram":
+        rng = np.random.default_rng(0)
+        model.get_layer("ngram_bag").set_weights([rng.normal(size=50 + 512).astype("float32")])
+        model.get_layer("blend").set_weights([np.array([1.0, 0.5, 0.1], dtype="float32")])
+    short = np.array([[5, 9, 3]], dtype=np.int32)
+    padded = np.array([[5, 9, 3] + [0] * 40], dtype=np.int32)
+    np.testing.assert_allclose(model(short), model(padded), atol=1e-6)
+
+
+def test_every_architecture_accepts_one_token_and_long_inputs() -> None:
+    for arch in ARCHITECTURES:
+        model = build_model(arch, vocab_size=30, hp=HP).model
+        for width in (1, 700):
+            out = np.asarray(model(np.ones((2, width), dtype=np.int32)))
+            assert out.shape == (2, 2)
+            np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_ngram_bag_counts_each_feature_once_and_matches_numpy() -> None:
+    vocab_size, buckets = 20, 64
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=vocab_size + buckets).astype("float32")
+    table[0] = 0.0
+    built = build_model("kim_ngram", vocab_size, HParams(embed_dim=4, filters=2, buckets=buckets))
+    bag = built.model.get_layer("ngram_bag")
+    bag.set_weights([table])
+    rows = [[3, 3, 3, 4], [5, 6, 5, 6, 5], [7]]
+    batch = np.array([r + [0] * (5 - len(r)) for r in rows], dtype=np.int32)
+    got = np.asarray(keras.Model(built.model.inputs, bag.output)([batch])).ravel()
+    np.testing.assert_allclose(got, bag_scores(rows, table, vocab_size, buckets), rtol=1e-5)
+    # [3, 3, 3, 4]: unigrams {3, 4}, bigrams {(3,3), (3,4)} -> 4 features, each once.
+    assert len(feature_ids(rows[0], vocab_size, buckets)) == 4
+
+
+def test_nb_logreg_learns_the_direction_of_words() -> None:
+    rows = [[2, 4], [2, 5], [3, 4], [3, 5]] * 10
+    labels = np.array([1, 1, 0, 0] * 10)
+    table, _ = fit_nb_logreg(rows, labels, vocab_size=6, buckets=16, c=1.0)
+    assert table[2] > 0 > table[3] and table[0] == 0.0

@@ -1,0 +1,144 @@
+"""A training run on a tiny corpus publishes a version the loader accepts and that makes sense."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared.config import Settings
+from shared.store import ModelStore, StoreError
+from tests.conftest import TINY_HPARAMS
+from worker import train as train_job
+from worker.predictor import load_predictor
+
+
+def test_published_version_explains_itself(tiny_store: Any) -> None:
+    version = tiny_store.resolve("LATEST", verify=True)
+    files = {p.name for p in version.path.iterdir()}
+    assert {
+        "model.keras",
+        "vocab.json",
+        "manifest.json",
+        "metrics.json",
+        "history.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    } <= files
+    m = version.manifest
+    assert m["architecture"] == "kim_ngram" and m["labels"] == ["negative", "positive"]
+    assert m["preprocessing"]["version"] == 1 and m["vocab"]["size"] <= 200
+    assert m["data"]["train"]["n"] == 600 and len(m["data"]["train"]["fingerprint"]) == 16
+    assert m["training"]["validation_reviews"] == 60
+    metrics = json.loads((version.path / "metrics.json").read_text())
+    test = metrics["test"]
+    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == 200
+    assert set(test["per_class"]) == {"negative", "positive"}
+    assert test["accuracy"] > 0.8  # the synthetic corpus is easy: a broken model scores ~0.5
+    assert {"cnn_only", "ngram_only"} == set(metrics["test_components"])
+    history = json.loads((version.path / "history.json").read_text())
+    assert len(history["epochs"]) == m["training"]["epochs_run"] and history["batches"]
+
+
+def test_loaded_predictor_gets_direction_and_negation(tiny_predictor: Any) -> None:
+    good, bad, negated = tiny_predictor.predict_texts(
+        ["A wonderful superb film, loved it", "An awful boring mess", "the plot was not awful"]
+    )
+    assert good.label == "positive" and bad.label == "negative"
+    assert abs(sum(good.scores.values()) - 1) < 1e-5
+    assert negated.scores["positive"] > bad.scores["positive"]
+
+
+def test_training_is_reproducible_with_a_seed(corpus: dict[str, Path], tmp_path: Path) -> None:
+    config = train_job.TrainConfig(
+        data=corpus["train"],
+        no_test=True,
+        arch="kim",
+        vocab_size=100,
+        epochs=1,
+        hparams=TINY_HPARAMS,
+        seed=7,
+        publish=False,
+    )
+    first = train_job.train(config, Settings(model_dir=tmp_path))
+    second = train_job.train(config, Settings(model_dir=tmp_path))
+    assert first["metrics"]["validation"]["loss"] == pytest.approx(
+        second["metrics"]["validation"]["loss"], rel=1e-4
+    )
+
+
+def test_cli_refuses_to_publish_below_min_accuracy(
+    corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    common = [
+        "--data",
+        str(corpus["train"]),
+        "--test-data",
+        str(corpus["test"]),
+        "--arch",
+        "dense",
+        "--vocab-size",
+        "100",
+        "--epochs",
+        "1",
+        "--embed-dim",
+        "8",
+        "--model-name",
+        "m",
+    ]
+    assert train_job.main(common) == 0
+    store = ModelStore(tmp_path, "m")
+    assert store.latest() == "v0001"
+    assert train_job.main([*common, "--min-accuracy", "0.999"]) == 3
+    assert store.versions() == ["v0001"] and store.latest() == "v0001"
+
+
+def test_cli_reports_bad_data_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("review,sentiment\nnice,positive\nhmm,perhaps\n")
+    assert train_job.main(["--data", str(bad), "--no-test", "--model-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv:3: unknown label 'perhaps'" in err and "Traceback" not in err
+
+
+def _copy_version(store: ModelStore, tmp_path: Path) -> ModelStore:
+    target = tmp_path / "copy"
+    shutil.copytree(store.base, target / store.name)
+    for p in (target / store.name).rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return ModelStore(target, store.name)
+
+
+def test_loader_refuses_a_swapped_vocabulary(tiny_store: Any, tmp_path: Path) -> None:
+    copy = _copy_version(tiny_store, tmp_path)
+    version = copy.resolve("LATEST")
+    vocab = json.loads((version.path / "vocab.json").read_text())
+    vocab["tokens"] = vocab["tokens"][:-1]
+    from shared.vocab import Vocabulary
+
+    Vocabulary(vocab["tokens"]).save(version.path / "vocab.json")
+    with pytest.raises(StoreError, match="checksum"):
+        load_predictor(copy.resolve("LATEST"))
+    with pytest.raises(StoreError, match="vocabulary does not match"):
+        load_predictor(copy.resolve("LATEST"), verify=False)
+
+
+def test_loader_refuses_a_corrupt_model(tiny_store: Any, tmp_path: Path) -> None:
+    copy = _copy_version(tiny_store, tmp_path)
+    version = copy.resolve("LATEST")
+    (version.path / "model.keras").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(StoreError, match="cannot load model"):
+        load_predictor(copy.resolve("LATEST"), verify=False)
+
+
+def test_predictions_are_identical_alone_or_batched(tiny_predictor: Any) -> None:
+    texts = ["loved it", "an awful boring mess of a film " * 20, "superb"]
+    together = tiny_predictor.predict_texts(texts)
+    alone = [tiny_predictor.predict_texts([t])[0] for t in texts]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_allclose(a.scores["positive"], b.scores["positive"], atol=1e-5)

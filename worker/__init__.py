@@ -1,0 +1,1 @@
+"""Everything that needs TensorFlow: architectures, training, the predictor and the RQ worker."""

@@ -1,0 +1,131 @@
+"""The architectures, behind one builder: ``build_model(arch, vocab_size, hp)``.
+
+* ``dense``   — the seeds' baseline: Embedding -> Dense -> GlobalAveragePooling1D -> softmax.
+* ``cnn3``    — the seeds' three conv blocks (Conv1D + MaxPooling1D) and a global max pool.
+* ``kim``     — multi-channel CNN after Kim (2014): parallel Conv1D with kernel sizes 1/2/3/5,
+  global max pooling, dropout, softmax over negative/positive.
+* ``kim_ngram`` (served) — ``kim`` plus an NBSVM-style bag of unigrams and hashed bigrams next to
+  the convolutions (after Johnson & Zhang 2015), blended on the log-odds scale.
+
+Every model takes int token ids of any length (``shape=(None,)``, 0 = PAD) and is exact under
+padding (PAD embeddings are zeroed, pooling ignores PAD), so bucketing by length is safe; ``cnn3``
+is the seeds' model as published and is only approximately so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+from keras import layers
+
+from worker.layers import (
+    ApplyMask,
+    LogitBlend,
+    MaskedGlobalMaxPool,
+    MaskedMean,
+    NgramBag,
+    PadMask,
+    RightPad,
+)
+
+ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram")
+EMBEDDING_LAYER = "embedding"
+FEATURES_LAYER = "features"  # the latent representation before the classifier
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Architecture hyper-parameters (recorded in the manifest)."""
+
+    embed_dim: int = 64
+    filters: int = 100
+    kernel_sizes: tuple[int, ...] = (1, 2, 3, 5)
+    dense_units: int = 64
+    dropout: float = 0.5
+    embed_dropout: float = 0.2
+    buckets: int = 1 << 20
+    l2: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HParams:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "kernel_sizes" in known:
+            known["kernel_sizes"] = tuple(known["kernel_sizes"])
+        return cls(**known)
+
+
+@dataclass
+class Built:
+    """The model to serve, and the part to train by gradient descent (same layers)."""
+
+    model: keras.Model
+    trainable: keras.Model
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _embed(ids: Any, vocab_size: int, hp: HParams, pad: int) -> tuple[Any, Any]:
+    padded = RightPad(pad, name="right_pad")(ids)
+    mask = PadMask(name="pad_mask")(padded)
+    emb = layers.Embedding(vocab_size, hp.embed_dim, name=EMBEDDING_LAYER)(padded)
+    emb = ApplyMask(name="zero_pad")([emb, mask])
+    return emb, mask
+
+
+def _kim_features(emb: Any, mask: Any, hp: HParams) -> Any:
+    # Word dropout: drop whole tokens, not single embedding dimensions.
+    x = layers.Dropout(hp.embed_dropout, noise_shape=(None, None, 1), name="word_drop")(emb)
+    pooled = []
+    for k in hp.kernel_sizes:
+        conv = layers.Conv1D(hp.filters, k, activation="relu", name=f"conv{k}")(x)
+        pooled.append(MaskedGlobalMaxPool(name=f"pool{k}")([conv, mask]))
+    if len(pooled) == 1:
+        return layers.Identity(name=FEATURES_LAYER)(pooled[0])
+    return layers.Concatenate(name=FEATURES_LAYER)(pooled)
+
+
+def build_model(arch: str, vocab_size: int, hp: HParams | None = None) -> Built:
+    """Build ``arch`` for a vocabulary of ``vocab_size`` ids; see the module docstring."""
+    hp = hp or HParams()
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
+    reg = keras.regularizers.L2(hp.l2) if hp.l2 else None
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    pad = max(hp.kernel_sizes) - 1 if arch in ("kim", "kim_ngram") else 0
+    emb, mask = _embed(ids, vocab_size, hp, pad)
+    if arch == "dense":
+        x = layers.Dense(hp.dense_units, activation="relu", name="dense")(emb)
+        features = MaskedMean(name=FEATURES_LAYER)([x, mask])
+    elif arch == "cnn3":
+        x = emb
+        for block in range(3):
+            x = layers.Conv1D(
+                hp.filters, 3, padding="same", activation="relu", name=f"block{block + 1}_conv"
+            )(x)
+            if block < 2:
+                x = layers.MaxPooling1D(2, padding="same", name=f"block{block + 1}_pool")(x)
+        features = layers.GlobalMaxPooling1D(name=FEATURES_LAYER)(x)
+    else:
+        features = _kim_features(emb, mask, hp)
+    x = layers.Dropout(hp.dropout, name="dropout")(features)
+    logits = layers.Dense(2, kernel_regularizer=reg, name="logits")(x)
+    probs = layers.Softmax(name="scores")(logits)
+    trainable = keras.Model(ids, probs, name=f"{arch}_core")
+    if arch != "kim_ngram":
+        return Built(trainable, trainable)
+    bag = NgramBag(vocab_size, hp.buckets, name="ngram_bag")(RightPad(0, name="bag_ids")(ids))
+    blended = LogitBlend(name="blend")([logits, bag])
+    served = keras.Model(ids, layers.Softmax(name="scores_blended")(blended), name=arch)
+    return Built(served, trainable)
+
+
+def compile_for_training(model: keras.Model, learning_rate: float = 1e-3) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )

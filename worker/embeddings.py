@@ -1,0 +1,52 @@
+"""Word2vec initialisation of the embedding layer from training + unlabelled reviews.
+
+Initialising the CNN's embeddings with word2vec vectors trained on the training part and the 50k
+unlabelled IMDB reviews measured +1.9 pt test accuracy for the Kim CNN here (``FINDINGS.md``):
+the labelled 25k are too few to learn good vectors for rare words.  Test reviews are never used.
+gensim is the well-kept reference implementation (C-optimised, seeded, multi-threaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import structlog
+
+from shared.vocab import PAD_ID, Vocabulary
+
+log = structlog.get_logger(__name__)
+
+W2V_EPOCHS = 5
+W2V_WINDOW = 5
+W2V_MIN_COUNT = 2
+
+
+def word2vec_matrix(
+    tokenized: Sequence[Sequence[str]], vocab: Vocabulary, dim: int, seed: int, workers: int = 2
+) -> tuple[np.ndarray, float]:
+    """Embedding matrix for ``vocab`` (PAD row zero) and the share of vocabulary covered."""
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(
+        sentences=[list(t) for t in tokenized],
+        vector_size=dim,
+        window=W2V_WINDOW,
+        min_count=W2V_MIN_COUNT,
+        workers=workers,
+        epochs=W2V_EPOCHS,
+        seed=seed,
+    )
+    vectors = model.wv
+    scale = float(np.std(vectors.vectors))
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(0.0, scale, size=(len(vocab), dim)).astype(np.float32)
+    covered = 0
+    for i, token in enumerate(vocab.tokens):
+        if token in vectors.key_to_index:
+            matrix[i] = vectors[token]
+            covered += 1
+    matrix[PAD_ID] = 0.0
+    share = covered / max(1, len(vocab) - 2)
+    log.info("word2vec_trained", texts=len(tokenized), vocabulary_covered=round(share, 4))
+    return matrix, share
