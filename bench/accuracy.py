@@ -16,6 +16,7 @@ prediction throughput (reviews/s at batch 256, median of 3 runs).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -30,22 +31,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shared.config import Settings  # noqa: E402
-from shared.datasets import read_reviews  # noqa: E402
-from shared.store import ModelStore  # noqa: E402
-from shared.text import tokenize  # noqa: E402
+from shared.config import Settings
+from shared.datasets import read_reviews
+from shared.store import ModelStore
+from shared.text import tokenize
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
-def sentences_from(texts: list[str], labels: np.ndarray, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+def sentences_from(
+    texts: list[str], labels: np.ndarray, n: int, seed: int
+) -> tuple[list[str], np.ndarray]:
     """Sample ``n`` sentences of 5-40 words from the reviews, labelled like their review."""
     rng = np.random.default_rng(seed)
     out, out_labels = [], []
     for i in rng.permutation(len(texts)):
         candidates = [
-            s.strip() for s in _SENTENCE.split(_BREAK.sub(" ", texts[i])) if 5 <= len(s.split()) <= 40
+            s.strip()
+            for s in _SENTENCE.split(_BREAK.sub(" ", texts[i]))
+            if 5 <= len(s.split()) <= 40
         ]
         if candidates:
             out.append(candidates[rng.integers(len(candidates))])
@@ -60,7 +65,7 @@ def identity(tokens: list[str]) -> list[str]:
 
 
 def with_bigrams(tokens: list[str]) -> list[str]:
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+    return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
 
 
 def tfidf_lr(train_tok: list[list[str]], y: np.ndarray, seed: int) -> Any:
@@ -75,8 +80,10 @@ def tfidf_lr(train_tok: list[list[str]], y: np.ndarray, seed: int) -> Any:
                 TfidfVectorizer(analyzer=with_bigrams, min_df=2, sublinear_tf=True),
                 LogisticRegression(C=c, max_iter=2000),
             ),
-            train_tok, y, seed,
-        )  # fmt: skip
+            train_tok,
+            y,
+            seed,
+        )
         if best is None or model[1] > best[1]:
             best = (c, model[1])
     assert best is not None
@@ -87,7 +94,9 @@ def tfidf_lr(train_tok: list[list[str]], y: np.ndarray, seed: int) -> Any:
     return final.fit(train_tok, y), best[0]
 
 
-def _fit_with_holdout(factory: Any, tok: list[list[str]], y: np.ndarray, seed: int) -> tuple[Any, float]:
+def _fit_with_holdout(
+    factory: Any, tok: list[list[str]], y: np.ndarray, seed: int
+) -> tuple[Any, float]:
     order = np.random.default_rng(seed).permutation(len(tok))
     cut = len(tok) // 10
     hold, fit = order[:cut], order[cut:]
@@ -111,7 +120,9 @@ class NBLogReg:
         p = np.asarray(x[y == 1].sum(0)).ravel() + self.alpha
         q = np.asarray(x[y == 0].sum(0)).ravel() + self.alpha
         self.r = sp.diags(np.log((p / p.sum()) / (q / q.sum())))
-        self.clf = LogisticRegression(C=self.c, max_iter=1000, solver="liblinear").fit(x @ self.r, y)
+        self.clf = LogisticRegression(C=self.c, max_iter=1000, solver="liblinear").fit(
+            x @ self.r, y
+        )
         return self
 
     def predict(self, tok: list[list[str]]) -> np.ndarray:
@@ -159,7 +170,9 @@ def main() -> int:
     t = time.perf_counter()
     predictor.predict_texts([r.text for r in test[:5000]], batch_size=256)
     end_to_end = 5000 / (time.perf_counter() - t)
-    sent_probs = np.array([[p.scores["negative"], p.scores["positive"]] for p in predictor.predict_texts(sent)])
+    sent_probs = np.array(
+        [[p.scores["negative"], p.scores["positive"]] for p in predictor.predict_texts(sent)]
+    )
     rows[f"model {predictor.name} ({version.manifest['architecture']})"] = {
         "test": float((probs.argmax(1) == y_test).mean()),
         "sentences": float((sent_probs.argmax(1) == y_sent).mean()),
@@ -195,11 +208,14 @@ def main() -> int:
     components = json.loads((version.path / "metrics.json").read_text()).get("test_components")
     if components:
         print(f"branches alone (from training): {components}")
-    print(f"in-process throughput, batch 256: {throughput:,.0f} reviews/s (forward only, median of 3); "
-          f"{end_to_end:,.0f} reviews/s including tokenization")  # fmt: skip
+    print(
+        f"in-process throughput, batch 256: {throughput:,.0f} reviews/s "
+        f"(forward only, median of 3); {end_to_end:,.0f} reviews/s including tokenization"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "throughput": throughput,
-                                         "end_to_end": end_to_end}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps({"rows": rows, "throughput": throughput, "end_to_end": end_to_end}, indent=2)
+        )
     return 0
 
 

@@ -51,6 +51,7 @@ class Settings:
     log_level: str = DEFAULT_LOG_LEVEL
     log_format: str = "auto"
     tf_threads: int = 0
+    job_timeout: int = 60
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -71,4 +72,5 @@ class Settings:
             log_level=level,
             log_format=fmt,
             tf_threads=_as_int(env, "TF_THREADS", 0),
+            job_timeout=_as_int(env, "JOB_TIMEOUT", 60, minimum=1),
         )

@@ -132,8 +132,11 @@ def _check_text_file(path: Path) -> None:
         raise DataError(path, "file is empty")
     if head[:2] == b"\x1f\x8b":
         raise DataError(path, "file is gzip-compressed; decompress it first (or give a .tar.gz)")
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(path, "file looks binary (contains NUL bytes), not text")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(path, "file is UTF-16; convert it to UTF-8")
+    control = sum(1 for b in head if b < 32 and b not in b"\t\n\r\f")
+    if control > max(2, len(head) // 50):  # a stray NUL is a bad line; many mean a binary file
+        raise DataError(path, "file looks binary (control bytes), not text")
 
 
 def _decode(raw: bytes, path: Path, line: int) -> tuple[str, str | None]:

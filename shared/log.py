@@ -66,5 +66,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _identity(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _identity(_: Any, __: str, event_dict: Any) -> Any:
     return event_dict

@@ -20,6 +20,9 @@ log = structlog.get_logger(__name__)
 W2V_EPOCHS = 5
 W2V_WINDOW = 5
 W2V_MIN_COUNT = 2
+#: word2vec vectors have a std near 0.5; fed raw they blew the first epoch's loss up to ~2 here.
+#: Rescaled to the std of Keras' default embedding initialiser, they keep their geometry.
+TARGET_STD = 0.05
 
 
 def word2vec_matrix(
@@ -38,13 +41,13 @@ def word2vec_matrix(
         seed=seed,
     )
     vectors = model.wv
-    scale = float(np.std(vectors.vectors))
+    factor = TARGET_STD / max(float(np.std(vectors.vectors)), 1e-12)
     rng = np.random.default_rng(seed)
-    matrix = rng.normal(0.0, scale, size=(len(vocab), dim)).astype(np.float32)
+    matrix = rng.normal(0.0, TARGET_STD, size=(len(vocab), dim)).astype(np.float32)
     covered = 0
     for i, token in enumerate(vocab.tokens):
         if token in vectors.key_to_index:
-            matrix[i] = vectors[token]
+            matrix[i] = vectors[token] * factor
             covered += 1
     matrix[PAD_ID] = 0.0
     share = covered / max(1, len(vocab) - 2)

@@ -136,7 +136,12 @@ def test_txt_one_review_per_line_with_bom_crlf_and_bad_bytes(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "empty"), (gzip.compress(b"hello"), "gzip"), (b"\x00\x01\x02binary", "binary")],
+    [
+        (b"", "empty"),
+        (gzip.compress(b"hello"), "gzip"),
+        (bytes(range(256)) * 4, "binary"),
+        ("review".encode("utf-16"), "UTF-16"),
+    ],
 )
 def test_unreadable_files_get_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "in.txt"

@@ -1,0 +1,92 @@
+"""``sentiment-classify "some text"``: one review through the queue, printed with its top words.
+
+Words that support the label are shown in green, words that oppose it in red (when the output is
+a terminal; plain ``[+word]``/``[-word]`` markers otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from shared.config import ConfigError, Settings
+from shared.log import configure_logging
+from shared.queues import (
+    QUEUE_INTERACTIVE,
+    RedisUnavailable,
+    collect,
+    connect,
+    enqueue_payloads,
+    get_queue,
+)
+from shared.schema import make_payload, review_error
+from shared.text import tokenize
+
+GREEN, RED, BOLD, RESET = "\033[32m", "\033[31m", "\033[1m", "\033[0m"
+
+
+def highlight(text: str, top_words: Sequence[Sequence[Any]], color: bool) -> str:
+    """The review's tokens with the top words marked by the sign of their weight."""
+    weights = {str(w): float(v) for w, v in top_words}
+    out = []
+    for token in tokenize(text):
+        weight = weights.get(token)
+        if weight is None:
+            out.append(token)
+        elif color:
+            out.append(f"{GREEN if weight > 0 else RED}{BOLD}{token}{RESET}")
+        else:
+            out.append(f"[{'+' if weight > 0 else '-'}{token}]")
+    return " ".join(out)
+
+
+def render(result: dict[str, Any], text: str, color: bool) -> str:
+    if result.get("error"):
+        return f"error: {result['error']}"
+    label, scores = result["label"], result["scores"]
+    lines = [
+        f"{label} ({scores[label]:.1%})  model {result.get('model_version', '?')}",
+        highlight(text, result["top_words"], color),
+        "top words: " + ", ".join(f"{w} {v:+.2f}" for w, v in result["top_words"]),
+    ]
+    if result["top_phrases"]:
+        lines.append(
+            "top phrases: " + ", ".join(f'"{p}" {v:+.2f}' for p, v in result["top_phrases"])
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sentiment-classify", description=__doc__.split("\n\n")[0])
+    p.add_argument("text", nargs="+", help="the review (quote it)")
+    p.add_argument("--top-words", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a worker")
+    args = p.parse_args(argv)
+    text = " ".join(args.text)
+    if error := review_error(text):
+        print(f"sentiment-classify: {error}", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+        conn = connect(settings.redis_url)
+    except (ConfigError, RedisUnavailable) as exc:
+        print(f"sentiment-classify: {exc}", file=sys.stderr)
+        return 2
+    payload = make_payload([("cli", text)], args.top_words)
+    (job_id,) = enqueue_payloads(
+        get_queue(QUEUE_INTERACTIVE, conn), [payload], timeout=settings.job_timeout
+    )
+    outcome = collect(conn, [job_id], timeout=args.timeout)[job_id]
+    if outcome.result is None:
+        print(f"sentiment-classify: {outcome.error}", file=sys.stderr)
+        return 1
+    answer = dict(outcome.result["results"][0], model_version=outcome.result["model_version"])
+    print(render(answer, text, color=sys.stdout.isatty()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

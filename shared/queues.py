@@ -1,0 +1,233 @@
+"""Redis connection and the queues: names, job options, deterministic ids, enqueue and collect.
+
+Two queues; workers listen to both, the interactive one first, so a bulk file of 25k reviews
+cannot starve a Telegram user (RQ drains queues in the order given)::
+
+    sentiment-interactive   single reviews from the bot and sentiment-classify
+    sentiment-bulk          chunks of files from sentiment-enqueue
+
+Jobs are enqueued by the dotted path ``JOB_FUNCTION`` with RQ's JSON serializer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from shared.schema import JOB_FUNCTION, SchemaError, validate_result
+
+log = structlog.get_logger(__name__)
+
+QUEUE_INTERACTIVE = "sentiment-interactive"
+QUEUE_BULK = "sentiment-bulk"
+#: What a worker listens to by default, in priority order.
+WORKER_QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
+JOB_TIMEOUT_S = 60
+RESULT_TTL_S = 24 * 3600
+FAILURE_TTL_S = 7 * 24 * 3600
+JOB_RETRIES = 2
+#: redis-py 8 defaults to a 5 s read timeout; blocking waits must stay below this.
+SOCKET_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+CONNECT_ATTEMPTS = 6
+JOB_ID_PREFIX = "sentiment-"
+DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis could not be reached after bounded retries."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(url: str, socket_timeout: float = SOCKET_TIMEOUT_S, check: bool = True) -> Redis:
+    """A Redis client with bounded, backed-off retries; ``check`` pings it (RedisUnavailable)."""
+    conn = Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        health_check_interval=30,
+        retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), CONNECT_ATTEMPTS),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    if check:
+        wait_for_redis(conn, url)
+    return conn
+
+
+def wait_for_redis(conn: Redis, url: str, attempts: int = CONNECT_ATTEMPTS) -> None:
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            conn.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if attempt == attempts:
+                raise RedisUnavailable(
+                    f"cannot reach Redis at {redact_url(url)} after {attempts} attempts: {exc}"
+                ) from exc
+            log.warning("redis_unreachable", url=redact_url(url), attempt=attempt, retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+def get_queue(name: str, conn: Redis) -> Queue:
+    return Queue(name, connection=conn, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT_S)
+
+
+def job_id_for(payload: dict[str, Any]) -> str:
+    """Deterministic id from the payload's content: re-enqueueing the same input is a no-op."""
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode())
+    return JOB_ID_PREFIX + digest.hexdigest()[:32]
+
+
+def enqueue_payloads(
+    queue: Queue,
+    payloads: Sequence[dict[str, Any]],
+    timeout: int = JOB_TIMEOUT_S,
+    chunk: int = 500,
+    progress: Any = None,
+) -> list[str]:
+    """Enqueue payloads whose job is not already queued, running or finished; return all ids.
+
+    Failed or missing jobs are (re)created; pipelines of ``chunk`` jobs keep round trips low.
+    """
+    ids = [job_id_for(p) for p in payloads]
+    for start in range(0, len(payloads), chunk):
+        part_ids = ids[start : start + chunk]
+        existing = Job.fetch_many(part_ids, connection=queue.connection, serializer=JSONSerializer)
+        datas = []
+        seen: set[str] = set()
+        for job_id, job, payload in zip(
+            part_ids, existing, payloads[start : start + chunk], strict=True
+        ):
+            if job_id in seen:
+                continue
+            seen.add(job_id)
+            status = job.get_status(refresh=False) if job is not None else None
+            if status is not None and status not in (
+                JobStatus.FAILED,
+                JobStatus.STOPPED,
+                JobStatus.CANCELED,
+            ):
+                continue
+            datas.append(
+                Queue.prepare_data(
+                    JOB_FUNCTION,
+                    args=(payload,),
+                    job_id=job_id,
+                    timeout=timeout,
+                    result_ttl=RESULT_TTL_S,
+                    failure_ttl=FAILURE_TTL_S,
+                    retry=Retry(max=JOB_RETRIES),
+                    description=f"{len(payload['reviews'])} reviews",
+                )
+            )
+        if datas:
+            with queue.connection.pipeline() as pipe:
+                queue.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
+        if progress is not None:
+            progress.update(len(part_ids))
+    return ids
+
+
+@dataclass
+class Outcome:
+    """What became of one job: its validated result, or why there is none."""
+
+    job_id: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def collect(
+    conn: Redis,
+    job_ids: Iterable[str],
+    timeout: float | None = None,
+    poll: float = 0.05,
+    on_done: Any = None,
+    recover_every: float = 5.0,
+) -> dict[str, Outcome]:
+    """Wait for jobs to end; returns an Outcome per id (timed-out jobs get an error).
+
+    Every ``recover_every`` seconds the started registries are cleaned, so a job whose worker was
+    killed is retried by another worker instead of waiting for RQ's periodic maintenance.
+    """
+    pending = list(dict.fromkeys(job_ids))
+    outcomes: dict[str, Outcome] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_recover = time.monotonic()
+    while pending:
+        still: list[str] = []
+        for start in range(0, len(pending), 500):
+            part = pending[start : start + 500]
+            for job_id, job in zip(
+                part, Job.fetch_many(part, conn, serializer=JSONSerializer), strict=True
+            ):
+                outcome = _outcome(job_id, job)
+                if outcome is None:
+                    still.append(job_id)
+                else:
+                    outcomes[job_id] = outcome
+                    if on_done is not None:
+                        on_done(outcome)
+        pending = still
+        if not pending:
+            break
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            for job_id in pending:
+                outcomes[job_id] = Outcome(job_id, error="timed out waiting for a worker")
+            break
+        if now - last_recover >= recover_every:
+            recover_abandoned(conn)
+            last_recover = now
+        time.sleep(poll)
+    return outcomes
+
+
+def _outcome(job_id: str, job: Job | None) -> Outcome | None:
+    if job is None:
+        return Outcome(job_id, error="job expired or was deleted; enqueue the input again")
+    status = job.get_status(refresh=False)
+    if status == JobStatus.FINISHED:
+        try:
+            return Outcome(job_id, result=validate_result(job.return_value()))
+        except SchemaError as exc:
+            return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
+    if status in DONE:
+        reason = (job.exc_info or "").strip().splitlines()
+        return Outcome(job_id, error=f"job {status.value}: {reason[-1] if reason else 'no reason'}")
+    return None
+
+
+def recover_abandoned(conn: Redis) -> None:
+    """Retry (or fail) jobs whose worker died: RQ's registry cleanup, run now."""
+    for name in WORKER_QUEUES:
+        StartedJobRegistry(name, connection=conn, serializer=JSONSerializer).cleanup()

@@ -1,0 +1,139 @@
+"""The queue contract: job function path, payload and result schema, validated at both ends.
+
+A job is ``JOB_FUNCTION(payload)`` serialized with RQ's JSON serializer, so producers never import
+the worker or TensorFlow and nothing is unpickled.  Payload::
+
+    {"schema": 1, "reviews": [{"id": "r1", "text": "..."}], "options": {"top_words": 10}}
+
+Result::
+
+    {"schema": 1, "model_version": "sentiment-cnn/v0003", "results": [
+        {"id": "r1", "label": "positive", "scores": {"negative": 0.1, "positive": 0.9},
+         "top_words": [["superb", 1.7], ["boring", -0.4]],
+         "top_phrases": [["not bad at all", 1.2]],
+         "n_tokens": 57, "oov_count": 1, "truncated": false, "error": null},
+        {"id": "r2", "error": "empty review"}]}
+
+Weights are in log-odds units of the predicted label: positive supports it, negative opposes it;
+``top_words`` is sorted by absolute weight.  An invalid review gets a per-review ``error``; it
+never fails the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+#: The job function's dotted path: a contract stored in Redis with every job.
+JOB_FUNCTION = "worker.jobs.classify_batch"
+LABELS = ("negative", "positive")
+#: Longest review accepted, in characters (~20x the longest IMDB review).  The model reads at
+#: most the sequence length of tokens (head and tail); longer input only costs tokenizing.
+MAX_REVIEW_CHARS = 100_000
+MAX_REVIEWS_PER_JOB = 1024
+MAX_ID_CHARS = 512
+DEFAULT_TOP_WORDS = 10
+MAX_TOP_WORDS = 100
+
+
+class SchemaError(ValueError):
+    """A payload or result does not follow the contract."""
+
+
+def review_error(text: object) -> str | None:
+    """Why a review text cannot be classified, or None (shared by producer, worker and bot)."""
+    if not isinstance(text, str):
+        return f"review text must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "empty review"
+    if len(text) > MAX_REVIEW_CHARS:
+        return f"review longer than {MAX_REVIEW_CHARS:,} characters"
+    if "\x00" in text:
+        return "review contains NUL bytes"
+    return None
+
+
+def make_payload(
+    reviews: Sequence[tuple[str, str]], top_words: int = DEFAULT_TOP_WORDS
+) -> dict[str, Any]:
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "reviews": [{"id": rid, "text": text} for rid, text in reviews],
+        "options": {"top_words": top_words},
+    }
+    validate_payload(payload)
+    return payload
+
+
+def validate_payload(payload: object) -> dict[str, Any]:
+    """Check the envelope; individual bad review *texts* are reported per review, not here."""
+    if not isinstance(payload, Mapping):
+        raise SchemaError("payload must be an object")
+    if payload.get("schema") != SCHEMA_VERSION:
+        raise SchemaError(f"unsupported payload schema {payload.get('schema')!r}")
+    reviews = payload.get("reviews")
+    if not isinstance(reviews, list) or not reviews:
+        raise SchemaError("'reviews' must be a non-empty list")
+    if len(reviews) > MAX_REVIEWS_PER_JOB:
+        raise SchemaError(f"at most {MAX_REVIEWS_PER_JOB} reviews per job, got {len(reviews)}")
+    for i, review in enumerate(reviews):
+        if not isinstance(review, Mapping) or "text" not in review:
+            raise SchemaError(f"review {i} must be an object with 'id' and 'text'")
+        rid = review.get("id")
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+            raise SchemaError(f"review {i} needs a string 'id' of 1-{MAX_ID_CHARS} characters")
+    options = payload.get("options", {})
+    if not isinstance(options, Mapping):
+        raise SchemaError("'options' must be an object")
+    if not isinstance(options.get("token_weights", False), bool):
+        raise SchemaError("'token_weights' must be true or false")
+    top = options.get("top_words", DEFAULT_TOP_WORDS)
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_WORDS:
+        raise SchemaError(f"'top_words' must be an integer in 0..{MAX_TOP_WORDS}")
+    return dict(payload)
+
+
+def _check_pairs(value: object, what: str) -> None:
+    if not isinstance(value, list) or not all(
+        isinstance(p, (list, tuple))
+        and len(p) == 2
+        and isinstance(p[0], str)
+        and isinstance(p[1], (int, float))
+        and math.isfinite(p[1])
+        for p in value
+    ):
+        raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+
+
+def validate_result(result: object, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Check a worker's answer (and, given the payload, that it answers every review in order)."""
+    if not isinstance(result, Mapping) or result.get("schema") != SCHEMA_VERSION:
+        raise SchemaError("result must be an object with the current schema version")
+    if not isinstance(result.get("model_version"), str):
+        raise SchemaError("result lacks 'model_version'")
+    items = result.get("results")
+    if not isinstance(items, list):
+        raise SchemaError("'results' must be a list")
+    if payload is not None and [r.get("id") for r in items if isinstance(r, Mapping)] != [
+        r["id"] for r in payload["reviews"]
+    ]:
+        raise SchemaError("results do not answer the payload's reviews in order")
+    for item in items:
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            raise SchemaError("every result needs an 'id'")
+        if item.get("error") is not None:
+            if not isinstance(item["error"], str):
+                raise SchemaError("'error' must be a string")
+            continue
+        if item.get("label") not in LABELS:
+            raise SchemaError(f"bad label {item.get('label')!r}")
+        scores = item.get("scores")
+        if not isinstance(scores, Mapping) or set(scores) != set(LABELS):
+            raise SchemaError("'scores' must hold both classes")
+        if abs(sum(float(v) for v in scores.values()) - 1.0) > 1e-3:
+            raise SchemaError("'scores' must sum to 1")
+        _check_pairs(item.get("top_words"), "top_words")
+        _check_pairs(item.get("top_phrases"), "top_phrases")
+    return dict(result)

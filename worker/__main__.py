@@ -1,0 +1,142 @@
+"""RQ worker: ``sentiment-worker`` / ``python -m worker``.
+
+    sentiment-worker                         # listen to the interactive and bulk queues
+    sentiment-worker --processes 2           # two worker processes, each loads the model once
+    sentiment-worker --burst                 # drain the queues, then exit
+
+A ``SimpleWorker`` (no fork per job: TensorFlow is not fork-safe, and loading per job costs
+seconds) that loads the model before its first job, checks ``LATEST`` between jobs (one ``stat``)
+and swaps to a new version only after it loaded and passed its checks.  SIGTERM lets the
+current job finish (RQ's warm shutdown).  With ``--processes N`` a supervisor starts N such
+processes (fresh interpreters, never forked after TensorFlow is loaded) and forwards signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from shared.config import ConfigError, Settings
+from shared.log import configure_logging
+from shared.queues import WORKER_QUEUES, RedisUnavailable, connect, get_queue
+from shared.store import ModelStore, StoreError
+
+log = structlog.get_logger(__name__)
+
+#: Started-registry grace beyond a job's timeout.  A SimpleWorker sends no heartbeat while a job
+#: runs, so this bounds how long a job of a SIGKILLed worker waits before RQ retries it.
+HEARTBEAT_GRACE_S = 10
+
+
+def make_worker_class() -> Any:
+    from rq import SimpleWorker
+
+    from worker import jobs
+
+    class ReloadingWorker(SimpleWorker):  # type: ignore[misc]
+        """SimpleWorker that hot-reloads the model between jobs."""
+
+        def execute_job(self, job: Any, queue: Any) -> Any:
+            jobs.serving().maybe_reload()
+            return super().execute_job(job, queue)
+
+        def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+            if job.timeout == -1:
+                return int(super().get_heartbeat_ttl(job, working_time))
+            return int(job.timeout or 180) + HEARTBEAT_GRACE_S
+
+    return ReloadingWorker
+
+
+def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str | None) -> int:
+    """Load the model, then work; returns the exit code."""
+    from rq.serializers import JSONSerializer
+
+    from worker import jobs
+    from worker.predictor import configure_tensorflow
+
+    configure_tensorflow(settings.tf_threads)
+    jobs.SERVING = jobs.ModelHolder(ModelStore(settings.model_dir, settings.model_name))
+    try:
+        jobs.SERVING.load()
+        conn = connect(settings.redis_url)
+    except (StoreError, RedisUnavailable) as exc:
+        log.error("worker_start_failed", reason=str(exc))
+        print(f"sentiment-worker: {exc}", file=sys.stderr)
+        return 2
+    worker = make_worker_class()(
+        [get_queue(q, conn) for q in queues], connection=conn, serializer=JSONSerializer, name=name
+    )
+    log.info(
+        "worker_started",
+        worker=worker.name,
+        queues=list(queues),
+        burst=burst,
+        model_version=jobs.SERVING.get().version,
+    )
+    worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=False)
+    return 0
+
+
+def supervise(argv: Sequence[str], processes: int) -> int:
+    """Start ``processes`` workers as fresh interpreters; forward SIGTERM/SIGINT; wait for all."""
+    children = [subprocess.Popen([sys.executable, "-m", "worker", *argv]) for _ in range(processes)]
+
+    def forward(signum: int, _: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while any(c.poll() is None for c in children):
+        time.sleep(0.2)
+    return max((c.returncode or 0) for c in children)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sentiment-worker", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--queues",
+        nargs="+",
+        default=list(WORKER_QUEUES),
+        help=f"queues in priority order (default: {' '.join(WORKER_QUEUES)})",
+    )
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument("--processes", type=int, default=1, help="worker processes to run")
+    p.add_argument("--name", help="worker name (default: RQ's)")
+    p.add_argument("--log-level", help="overrides LOG_LEVEL")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"sentiment-worker: {exc}", file=sys.stderr)
+        return 2
+    if args.log_level:
+        settings = Settings(**{**settings.__dict__, "log_level": args.log_level.upper()})
+    configure_logging(settings.log_level, settings.log_format)
+    if args.processes > 1:
+        child_argv = [a for a in raw if not a.startswith("--processes")]
+        if "--processes" in raw:
+            i = raw.index("--processes")
+            child_argv = raw[:i] + raw[i + 2 :]
+        return supervise(child_argv, args.processes)
+    return run_worker(settings, args.queues, args.burst, args.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

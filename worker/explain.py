@@ -1,0 +1,200 @@
+"""Predictions with explanations: per-token weights, top words and the CNN's winning phrases.
+
+One forward + backward pass per batch gives both the prediction and the explanation:
+
+* **CNN branch** — gradient x input on the embedding layer's output with respect to the log-odds
+  ``z = logit(positive) - logit(negative)``.  For a ReLU/max-pool network this is a local
+  linear decomposition (with zero biases it is exact: the weights sum to ``z``); it explains the
+  log-odds, not the softmax probability, which saturates.
+* **n-gram branch** — linear, so exact: each unique unigram's weight goes to its occurrences,
+  each hashed bigram's weight half to each of its two tokens.
+* **Phrases** — for each convolution filter, the window that won its global max pool contributes
+  ``pooled activation x its weight on z``; summed per window, the top windows are the n-grams the
+  CNN based its decision on (e.g. "entertaining mildly"), joined by the n-gram branch's bigrams.
+
+Weights are reported oriented to the predicted label: positive supports it, negative opposes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.schema import LABELS
+from worker.cnn import EMBEDDING_LAYER
+from worker.data import length_batches, pad_batch
+from worker.layers import BIGRAM_HASH
+
+DEFAULT_BATCH_SIZE = 128
+MAX_PHRASES = 5
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One text's prediction and explanation (weights oriented to ``label``)."""
+
+    label: str
+    scores: dict[str, float]
+    log_odds: float
+    token_weights: list[float]  # aligned with the encoded (kept) tokens
+    phrases: list[tuple[int, int, float]]  # (start, end) token spans with weights, best first
+
+
+class Explainer:
+    """Wraps a loaded model; works for every architecture (phrases need the Kim convolutions)."""
+
+    def __init__(self, model: Any) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.model = model
+        names = {layer.name for layer in model.layers}
+        head = "blend" if "blend" in names else "logits"
+        self._logit_model = keras.Model(model.inputs, model.get_layer(head).output)
+        self._embedding = model.get_layer(EMBEDDING_LAYER)
+        self._convs = sorted(
+            (layer for layer in model.layers if layer.name.startswith("conv")),
+            key=lambda layer: layer.kernel_size[0],
+        )
+        kernel, _ = model.get_layer("logits").get_weights()
+        blend = (
+            model.get_layer("blend").get_weights()[0] if "blend" in names else np.array([1.0, 0.0])
+        )
+        self._feature_weights = float(blend[0]) * (kernel[:, 1] - kernel[:, 0])
+        self._bag: tuple[np.ndarray, int, int, float] | None = None
+        if "ngram_bag" in names:
+            bag = model.get_layer("ngram_bag")
+            self._bag = (bag.get_weights()[0], bag.vocab_size, bag.buckets, float(blend[1]))
+        self._run = tf.function(
+            self._attribute, input_signature=[tf.TensorSpec([None, None], tf.int32)]
+        )
+
+    def _attribute(self, ids: Any) -> tuple[Any, Any, list[Any]]:
+        import tensorflow as tf
+
+        captured: dict[str, Any] = {}
+        with tf.GradientTape() as tape:
+
+            def hook(op: Any) -> Any:
+                if op is not self._embedding and op not in self._convs:
+                    return op
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    out = op(*args, **kwargs)
+                    if op is self._embedding:
+                        tape.watch(out)
+                    captured[op.name] = out
+                    return out
+
+                return call
+
+            logits = self._logit_model._run_through_graph(ids, operation_fn=hook)
+            z = logits[:, 1] - logits[:, 0]
+        emb = captured[self._embedding.name]
+        grads = tape.gradient(z, emb)
+        per_token = tf.reduce_sum(grads * emb, axis=-1)
+        return z, per_token, [captured[c.name] for c in self._convs]
+
+    def explain_ids(
+        self, rows: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Explained]:
+        """Explain encoded rows (any lengths), in length-bucketed batches; output keeps order."""
+        out: list[Explained | None] = [None] * len(rows)
+        for idx in length_batches([len(r) for r in rows], batch_size):
+            batch = pad_batch([rows[i] for i in idx])
+            z, per_token, convs = self._run(batch)
+            z, per_token = z.numpy(), per_token.numpy()
+            convs = [c.numpy() for c in convs]
+            for j, i in enumerate(idx):
+                out[i] = self._one(rows[i], float(z[j]), per_token[j], [c[j] for c in convs])
+        return [e for e in out if e is not None]
+
+    def _one(
+        self, ids: Sequence[int], z: float, per_token: np.ndarray, convs: list[np.ndarray]
+    ) -> Explained:
+        n = len(ids)
+        weights = per_token[:n].astype(np.float64)
+        phrase_weights: dict[tuple[int, int], float] = defaultdict(float)
+        self._add_cnn_phrases(n, convs, phrase_weights)
+        if self._bag is not None and n:
+            self._add_bag(np.asarray(ids, dtype=np.int64), weights, phrase_weights)
+        sign = 1.0 if z > 0 else -1.0
+        p_pos = float(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
+        phrases = _non_overlapping(
+            sorted(
+                (
+                    (s, e, sign * w)
+                    for (s, e), w in phrase_weights.items()
+                    if e - s > 1 and sign * w > 0
+                ),
+                key=lambda item: -item[2],
+            )
+        )
+        return Explained(
+            label=LABELS[int(z > 0)],
+            scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
+            log_odds=z,
+            token_weights=(sign * weights).tolist(),
+            phrases=phrases,
+        )
+
+    def _add_cnn_phrases(
+        self, n: int, convs: list[np.ndarray], acc: dict[tuple[int, int], float]
+    ) -> None:
+        offset = 0
+        for layer, conv in zip(self._convs, convs, strict=True):
+            k = layer.kernel_size[0]
+            windows = conv[: max(n, 1)]  # windows that start on a real token
+            best = windows.argmax(axis=0)
+            pooled = windows[best, np.arange(windows.shape[1])]
+            contrib = pooled * self._feature_weights[offset : offset + windows.shape[1]]
+            offset += windows.shape[1]
+            for start, value in zip(best, contrib, strict=True):
+                if value:
+                    acc[(int(start), int(min(start + k, n)))] += float(value)
+
+    def _add_bag(
+        self, ids: np.ndarray, weights: np.ndarray, acc: dict[tuple[int, int], float]
+    ) -> None:
+        assert self._bag is not None
+        table, vocab_size, buckets, coef = self._bag
+        _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+        weights += coef * table[ids] / counts[inverse]
+        if len(ids) > 1:
+            bigrams = vocab_size + (ids[:-1] * BIGRAM_HASH + ids[1:]) % buckets
+            _, inverse, counts = np.unique(bigrams, return_inverse=True, return_counts=True)
+            share = coef * table[bigrams] / counts[inverse]
+            weights[:-1] += share / 2
+            weights[1:] += share / 2
+            for start, value in enumerate(share):
+                acc[(start, start + 2)] += float(value)
+
+
+def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Greedily keep the best phrases that share no token with a better one."""
+    kept: list[tuple[int, int, float]] = []
+    for start, end, weight in ranked:
+        if all(end <= s or start >= e for s, e, _ in kept):
+            kept.append((start, end, weight))
+            if len(kept) == MAX_PHRASES:
+                break
+    return kept
+
+
+def top_words(tokens: Sequence[str], weights: Sequence[float], k: int) -> list[list[Any]]:
+    """Sum weights per token type; the ``k`` largest by absolute weight, as ``[token, weight]``."""
+    totals: dict[str, float] = defaultdict(float)
+    for token, weight in zip(tokens, weights, strict=True):
+        totals[token] += weight
+    ranked = sorted(totals.items(), key=lambda item: -abs(item[1]))[:k]
+    return [[token, round(weight, 4)] for token, weight in ranked]
+
+
+def phrase_texts(
+    tokens: Sequence[str], phrases: Sequence[tuple[int, int, float]]
+) -> list[list[Any]]:
+    return [[" ".join(tokens[s:e]), round(w, 4)] for s, e, w in phrases]

@@ -1,0 +1,157 @@
+"""The job function (``shared.schema.JOB_FUNCTION``) and the model it serves, with hot reload.
+
+``classify_batch(payload)`` validates the payload, predicts and explains every valid review in
+length-bucketed batches with the model version current when the job started, and returns a
+result that follows ``shared.schema``.  The worker process loads the model once at start-up
+(``SERVING.load()``) and calls ``SERVING.maybe_reload()`` between jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from shared.config import Settings
+from shared.schema import SCHEMA_VERSION, review_error, validate_payload, validate_result
+from shared.store import ModelStore, StoreError
+from worker.explain import Explainer, phrase_texts, top_words
+from worker.predictor import Predictor, load_predictor
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model version: predictor (encoding) and explainer (scores + weights)."""
+
+    predictor: Predictor
+    explainer: Explainer
+
+    @property
+    def version(self) -> str:
+        return self.predictor.name
+
+
+def load_served(store: ModelStore, version: str = "LATEST") -> Served:
+    predictor = load_predictor(store.resolve(version))
+    return Served(predictor, Explainer(predictor.model))
+
+
+class ModelHolder:
+    """The model a worker process serves; swaps to a new LATEST only after it loads and checks."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self.current: Served | None = None
+        self._stamp: tuple[int, int] | None = None
+
+    def load(self) -> Served:
+        self._stamp = self.store.latest_stamp()
+        self.current = load_served(self.store)
+        log.info("model_loaded", model_version=self.current.version)
+        return self.current
+
+    def maybe_reload(self) -> bool:
+        """One ``stat`` when nothing changed; load, validate and swap when LATEST moved."""
+        stamp = self.store.latest_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            target = self.store.latest()
+            if self.current is not None and target == self.current.predictor.version.version:  # type: ignore[union-attr]
+                return False
+            started = time.perf_counter()
+            candidate = load_served(self.store)
+        except (StoreError, OSError) as exc:
+            log.error(
+                "model_reload_failed",
+                reason=str(exc),
+                keeps_serving=self.current.version if self.current else None,
+            )
+            return False
+        old = self.current.version if self.current else None
+        self.current = candidate
+        log.info(
+            "model_reloaded",
+            old_version=old,
+            model_version=candidate.version,
+            load_ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+        return True
+
+    def get(self) -> Served:
+        return self.current if self.current is not None else self.load()
+
+
+SERVING: ModelHolder | None = None
+
+
+def serving() -> ModelHolder:
+    """The process's holder; created from the environment if the worker did not set one."""
+    global SERVING
+    if SERVING is None:
+        settings = Settings.from_env()
+        SERVING = ModelHolder(ModelStore(settings.model_dir, settings.model_name))
+    return SERVING
+
+
+def classify_batch(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ job: label, scores, top words and phrases for each review; per-review errors."""
+    started = time.perf_counter()
+    payload = validate_payload(payload)
+    served = serving().get()  # one version answers the whole job
+    top_k = int(payload.get("options", {}).get("top_words", 10))
+    want_tokens = bool(payload.get("options", {}).get("token_weights", False))
+    reviews = payload["reviews"]
+    results = explain_reviews(served, reviews, top_k, want_tokens)
+    result = {"schema": SCHEMA_VERSION, "model_version": served.version, "results": results}
+    validate_result(result, payload)
+    from rq import get_current_job
+
+    job = get_current_job()
+    log.info(
+        "job_done",
+        job_id=job.id if job else None,
+        reviews=len(reviews),
+        errors=sum(1 for r in results if r.get("error")),
+        model_version=served.version,
+        latency_ms=round(1000 * (time.perf_counter() - started), 1),
+    )
+    return result
+
+
+def explain_reviews(
+    served: Served, reviews: list[dict[str, Any]], top_k: int, want_tokens: bool = False
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = [{} for _ in reviews]
+    valid = []
+    for i, review in enumerate(reviews):
+        error = review_error(review.get("text"))
+        if error is None:
+            valid.append(i)
+        else:
+            results[i] = {"id": review["id"], "error": error}
+    encoded = served.predictor.encode([reviews[i]["text"] for i in valid])
+    explained = served.explainer.explain_ids([e.ids for e in encoded])
+    for i, enc, exp in zip(valid, encoded, explained, strict=True):
+        item: dict[str, Any] = {
+            "id": reviews[i]["id"],
+            "label": exp.label,
+            "scores": exp.scores,
+            "top_words": top_words(enc.tokens, exp.token_weights, top_k),
+            "top_phrases": phrase_texts(enc.tokens, exp.phrases),
+            "n_tokens": enc.n_tokens,
+            "oov_count": enc.oov_count,
+            "truncated": enc.truncated,
+            "error": None,
+        }
+        if want_tokens:
+            item["tokens"] = [
+                [t, round(w, 4)] for t, w in zip(enc.tokens, exp.token_weights, strict=True)
+            ]
+        results[i] = item
+    return results
