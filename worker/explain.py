@@ -31,6 +31,7 @@ from worker.layers import BIGRAM_HASH
 
 DEFAULT_BATCH_SIZE = 128
 MAX_PHRASES = 5
+PHRASE_CANDIDATES = 12  # best spans kept per window width before removing overlaps
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class Explainer:
             model.get_layer("blend").get_weights()[0] if "blend" in names else np.array([1.0, 0.0])
         )
         self._feature_weights = float(blend[0]) * (kernel[:, 1] - kernel[:, 0])
+        self._offsets: dict[int, int] = {}
+        offset = 0
+        for layer in self._convs:
+            self._offsets[layer.kernel_size[0]] = offset
+            offset += layer.filters
         self._bag: tuple[np.ndarray, int, int, float] | None = None
         if "ngram_bag" in names:
             bag = model.get_layer("ngram_bag")
@@ -117,61 +123,57 @@ class Explainer:
         self, ids: Sequence[int], z: float, per_token: np.ndarray, convs: list[np.ndarray]
     ) -> Explained:
         n = len(ids)
-        weights = per_token[:n].astype(np.float64)
-        phrase_weights: dict[tuple[int, int], float] = defaultdict(float)
-        self._add_cnn_phrases(n, convs, phrase_weights)
-        if self._bag is not None and n:
-            self._add_bag(np.asarray(ids, dtype=np.int64), weights, phrase_weights)
         sign = 1.0 if z > 0 else -1.0
+        weights = per_token[:n].astype(np.float64)
+        # Span weights per window width: CNN winning windows, plus the n-gram branch's bigrams.
+        spans: dict[int, np.ndarray] = {}
+        if n:
+            for layer, conv in zip(self._convs, convs, strict=True):
+                k = layer.kernel_size[0]
+                spans[k] = spans.get(k, np.zeros(n)) + self._window_weights(conv, n, k)
+            if self._bag is not None:
+                bigram_share = self._add_bag(np.asarray(ids, dtype=np.int64), weights)
+                spans[2] = spans.get(2, np.zeros(n))
+                spans[2][: n - 1] += bigram_share
+        candidates: list[tuple[int, int, float]] = []
+        for k, values in spans.items():
+            oriented = sign * values
+            for start in np.argsort(-oriented)[:PHRASE_CANDIDATES]:
+                end = min(int(start) + k, n)
+                if oriented[start] > 0 and end - start > 1:
+                    candidates.append((int(start), end, float(oriented[start])))
         p_pos = float(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
-        phrases = _non_overlapping(
-            sorted(
-                (
-                    (s, e, sign * w)
-                    for (s, e), w in phrase_weights.items()
-                    if e - s > 1 and sign * w > 0
-                ),
-                key=lambda item: -item[2],
-            )
-        )
         return Explained(
             label=LABELS[int(z > 0)],
             scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
             log_odds=z,
             token_weights=(sign * weights).tolist(),
-            phrases=phrases,
+            phrases=_non_overlapping(sorted(candidates, key=lambda c: -c[2])),
         )
 
-    def _add_cnn_phrases(
-        self, n: int, convs: list[np.ndarray], acc: dict[tuple[int, int], float]
-    ) -> None:
-        offset = 0
-        for layer, conv in zip(self._convs, convs, strict=True):
-            k = layer.kernel_size[0]
-            windows = conv[: max(n, 1)]  # windows that start on a real token
-            best = windows.argmax(axis=0)
-            pooled = windows[best, np.arange(windows.shape[1])]
-            contrib = pooled * self._feature_weights[offset : offset + windows.shape[1]]
-            offset += windows.shape[1]
-            for start, value in zip(best, contrib, strict=True):
-                if value:
-                    acc[(int(start), int(min(start + k, n)))] += float(value)
+    def _window_weights(self, conv: np.ndarray, n: int, k: int) -> np.ndarray:
+        """Per start position: summed contribution to z of the filters whose max is there."""
+        offset = self._offsets[k]
+        windows = conv[:n]  # windows that start on a real token
+        best = windows.argmax(axis=0)
+        pooled = windows[best, np.arange(windows.shape[1])]
+        contrib = pooled * self._feature_weights[offset : offset + windows.shape[1]]
+        return np.bincount(best, weights=contrib, minlength=n)[:n]
 
-    def _add_bag(
-        self, ids: np.ndarray, weights: np.ndarray, acc: dict[tuple[int, int], float]
-    ) -> None:
+    def _add_bag(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Add the n-gram branch's exact shares to ``weights``; return per-bigram weights."""
         assert self._bag is not None
         table, vocab_size, buckets, coef = self._bag
         _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
         weights += coef * table[ids] / counts[inverse]
-        if len(ids) > 1:
-            bigrams = vocab_size + (ids[:-1] * BIGRAM_HASH + ids[1:]) % buckets
-            _, inverse, counts = np.unique(bigrams, return_inverse=True, return_counts=True)
-            share = coef * table[bigrams] / counts[inverse]
-            weights[:-1] += share / 2
-            weights[1:] += share / 2
-            for start, value in enumerate(share):
-                acc[(start, start + 2)] += float(value)
+        if len(ids) < 2:
+            return np.zeros(0)
+        bigrams = vocab_size + (ids[:-1] * BIGRAM_HASH + ids[1:]) % buckets
+        _, inverse, counts = np.unique(bigrams, return_inverse=True, return_counts=True)
+        share = coef * table[bigrams] / counts[inverse]
+        weights[:-1] += share / 2
+        weights[1:] += share / 2
+        return share  # type: ignore[no-any-return]
 
 
 def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:

@@ -1,0 +1,148 @@
+"""Throughput of classification with explanations: in-process vs through Redis with 1 and 2 workers.
+
+    python bench/throughput.py [--n 25000] [--chunk-sizes 16,64,256]
+
+(a) in-process, batched: texts -> results with top words -> JSONL file, one process.
+(b) end to end from file to output file with ``sentiment-enqueue`` through a real redis-server
+    and 1, then 2, worker processes (already started, model loaded; TensorFlow threads split
+    between them).
+Also: the chunk-size sweep behind the producer's default, and p50/p99 latency of single-review
+jobs on an idle worker.  Targets (issue 3): (b) with 2 workers >= 1500 reviews/s and >= 0.85 x (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.infra import REPO, redis_server, worker_env, workers  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.datasets import read_reviews  # noqa: E402
+from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue  # noqa: E402
+from shared.schema import make_payload  # noqa: E402
+
+
+def in_process(texts: list[str], out: Path) -> float:
+    from shared.store import ModelStore
+    from worker.jobs import explain_reviews, load_served
+
+    settings = Settings.from_env()
+    served = load_served(ModelStore(settings.model_dir, settings.model_name))
+    explain_reviews(served, [{"id": "w", "text": "warm up"}], 10)
+    t = time.perf_counter()
+    with out.open("w") as fh:
+        for start in range(0, len(texts), 1024):
+            reviews = [
+                {"id": str(i), "text": texts[i]}
+                for i in range(start, min(start + 1024, len(texts)))
+            ]
+            for r in explain_reviews(served, reviews, 10):
+                fh.write(json.dumps(r) + "\n")
+    return time.perf_counter() - t
+
+
+def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.producer",
+            str(src),
+            "-o",
+            str(out),
+            "--chunk-size",
+            str(chunk),
+        ],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    elapsed = time.perf_counter() - t
+    assert sum(1 for _ in out.open()) == sum(1 for _ in src.open())
+    return elapsed
+
+
+def single_latency(redis_url: str, n: int = 200) -> tuple[float, float]:
+    conn = connect(redis_url)
+    queue = get_queue(QUEUE_INTERACTIVE, conn)
+    times = []
+    for i in range(n):
+        payload = make_payload([("s", f"An honest, moving little film number {i}.")])
+        t = time.perf_counter()
+        (job_id,) = enqueue_payloads(queue, [payload])
+        outcome = collect(conn, [job_id], timeout=10, poll=0.001)[job_id]
+        times.append(time.perf_counter() - t)
+        assert outcome.result is not None
+    return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 99) * 1000)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
+    parser.add_argument("--n", type=int, default=25_000)
+    parser.add_argument("--chunk-sizes", default="16,64,256")
+    parser.add_argument(
+        "--chunk", type=int, default=64, help="chunk size for the 1 vs 2 comparison"
+    )
+    args = parser.parse_args()
+    texts = [r.text for r in read_reviews(args.data, split="test")][: args.n]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    src = tmp / "reviews.jsonl"
+    src.write_text(
+        "".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    n = len(texts)
+    rows = []
+    t_a = in_process(texts, tmp / "inproc.jsonl")
+    rows.append(("(a) in-process, batched (1 process)", t_a))
+    print(f"(a) done: {n / t_a:,.0f} reviews/s", flush=True)
+    sweep = []
+    with redis_server() as url:
+        for count, threads in ((1, 2), (2, 1)):
+            env = worker_env(url, threads)
+            with workers(env, count):
+                elapsed = through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl")
+                rows.append(
+                    (f"(b) redis, {count} worker{'s' * (count > 1)}, chunk {args.chunk}", elapsed)
+                )
+                print(f"(b{count}) done: {n / elapsed:,.0f} reviews/s", flush=True)
+                if count == 2:
+                    small = tmp / "sweep.jsonl"
+                    small.write_text("".join(src.read_text().splitlines(keepends=True)[:5000]))
+                    for chunk in (int(c) for c in args.chunk_sizes.split(",")):
+                        conn = connect(url)
+                        conn.flushdb()
+                        sweep.append(
+                            (chunk, 5000 / through_redis(small, env, chunk, tmp / "s.jsonl"))
+                        )
+                    p50, p99 = single_latency(url)
+    print(f"\n{n} IMDB test reviews, label + scores + top words + phrases, file -> output file")
+    print(f"{'path':<44} {'seconds':>8} {'reviews/s':>10} {'vs (a)':>7}")
+    for name, elapsed in rows:
+        print(f"{name:<44} {elapsed:>8.1f} {n / elapsed:>10,.0f} {t_a / elapsed:>7.2f}")
+    print(
+        "\nchunk-size sweep, 2 workers, 5000 reviews: "
+        + ", ".join(f"{c}/job {r:,.0f} reviews/s" for c, r in sweep)
+    )
+    print(
+        f"single-review jobs on an idle worker (200 sequential): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

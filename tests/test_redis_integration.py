@@ -1,0 +1,259 @@
+"""Real redis-server, real worker processes: bulk output, hot reload under load, SIGKILL mid-job.
+
+The fixture starts ``redis-server`` on a free loopback port (``.ci/run`` installs it); the tests
+are skipped only where no binary exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from shared.queues import QUEUE_BULK
+from shared.store import ModelStore
+from tests.conftest import REPO, synthetic_review
+
+REDIS = shutil.which("redis-server")
+pytestmark = [
+    pytest.mark.redis_server,
+    pytest.mark.skipif(REDIS is None, reason="redis-server not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    conn = Redis(port=port)
+    for _ in range(100):
+        try:
+            conn.ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def store_copy(tiny_store: ModelStore, tmp_path: Path) -> ModelStore:
+    root = tmp_path / "models"
+    shutil.copytree(tiny_store.base, root / tiny_store.name)
+    return ModelStore(root, tiny_store.name)
+
+
+def env_for(redis_url: str, store: ModelStore) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "MODEL_DIR": str(store.root),
+        "MODEL_NAME": store.name,
+        "LOG_FORMAT": "json",
+        "TF_THREADS": "1",
+        "JOB_TIMEOUT": "5",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "--name", name],
+        env=env,
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_ready(log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "worker_started" in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"worker did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def write_input(path: Path, n: int, words: int = 1) -> list[str]:
+    rng = random.Random(5)
+    lines = [" ".join(synthetic_review(rng, i % 2) for _ in range(words)) for i in range(n)]
+    lines[7] = ""  # a bad line must still get its output line
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def events(log: Path, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def run_producer(env: dict[str, str], src: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.producer",
+            str(src),
+            "-o",
+            str(out),
+            "--timeout",
+            "120",
+            *extra,
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def check_output(out: Path, lines: list[str]) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, len(lines) + 1))
+    assert rows[7]["error"] == "empty review"
+    assert [r for i, r in enumerate(rows) if i != 7 and r["error"]] == []
+    return rows
+
+
+def test_producer_two_workers_output_and_rerun(
+    redis_url: str, store_copy: ModelStore, tmp_path: Path
+) -> None:
+    env = env_for(redis_url, store_copy)
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [start_worker(env, f"w{i}", log) for i, log in enumerate(logs)]
+    try:
+        for log in logs:
+            wait_until_ready(log)
+        src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+        lines = write_input(src, 600)
+        producer = run_producer(env, src, out, "--chunk-size", "16")
+        stdout = producer.communicate(timeout=120)[0].decode()
+        assert producer.returncode == 0, stdout
+        rows = check_output(out, lines)
+        assert {r["model_version"] for r in rows if not r["error"]} == {"tiny/v0001"}
+        per_worker = [len(events(log, "job_done")) for log in logs]
+        assert all(n > 0 for n in per_worker) and sum(per_worker) == 38  # both workers served
+        rerun = run_producer(env, src, tmp_path / "again.jsonl", "--chunk-size", "16")
+        assert rerun.wait(60) == 0
+        assert sum(len(events(log, "job_done")) for log in logs) == 38  # nothing redone
+        assert (tmp_path / "again.jsonl").read_text() == out.read_text()
+    finally:
+        stop(workers)
+
+
+def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_path: Path) -> None:
+    env = env_for(redis_url, store_copy)
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [start_worker(env, f"r{i}", log) for i, log in enumerate(logs)]
+    try:
+        for log in logs:
+            wait_until_ready(log)
+        src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+        lines = write_input(src, 2000, words=3)
+        producer = run_producer(env, src, out, "--chunk-size", "4")
+        conn = Redis.from_url(redis_url)
+        while len(conn.keys("rq:results:*")) < 60:  # let jobs flow first
+            time.sleep(0.05)
+        source = store_copy.resolve("v0001")
+
+        def copy(folder: Path) -> dict[str, Any]:
+            for f in source.path.iterdir():
+                if f.name != "manifest.json":
+                    shutil.copy(f, folder / f.name)
+            return {k: v for k, v in source.manifest.items() if k not in ("files", "version")}
+
+        store_copy.publish(copy)
+        assert producer.wait(120) == 0
+        rows = check_output(out, lines)
+        versions = [r["model_version"] for r in rows if not r["error"]]
+        assert set(versions) == {"tiny/v0001", "tiny/v0002"}
+        for log in logs:
+            reloads = events(log, "model_reloaded")
+            assert [(e["old_version"], e["model_version"]) for e in reloads] == [
+                ("tiny/v0001", "tiny/v0002")
+            ]
+        failed = conn.zcard(f"rq:registry:failed:{QUEUE_BULK}")
+        assert failed == 0
+    finally:
+        stop(workers)
+
+
+def test_sigkilled_worker_job_is_rerun_by_another(
+    redis_url: str, store_copy: ModelStore, tmp_path: Path
+) -> None:
+    env = env_for(redis_url, store_copy)
+    logs = [tmp_path / "victim.log", tmp_path / "survivor.log"]
+    victim = start_worker(env, "victim", logs[0])
+    wait_until_ready(logs[0])
+    src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    lines = write_input(src, 3000, words=4)
+    producer = run_producer(env, src, out, "--chunk-size", "256")
+    conn = Redis.from_url(redis_url)
+    registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
+    deadline = time.monotonic() + 60
+    while not registry.get_job_ids() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.kill()  # SIGKILL while it holds a started job
+    victim.wait()
+    abandoned = registry.get_job_ids()
+    assert abandoned, "victim was not mid-job"
+    survivor = start_worker(env, "survivor", logs[1])
+    try:
+        stdout = producer.communicate(timeout=150)[0].decode()
+        assert producer.returncode == 0, stdout
+        check_output(out, lines)
+        rerun = {e["job_id"] for e in events(logs[1], "job_done")}
+        assert set(abandoned) <= rerun
+    finally:
+        stop([survivor])

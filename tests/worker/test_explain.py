@@ -1,0 +1,52 @@
+"""Explanations are a faithful decomposition of the model's log-odds."""
+
+import keras
+import numpy as np
+
+from worker.cnn import HParams, build_model
+from worker.explain import Explainer, top_words
+
+HP = HParams(embed_dim=8, filters=6, kernel_sizes=(1, 2, 3, 5), buckets=256)
+
+
+def _model(arch: str) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    model = build_model(arch, vocab_size=40, hp=HP).model
+    if arch == "kim_ngram":
+        rng = np.random.default_rng(2)
+        model.get_layer("ngram_bag").set_weights([rng.normal(size=40 + 256).astype("float32")])
+        model.get_layer("blend").set_weights([np.array([2.0, 0.7, 0.0], dtype="float32")])
+    return model
+
+
+def test_weights_sum_to_the_log_odds_without_biases() -> None:
+    # Biases are zero at initialisation, so gradient x input is exact for ReLU + max-pool, and
+    # the n-gram shares are exact by construction: the weights add up to the log-odds.
+    for arch in ("kim", "kim_ngram"):
+        explainer = Explainer(_model(arch))
+        rows = [[5, 9, 3, 3, 7, 2], [11], [4, 4, 4, 8, 12, 30, 31, 2, 5, 6, 7]]
+        for row, e in zip(rows, explainer.explain_ids(rows), strict=True):
+            assert len(e.token_weights) == len(row)
+            sign = 1 if e.label == "positive" else -1
+            np.testing.assert_allclose(
+                sum(e.token_weights), sign * e.log_odds, rtol=1e-4, atol=1e-5
+            )
+
+
+def test_scores_match_the_model_and_phrases_are_spans() -> None:
+    model = _model("kim_ngram")
+    explainer = Explainer(model)
+    rows = [[5, 9, 3, 3, 7, 2, 8, 8, 1], [6, 7]]
+    explained = explainer.explain_ids(rows)
+    for row, e in zip(rows, explained, strict=True):
+        probs = np.asarray(model(np.array([row], dtype=np.int32)))[0]
+        np.testing.assert_allclose([e.scores["negative"], e.scores["positive"]], probs, atol=1e-5)
+        for start, end, weight in e.phrases:
+            assert 0 <= start < end <= len(row) and end - start >= 2 and weight > 0
+        spans = [(s, t) for s, t, _ in e.phrases]
+        assert all(a[1] <= b[0] or b[1] <= a[0] for a in spans for b in spans if a != b)
+
+
+def test_top_words_aggregate_occurrences_and_rank_by_magnitude() -> None:
+    words = top_words(["good", "bad", "good", "film"], [0.5, -2.0, 0.25, 0.01], k=2)
+    assert words == [["bad", -2.0], ["good", 0.75]]
