@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shared.config import Settings  # noqa: E402
-from shared.datasets import read_reviews  # noqa: E402
-from shared.store import ModelStore  # noqa: E402
+from shared.config import Settings
+from shared.datasets import read_reviews
+from shared.store import ModelStore
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
 TOP = 10
@@ -50,7 +50,9 @@ def evaluate(
     predicted: np.ndarray,
     base: np.ndarray,
 ) -> dict[str, float]:
-    variants, owners, kinds = [], [], []
+    variants: list[list[int]] = []
+    owners: list[int] = []
+    kinds: list[str | float] = []
     for r, (row, ranking) in enumerate(zip(rows, rankings, strict=True)):
         n = len(row)
         variants.append(removed(row, ranking, min(TOP, n)))
@@ -134,7 +136,7 @@ def main() -> int:
     t = time.perf_counter()
     occlusion = []
     for row, pred, p0 in zip(rows, predicted, base, strict=True):
-        variants = [row[:i] + [0] + row[i + 1 :] for i in range(len(row))]
+        variants = [[*row[:i], 0, *row[i + 1 :]] for i in range(len(row))]
         p = p_pred(variants)[:, pred]
         occlusion.append(np.argsort(-(p0 - p), kind="stable"))
     t_occlusion = time.perf_counter() - t
@@ -164,7 +166,8 @@ def main() -> int:
     print(f"  flip@10             {ours_m['flip@10']:6.3f}   (>= 0.5)")
     print(f"  AOPC vs occlusion   {ours_m['aopc'] / max(occ_m['aopc'], 1e-9):6.2f}x  (>= 0.9x)")
     print(
-        f"  cost vs forward     {t_explain / t_forward:6.2f}x  (<= 3x; forward {1000 * t_forward:.0f} ms,"
+        f"  cost vs forward     {t_explain / t_forward:6.2f}x  "
+        f"(<= 3x; forward {1000 * t_forward:.0f} ms,"
         f" explain {1000 * t_explain:.0f} ms for {args.n} reviews)"
     )
     return 0

@@ -26,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import REPO, redis_server, worker_env, workers  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.datasets import read_reviews  # noqa: E402
-from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue  # noqa: E402
-from shared.schema import make_payload  # noqa: E402
+from bench.infra import REPO, redis_server, worker_env, workers
+from shared.config import Settings
+from shared.datasets import read_reviews
+from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
+from shared.schema import make_payload
 
 
 def in_process(texts: list[str], out: Path) -> float:
