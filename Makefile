@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install run test test-fast lint bench-accuracy clean
+.PHONY: install run test test-fast lint bench bench-accuracy clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ lint: install
 
 bench-accuracy: install
 	$(PY) bench/accuracy.py
+
+## every benchmark, one after the other (about 15 minutes; needs ../shared/data and redis-server)
+bench: install
+	$(PY) bench/accuracy.py
+	$(PY) bench/explain.py
+	$(PY) bench/throughput.py
+	$(PY) bench/reload.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache results.jsonl

@@ -173,33 +173,35 @@ def collect(
     poll: float = 0.05,
     on_done: Any = None,
     recover_every: float = 5.0,
+    window: int = 128,
 ) -> dict[str, Outcome]:
     """Wait for jobs to end; returns an Outcome per id (timed-out jobs get an error).
 
-    Every ``recover_every`` seconds the started registries are cleaned, so a job whose worker was
-    killed is retried by another worker instead of waiting for RQ's periodic maintenance.
+    Workers take jobs in FIFO order, so each poll looks at the ``window`` oldest pending jobs
+    only: the producer's load on Redis stays small however long the batch.  Every
+    ``recover_every`` seconds the started registries are cleaned, so a job whose worker was killed
+    is retried by another worker instead of waiting for RQ's periodic maintenance.
     """
     pending = list(dict.fromkeys(job_ids))
     outcomes: dict[str, Outcome] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
     last_recover = time.monotonic()
     while pending:
+        head, rest = pending[:window], pending[window:]
         still: list[str] = []
-        for start in range(0, len(pending), 500):
-            part = pending[start : start + 500]
-            for job_id, job in zip(
-                part, Job.fetch_many(part, conn, serializer=JSONSerializer), strict=True
-            ):
-                outcome = _outcome(job_id, job)
-                if outcome is None:
-                    still.append(job_id)
-                else:
-                    outcomes[job_id] = outcome
-                    if on_done is not None:
-                        on_done(outcome)
-        pending = still
+        fetched = Job.fetch_many(head, conn, serializer=JSONSerializer)
+        for job_id, job in zip(head, fetched, strict=True):
+            outcome = _outcome(job_id, job)
+            if outcome is None:
+                still.append(job_id)
+            else:
+                outcomes[job_id] = outcome
+                if on_done is not None:
+                    on_done(outcome)
+        pending = still + rest
         if not pending:
             break
+        progressed = len(still) < len(head)
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             for job_id in pending:
@@ -208,7 +210,8 @@ def collect(
         if now - last_recover >= recover_every:
             recover_abandoned(conn)
             last_recover = now
-        time.sleep(poll)
+        if not progressed:
+            time.sleep(poll)
     return outcomes
 
 

@@ -46,47 +46,43 @@ PREPROCESSING = {
 }
 
 _TAG = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
-_TOKEN = re.compile(
-    r"""
-      (?P<num>\d+(?:[.,]\d+)*(?:/\d+(?:\.\d+)?)?)      # 7, 2.5, 1,000, 7/10
-    | (?P<word>[^\W\d_]+(?:'[^\W\d_]+)*)               # words, don't, rock'n'roll
-    | (?P<punct>[!?]+)                                 # ! and ? runs
-    | (?P<other>[^\w\s])                               # anything else: kept only if emoji-like
-    """,
-    re.VERBOSE,
-)
+_APOSTROPHES = ("\u2019", "\u2018", "\u02bc", "\u00b4")
+# Alternatives, in order: numbers (7, 2.5, 1,000, 7/10); words with inner apostrophes (don't,
+# rock'n'roll); runs of ! and ?; any other single non-word character (kept only if a symbol).
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:/\d+(?:\.\d+)?)?|[^\W\d_]+(?:'[^\W\d_]+)*|[!?]+|[^\w\s]")
 
 
 def normalize(text: str) -> str:
     """Return ``text`` with HTML removed, entities decoded, Unicode folded and lower-cased."""
     text = _TAG.sub(" ", text)
-    text = html.unescape(text)
-    text = unicodedata.normalize("NFKC", text)
-    text = text.translate(_APOSTROPHES)
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+        for apostrophe in _APOSTROPHES:
+            if apostrophe in text:
+                text = text.replace(apostrophe, "'")
+    if "`" in text:
+        text = text.replace("`", "'")
     return text.casefold()
-
-
-def _is_symbol(char: str) -> bool:
-    return unicodedata.category(char) == "So"
 
 
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into the tokens the model is trained and served on."""
     tokens: list[str] = []
-    for match in _TOKEN.finditer(normalize(text)):
-        kind = match.lastgroup
-        value = match.group()
-        if kind == "word":
-            if value.endswith("'s") and len(value) > 2:
-                tokens.append(value[:-2])
-                tokens.append("'s")
-            else:
-                tokens.append(value)
-        elif kind == "num":
-            tokens.append(value.replace(",", ""))
-        elif kind == "punct":
-            tokens.append(value[0])
-        elif _is_symbol(value):
-            tokens.append(value)
+    append = tokens.append
+    for token in _TOKEN.findall(normalize(text)):
+        first = token[0]
+        if first == "!" or first == "?":
+            append(first)
+        elif len(token) == 1 and not (first.isalnum() or first == "_"):
+            if unicodedata.category(first) == "So":  # emoji and other pictographs
+                append(first)
+        elif first.isdecimal():
+            append(token.replace(",", "") if "," in token else token)
+        elif token.endswith("'s") and len(token) > 2:
+            append(token[:-2])
+            append("'s")
+        else:
+            append(token)
     return tokens

@@ -92,9 +92,9 @@ def env_for(redis_url: str, store: ModelStore) -> dict[str, str]:
     }
 
 
-def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], name: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--name", name],
+        [sys.executable, "-m", "worker", *(["--name", name] if name else []), *extra],
         env=env,
         cwd=REPO,
         stdout=log.open("wb"),
@@ -102,10 +102,10 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[
     )
 
 
-def wait_until_ready(log: Path, timeout: float = 60) -> None:
+def wait_until_ready(log: Path, timeout: float = 60, count: int = 1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if log.exists() and "worker_started" in log.read_text(errors="replace"):
+        if log.exists() and log.read_text(errors="replace").count('"worker_started"') >= count:
             return
         time.sleep(0.1)
     raise AssertionError(f"worker did not start: {log.read_text(errors='replace')[-2000:]}")
@@ -188,17 +188,26 @@ def test_producer_two_workers_output_and_rerun(
         assert rerun.wait(60) == 0
         assert sum(len(events(log, "job_done")) for log in logs) == 38  # nothing redone
         assert (tmp_path / "again.jsonl").read_text() == out.read_text()
+        one = subprocess.run(
+            [sys.executable, "-m", "shared.classify", "A wonderful superb film, not boring"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert one.returncode == 0, one.stderr
+        assert one.stdout.startswith("positive (") and "[+superb]" in one.stdout
     finally:
         stop(workers)
 
 
 def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_path: Path) -> None:
     env = env_for(redis_url, store_copy)
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-    workers = [start_worker(env, f"r{i}", log) for i, log in enumerate(logs)]
+    log = tmp_path / "workers.log"
+    workers = [start_worker(env, "", log, "--processes", "2")]  # one supervisor, two workers
     try:
-        for log in logs:
-            wait_until_ready(log)
+        wait_until_ready(log, count=2)
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 2000, words=3)
         producer = run_producer(env, src, out, "--chunk-size", "4")
@@ -218,15 +227,35 @@ def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_
         rows = check_output(out, lines)
         versions = [r["model_version"] for r in rows if not r["error"]]
         assert set(versions) == {"tiny/v0001", "tiny/v0002"}
-        for log in logs:
-            reloads = events(log, "model_reloaded")
-            assert [(e["old_version"], e["model_version"]) for e in reloads] == [
-                ("tiny/v0001", "tiny/v0002")
-            ]
+        reloads = events(log, "model_reloaded")
+        assert len({e["worker"] for e in events(log, "worker_started")}) == 2
+        assert sorted(e["worker"] for e in reloads) == sorted({e["worker"] for e in reloads})
+        assert len(reloads) == 2  # exactly once per worker
+        assert {(e["old_version"], e["model_version"]) for e in reloads} == {
+            ("tiny/v0001", "tiny/v0002")
+        }
         failed = conn.zcard(f"rq:registry:failed:{QUEUE_BULK}")
         assert failed == 0
     finally:
         stop(workers)
+
+
+def test_unreachable_redis_is_one_clear_line_without_the_password(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("a review\n")
+    url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.producer", str(src)],
+        env={**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO), "LOG_FORMAT": "json"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("sentiment-enqueue: cannot reach Redis at redis://user:***@127.0.0.1:")
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_sigkilled_worker_job_is_rerun_by_another(

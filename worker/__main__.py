@@ -75,6 +75,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     worker = make_worker_class()(
         [get_queue(q, conn) for q in queues], connection=conn, serializer=JSONSerializer, name=name
     )
+    structlog.contextvars.bind_contextvars(worker=worker.name)
     log.info(
         "worker_started",
         worker=worker.name,

@@ -23,25 +23,17 @@ import structlog
 from shared.config import ConfigError, Settings
 from shared.datasets import DataError, Review, read_reviews
 from shared.log import configure_logging
+from shared.schema import review_error as text_error
 from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
 
-#: Longest review accepted, in characters; longer ones get a per-line error (the model would only
-#: see a truncated head and tail of it anyway).
-MAX_REVIEW_CHARS = 100_000
 BATCH = 256
 
 
 def review_error(review: Review) -> str | None:
-    """Why a review cannot be classified, or None."""
-    if review.error:
-        return review.error
-    if not review.text.strip():
-        return "empty review"
-    if len(review.text) > MAX_REVIEW_CHARS:
-        return f"review longer than {MAX_REVIEW_CHARS} characters"
-    return None
+    """Why a review cannot be classified (a read error, or the queue contract's rules), or None."""
+    return review.error or text_error(review.text)
 
 
 def classify(

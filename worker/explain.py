@@ -65,7 +65,7 @@ class Explainer:
         blend = (
             model.get_layer("blend").get_weights()[0] if "blend" in names else np.array([1.0, 0.0])
         )
-        self._feature_weights = float(blend[0]) * (kernel[:, 1] - kernel[:, 0])
+        self._feature_weights = (float(blend[0]) * (kernel[:, 1] - kernel[:, 0])).astype(np.float32)
         self._offsets: dict[int, int] = {}
         offset = 0
         for layer in self._convs:
@@ -75,11 +75,68 @@ class Explainer:
         if "ngram_bag" in names:
             bag = model.get_layer("ngram_bag")
             self._bag = (bag.get_weights()[0], bag.vocab_size, bag.buckets, float(blend[1]))
-        self._run = tf.function(
-            self._attribute, input_signature=[tf.TensorSpec([None, None], tf.int32)]
-        )
+        # Kim models: gradient x input in closed form from the forward pass (see _attribute_kim).
+        self._kim = bool(self._convs) and "features" in names and "zero_pad" in names
+        if self._kim:
+            self._parts = keras.Model(
+                model.inputs,
+                [model.get_layer(head).output, model.get_layer("zero_pad").output]
+                + [c.output for c in self._convs],
+            )
+            self._kernels = [c.get_weights()[0].astype(np.float32) for c in self._convs]
+        method = self._attribute_kim if self._kim else self._attribute
+        self._run = tf.function(method, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+
+    def _winners(self, ids: Any, convs: list[Any]) -> list[tuple[Any, Any, Any]]:
+        """Per convolution: each filter's winning window start, pooled value and share of z."""
+        import tensorflow as tf
+
+        real = tf.cast(tf.not_equal(ids, 0), tf.float32)
+        out = []
+        for layer, conv in zip(self._convs, convs, strict=True):
+            width = tf.shape(conv)[1]
+            mask = tf.pad(real, [[0, 0], [0, tf.maximum(width - tf.shape(real)[1], 0)]])[:, :width]
+            masked = conv * mask[:, :, None]  # only windows that start on a real token
+            offset = self._offsets[layer.kernel_size[0]]
+            weights = self._feature_weights[offset : offset + layer.filters]
+            pooled = tf.reduce_max(masked, axis=1)
+            out.append((tf.argmax(masked, axis=1, output_type=tf.int32), pooled, weights))
+        return out
+
+    def _attribute_kim(self, ids: Any) -> tuple[Any, Any, list[Any]]:
+        """Exact gradient x input for ReLU convolutions + global max pool + linear head.
+
+        The log-odds are ``sum_f w_f * max_t relu(b_f + sum_j W_f[j] . e[t + j])`` (+ terms
+        that do not depend on the embeddings), so d z / d e[p] is ``w_f * W_f[p - t_f]`` summed
+        over the active filters whose winning window ``t_f`` covers ``p``: one gather and one
+        einsum on the forward pass replace the backward pass.  Where a pool ties (the same
+        token twice), the first window gets the credit; autodiff would split it; totals agree.
+        """
+        import tensorflow as tf
+
+        logits, emb, *convs = self._parts(ids, training=False)
+        z = logits[:, 1] - logits[:, 0]
+        batch, length = tf.shape(emb)[0], tf.shape(emb)[1]
+        per_token = tf.zeros([batch * length])
+        winners = []
+        for (best, pooled, weights), kernel in zip(
+            self._winners(ids, convs), self._kernels, strict=True
+        ):
+            k = kernel.shape[0]
+            positions = best[:, :, None] + tf.range(k, dtype=tf.int32)[None, None, :]  # (B, F, k)
+            windows = tf.gather(emb, positions, batch_dims=1)  # (B, F, k, E)
+            dots = tf.einsum("bfke,kef->bfk", windows, kernel)
+            active = tf.cast(pooled > 0, tf.float32)
+            share = dots * (weights * active)[:, :, None]
+            flat = positions + (tf.range(batch, dtype=tf.int32) * length)[:, None, None]
+            per_token += tf.math.unsorted_segment_sum(
+                tf.reshape(share, [-1]), tf.reshape(flat, [-1]), batch * length
+            )
+            winners.append((best, pooled * weights))
+        return z, tf.reshape(per_token, [batch, length]), winners
 
     def _attribute(self, ids: Any) -> tuple[Any, Any, list[Any]]:
+        """Generic path (any architecture): gradient x input by automatic differentiation."""
         import tensorflow as tf
 
         captured: dict[str, Any] = {}
@@ -103,7 +160,9 @@ class Explainer:
         emb = captured[self._embedding.name]
         grads = tape.gradient(z, emb)
         per_token = tf.reduce_sum(grads * emb, axis=-1)
-        return z, per_token, [captured[c.name] for c in self._convs]
+        convs = [captured[c.name] for c in self._convs]
+        winners = [(best, pooled * w) for best, pooled, w in self._winners(ids, convs)]
+        return z, per_token, winners
 
     def explain_ids(
         self, rows: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE
@@ -112,15 +171,20 @@ class Explainer:
         out: list[Explained | None] = [None] * len(rows)
         for idx in length_batches([len(r) for r in rows], batch_size):
             batch = pad_batch([rows[i] for i in idx])
-            z, per_token, convs = self._run(batch)
+            z, per_token, winners = self._run(batch)
             z, per_token = z.numpy(), per_token.numpy()
-            convs = [c.numpy() for c in convs]
+            winners = [(best.numpy(), contrib.numpy()) for best, contrib in winners]
             for j, i in enumerate(idx):
-                out[i] = self._one(rows[i], float(z[j]), per_token[j], [c[j] for c in convs])
+                mine = [(best[j], contrib[j]) for best, contrib in winners]
+                out[i] = self._one(rows[i], float(z[j]), per_token[j], mine)
         return [e for e in out if e is not None]
 
     def _one(
-        self, ids: Sequence[int], z: float, per_token: np.ndarray, convs: list[np.ndarray]
+        self,
+        ids: Sequence[int],
+        z: float,
+        per_token: np.ndarray,
+        winners: list[tuple[np.ndarray, np.ndarray]],
     ) -> Explained:
         n = len(ids)
         sign = 1.0 if z > 0 else -1.0
@@ -128,9 +192,11 @@ class Explainer:
         # Span weights per window width: CNN winning windows, plus the n-gram branch's bigrams.
         spans: dict[int, np.ndarray] = {}
         if n:
-            for layer, conv in zip(self._convs, convs, strict=True):
+            for layer, (best, contrib) in zip(self._convs, winners, strict=True):
                 k = layer.kernel_size[0]
-                spans[k] = spans.get(k, np.zeros(n)) + self._window_weights(conv, n, k)
+                # Per start position: summed contribution of the filters whose max is there.
+                window = np.bincount(best, weights=contrib, minlength=n)[:n]
+                spans[k] = spans.get(k, np.zeros(n)) + window
             if self._bag is not None:
                 bigram_share = self._add_bag(np.asarray(ids, dtype=np.int64), weights)
                 spans[2] = spans.get(2, np.zeros(n))
@@ -150,15 +216,6 @@ class Explainer:
             token_weights=(sign * weights).tolist(),
             phrases=_non_overlapping(sorted(candidates, key=lambda c: -c[2])),
         )
-
-    def _window_weights(self, conv: np.ndarray, n: int, k: int) -> np.ndarray:
-        """Per start position: summed contribution to z of the filters whose max is there."""
-        offset = self._offsets[k]
-        windows = conv[:n]  # windows that start on a real token
-        best = windows.argmax(axis=0)
-        pooled = windows[best, np.arange(windows.shape[1])]
-        contrib = pooled * self._feature_weights[offset : offset + windows.shape[1]]
-        return np.bincount(best, weights=contrib, minlength=n)[:n]
 
     def _add_bag(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Add the n-gram branch's exact shares to ``weights``; return per-bigram weights."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from shared.schema import MAX_REVIEW_CHARS
 from worker import classify
 
 
@@ -19,7 +20,7 @@ def test_every_input_line_gets_exactly_one_output_line(
         b"awful \xff bytes",
         b"boring dull mess",
         b"<script>alert('x')</script> loved it",
-        b"x" * (classify.MAX_REVIEW_CHARS + 1),
+        b"x" * (MAX_REVIEW_CHARS + 1),
     ]
     src.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out.jsonl"

@@ -50,3 +50,28 @@ def test_scores_match_the_model_and_phrases_are_spans() -> None:
 def test_top_words_aggregate_occurrences_and_rank_by_magnitude() -> None:
     words = top_words(["good", "bad", "good", "film"], [0.5, -2.0, 0.25, 0.01], k=2)
     assert words == [["bad", -2.0], ["good", 0.75]]
+
+
+def test_closed_form_equals_automatic_differentiation_with_biases() -> None:
+    import tensorflow as tf
+
+    model = _model("kim_ngram")
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if layer.name.startswith("conv") or layer.name == "logits":
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(scale=0.1, size=bias.shape).astype("float32")])
+    explainer = Explainer(model)
+    assert explainer._kim
+    # No repeated token: the max pools have no ties and both methods agree position by position.
+    rows = [[5, 9, 3, 6, 7, 2, 8, 0, 0], [4, 10, 11, 8, 12, 30, 31, 2, 5]]
+    ids = tf.constant(rows, dtype=tf.int32)
+    z_fast, tokens_fast, _ = explainer._run(ids)
+    z_auto, tokens_auto, _ = tf.function(explainer._attribute)(ids)
+    np.testing.assert_allclose(z_fast, z_auto, rtol=1e-5)
+    np.testing.assert_allclose(tokens_fast, tokens_auto, atol=1e-5)
+    # A repeated token ties a pool: the closed form credits the first occurrence, autodiff splits
+    # the credit; the total is the same.
+    tied = tf.constant([[5, 3, 3, 3, 7]], dtype=tf.int32)
+    fast, auto = explainer._run(tied)[1], tf.function(explainer._attribute)(tied)[1]
+    np.testing.assert_allclose(np.sum(fast), np.sum(auto), rtol=1e-5)

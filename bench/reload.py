@@ -1,0 +1,145 @@
+"""Hot reload under load: how soon after a publish does every worker serve the new version?
+
+    python bench/reload.py [--publishes 3] [--workers 2]
+
+Copies the served model store to a temporary folder, starts a private redis-server and worker
+processes on it, and keeps a steady stream of single-review jobs flowing (``--rate`` per second)
+while it publishes new versions (copies of LATEST) a few seconds apart.  For each publish and
+each worker it reports the delay from the atomic LATEST switch to that worker's first job
+answered by the new version, and it counts failed jobs and jobs answered by a version other
+than the one current when they finished.  Target (issue 3): <= 2 s after publish, 0 failed jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.infra import redis_server, worker_env, workers
+from shared.config import Settings
+from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
+from shared.schema import make_payload
+from shared.store import ModelStore
+
+
+def load(url: str, rate: float, stop: threading.Event, outcomes: list[dict[str, Any]]) -> None:
+    conn = connect(url)
+    queue = get_queue(QUEUE_INTERACTIVE, conn)
+    i = 0
+    while not stop.is_set():
+        payload = make_payload([("r", f"A gripping, well acted thriller, take {i}.")], top_words=3)
+        (job_id,) = enqueue_payloads(queue, [payload])
+        outcome = collect(conn, [job_id], timeout=30, poll=0.002)[job_id]
+        outcomes.append(
+            {
+                "t": time.time(),
+                "error": outcome.error,
+                "version": outcome.result["model_version"] if outcome.result else None,
+            }
+        )
+        i += 1
+        time.sleep(1 / rate)
+
+
+def copy_latest(store: ModelStore) -> Any:
+    source = store.resolve("LATEST")
+
+    def write(folder: Path) -> dict[str, Any]:
+        for f in source.path.iterdir():
+            if f.name != "manifest.json":
+                shutil.copy(f, folder / f.name)
+        skip = ("files", "version", "created")
+        return {k: v for k, v in source.manifest.items() if k not in skip}
+
+    return write
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--publishes", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=50.0, help="jobs per second")
+    parser.add_argument("--gap", type=float, default=4.0, help="seconds between publishes")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-reload-"))
+    shutil.copytree(settings.model_dir / settings.model_name, tmp / "models" / settings.model_name)
+    store = ModelStore(tmp / "models", settings.model_name)
+    logdir = tmp / "logs"
+    logdir.mkdir()
+    outcomes: list[dict[str, Any]] = []
+    publishes: list[tuple[float, str]] = []
+    with redis_server() as url:
+        env = worker_env(url, threads=1, MODEL_DIR=str(tmp / "models"), MODEL_NAME=store.name)
+        with workers(env, args.workers, logdir):
+            stop = threading.Event()
+            thread = threading.Thread(target=load, args=(url, args.rate, stop, outcomes))
+            thread.start()
+            time.sleep(args.gap)
+            for _ in range(args.publishes):
+                version = store.publish(copy_latest(store))
+                publishes.append((time.time(), f"{store.name}/{version.version}"))
+                time.sleep(args.gap)
+            stop.set()
+            thread.join()
+        conn = connect(url)
+        failed = sum(conn.zcard(f"rq:registry:failed:{q}") for q in ("sentiment-interactive",))
+
+    first_served: dict[tuple[str, str], float] = {}
+    reload_ms: list[float] = []
+    for log in logdir.glob("*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            if event.get("event") == "job_done":
+                key = (event["worker"], event["model_version"])
+                ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+                first_served.setdefault(key, ts)
+            if event.get("event") == "model_reloaded":
+                reload_ms.append(event["load_ms"])
+    names = sorted({w for w, _ in first_served})
+    delays = []
+    print(
+        f"{args.workers} workers, {args.rate:.0f} single-review jobs/s, "
+        f"{len(outcomes)} jobs answered"
+    )
+    print(f"{'publish':<24} " + " ".join(f"{n[:18]:>20}" for n in names))
+    for t_pub, published in publishes:
+        row = []
+        for name in names:
+            t = first_served.get((name, published))
+            delay = (t - t_pub) if t is not None else float("nan")
+            delays.append(delay)
+            row.append(f"{delay:>19.3f}s")
+        print(f"{published:<24} " + " ".join(row))
+    errors = sum(1 for o in outcomes if o["error"])
+    print(
+        f"\npublish -> worker serves it: median {statistics.median(delays):.3f} s, "
+        f"max {max(delays):.3f} s (target <= 2 s)"
+    )
+    print(
+        f"model load + checks per reload: median {statistics.median(reload_ms):.0f} ms "
+        f"over {len(reload_ms)} reloads"
+    )
+    print(f"failed jobs: {failed} in RQ's failed registry, {errors} errors in results (target 0)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
