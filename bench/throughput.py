@@ -52,7 +52,17 @@ def in_process(texts: list[str], out: Path) -> float:
     return time.perf_counter() - t
 
 
+def forget_jobs(url: str) -> None:
+    """Delete jobs and results (job ids are deterministic: a rerun would reuse them)."""
+    conn = connect(url)
+    for pattern in ("rq:job:*", "rq:results:*", "sentiment:batch:*", "rq:finished:*"):
+        keys = list(conn.scan_iter(pattern, count=1000))
+        for start in range(0, len(keys), 1000):
+            conn.delete(*keys[start : start + 1000])
+
+
 def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> float:
+    forget_jobs(env["REDIS_URL"])
     t = time.perf_counter()
     subprocess.run(
         [
@@ -124,8 +134,6 @@ def main() -> int:
                     small = tmp / "sweep.jsonl"
                     small.write_text("".join(src.read_text().splitlines(keepends=True)[:5000]))
                     for chunk in (int(c) for c in args.chunk_sizes.split(",")):
-                        conn = connect(url)
-                        conn.flushdb()
                         sweep.append(
                             (chunk, 5000 / through_redis(small, env, chunk, tmp / "s.jsonl"))
                         )

@@ -80,6 +80,12 @@ class Batch:
 
 
 def plan(reviews: Sequence[Review], chunk_size: int, top_words: int) -> Batch:
+    """Answer every input row: invalid ones now, valid ones by jobs of ``chunk_size`` reviews.
+
+    Jobs group reviews of similar length (input order is restored when writing the output): a
+    job's forward pass is padded to its longest review, so mixing a 20-word and a 600-word review
+    in one job wastes most of the work (+30% throughput measured in bench/throughput.py).
+    """
     rows: list[dict[str, Any]] = []
     valid: list[int] = []
     for review in reviews:
@@ -90,6 +96,7 @@ def plan(reviews: Sequence[Review], chunk_size: int, top_words: int) -> Batch:
         else:
             valid.append(len(rows))
         rows.append(row)
+    valid.sort(key=lambda i: len(reviews[i].text))  # stable: ties keep input order
     jobs, payloads = [], []
     for start in range(0, len(valid), chunk_size):
         idx = valid[start : start + chunk_size]

@@ -28,6 +28,7 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from shared.schema import JOB_FUNCTION, SchemaError, validate_result
@@ -189,9 +190,13 @@ def collect(
     while pending:
         head, rest = pending[:window], pending[window:]
         still: list[str] = []
-        fetched = Job.fetch_many(head, conn, serializer=JSONSerializer)
-        for job_id, job in zip(head, fetched, strict=True):
-            outcome = _outcome(job_id, job)
+        # Only the status field: loading whole jobs would decompress every payload each poll.
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in head:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = pipe.execute()
+        for job_id, raw in zip(head, statuses, strict=True):
+            outcome = _outcome(conn, job_id, raw)
             if outcome is None:
                 still.append(job_id)
             else:
@@ -215,19 +220,25 @@ def collect(
     return outcomes
 
 
-def _outcome(job_id: str, job: Job | None) -> Outcome | None:
-    if job is None:
+def _outcome(conn: Redis, job_id: str, raw_status: bytes | None) -> Outcome | None:
+    """The outcome of a job given its status field, reading its result only when it ended."""
+    if raw_status is None:
         return Outcome(job_id, error="job expired or was deleted; enqueue the input again")
-    status = job.get_status(refresh=False)
-    if status == JobStatus.FINISHED:
+    status = JobStatus(raw_status.decode())
+    if status not in DONE:
+        return None
+    result = Job(job_id, connection=conn, serializer=JSONSerializer).latest_result()
+    if (
+        status == JobStatus.FINISHED
+        and result is not None
+        and result.type == Result.Type.SUCCESSFUL
+    ):
         try:
-            return Outcome(job_id, result=validate_result(job.return_value()))
+            return Outcome(job_id, result=validate_result(result.return_value))
         except SchemaError as exc:
             return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
-    if status in DONE:
-        reason = (job.exc_info or "").strip().splitlines()
-        return Outcome(job_id, error=f"job {status.value}: {reason[-1] if reason else 'no reason'}")
-    return None
+    reason = ((result.exc_string if result else None) or "").strip().splitlines()
+    return Outcome(job_id, error=f"job {status.value}: {reason[-1] if reason else 'no reason'}")
 
 
 def recover_abandoned(conn: Redis) -> None:

@@ -73,14 +73,20 @@ def tokenize(text: str) -> list[str]:
     append = tokens.append
     for token in _TOKEN.findall(normalize(text)):
         first = token[0]
-        if first == "!" or first == "?":
+        if first.isalpha():  # a word (the common case first)
+            if "'" in token and token.endswith("'s") and len(token) > 2:
+                append(token[:-2])
+                append("'s")
+            else:
+                append(token)
+        elif first == "!" or first == "?":
             append(first)
         elif len(token) == 1 and not (first.isalnum() or first == "_"):
             if unicodedata.category(first) == "So":  # emoji and other pictographs
                 append(first)
         elif first.isdecimal():
             append(token.replace(",", "") if "," in token else token)
-        elif token.endswith("'s") and len(token) > 2:
+        elif "'" in token and token.endswith("'s") and len(token) > 2:
             append(token[:-2])
             append("'s")
         else:

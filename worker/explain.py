@@ -17,6 +17,8 @@ Weights are reported oriented to the predicted label: positive supports it, nega
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,7 +210,7 @@ class Explainer:
                 end = min(int(start) + k, n)
                 if oriented[start] > 0 and end - start > 1:
                     candidates.append((int(start), end, float(oriented[start])))
-        p_pos = float(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
+        p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
         return Explained(
             label=LABELS[int(z > 0)],
             scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
@@ -249,7 +251,7 @@ def top_words(tokens: Sequence[str], weights: Sequence[float], k: int) -> list[l
     totals: dict[str, float] = defaultdict(float)
     for token, weight in zip(tokens, weights, strict=True):
         totals[token] += weight
-    ranked = sorted(totals.items(), key=lambda item: -abs(item[1]))[:k]
+    ranked = heapq.nlargest(k, totals.items(), key=lambda item: abs(item[1]))
     return [[token, round(weight, 4)] for token, weight in ranked]
 
 

@@ -424,8 +424,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_HEAD_FRACTION,
         help="share of the cap kept from the start of a long review (rest from its end)",
     )
-    p.add_argument("--embed-dim", type=int, default=64)
-    p.add_argument("--filters", type=int, default=100)
+    p.add_argument("--embed-dim", type=int, default=48)
+    p.add_argument("--filters", type=int, default=64, help="filters per kernel size")
     p.add_argument("--kernel-sizes", default="1,2,3,5")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)

@@ -86,7 +86,13 @@ def test_tokenize_never_fails_and_yields_clean_tokens(text: str) -> None:
     assert all(t == t.casefold() for t in tokens)
 
 
-@given(st.text(alphabet=st.characters(categories=["L"]), min_size=1, max_size=20))
+@given(
+    st.text(
+        alphabet=st.characters(categories=["L"], exclude_characters="\u02bc"),  # folded to '
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_a_single_word_is_one_token(word: str) -> None:
     tokens = tokenize(word)
     assert len(tokens) >= 1
