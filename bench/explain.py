@@ -113,18 +113,19 @@ def main() -> int:
     base = base_probs[np.arange(len(rows)), predicted]
 
     # Cost: the same length-sorted batches, forward only vs the explainer (which also predicts).
-    def timed(fn) -> float:
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
-
+    # Interleaved runs, medians: this machine is noisy, and a lone run can be off by 30%.
     batch = 128
-    t_forward = timed(lambda: batched_probs(forward, rows, batch_size=batch))
     explained = explainer.explain_ids(rows, batch_size=batch)
-    t_explain = timed(lambda: explainer.explain_ids(rows, batch_size=batch))
+    forward_times, explain_times = [], []
+    for _ in range(7):
+        t = time.perf_counter()
+        batched_probs(forward, rows, batch_size=batch)
+        forward_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        explainer.explain_ids(rows, batch_size=batch)
+        explain_times.append(time.perf_counter() - t)
+    t_forward = statistics.median(forward_times)
+    t_explain = statistics.median(explain_times)
     ours = [np.argsort(-np.asarray(e.token_weights), kind="stable") for e in explained]
     assert all(
         e.label == ("positive" if p == 1 else "negative")

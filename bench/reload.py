@@ -133,8 +133,8 @@ def main() -> int:
         f"max {max(delays):.3f} s (target <= 2 s)"
     )
     print(
-        f"model load + checks per reload: median {statistics.median(reload_ms):.0f} ms "
-        f"over {len(reload_ms)} reloads"
+        f"LATEST noticed -> swapped in (load, checks and warm-up run in the background): "
+        f"median {statistics.median(reload_ms):.0f} ms over {len(reload_ms)} reloads"
     )
     print(f"failed jobs: {failed} in RQ's failed registry, {errors} errors in results (target 0)")
     shutil.rmtree(tmp, ignore_errors=True)

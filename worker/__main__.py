@@ -67,6 +67,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     jobs.SERVING = jobs.ModelHolder(ModelStore(settings.model_dir, settings.model_name))
     try:
         jobs.SERVING.load()
+        jobs.SERVING.watch()
         conn = connect(settings.redis_url)
     except (StoreError, RedisUnavailable) as exc:
         log.error("worker_start_failed", reason=str(exc))

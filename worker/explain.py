@@ -85,7 +85,11 @@ class Explainer:
                 [model.get_layer(head).output, model.get_layer("zero_pad").output]
                 + [c.output for c in self._convs],
             )
-            self._kernels = [c.get_weights()[0].astype(np.float32) for c in self._convs]
+            # (k, E, F) -> (F, k, E), to multiply the gathered windows (B, F, k, E) directly.
+            self._kernels = [
+                np.ascontiguousarray(c.get_weights()[0].transpose(2, 0, 1)).astype(np.float32)
+                for c in self._convs
+            ]
         method = self._attribute_kim if self._kim else self._attribute
         self._run = tf.function(method, input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
@@ -124,10 +128,10 @@ class Explainer:
         for (best, pooled, weights), kernel in zip(
             self._winners(ids, convs), self._kernels, strict=True
         ):
-            k = kernel.shape[0]
+            k = kernel.shape[1]
             positions = best[:, :, None] + tf.range(k, dtype=tf.int32)[None, None, :]  # (B, F, k)
             windows = tf.gather(emb, positions, batch_dims=1)  # (B, F, k, E)
-            dots = tf.einsum("bfke,kef->bfk", windows, kernel)
+            dots = tf.reduce_sum(windows * kernel[None], axis=-1)  # (B, F, k)
             active = tf.cast(pooled > 0, tf.float32)
             share = dots * (weights * active)[:, :, None]
             flat = positions + (tf.range(batch, dtype=tf.int32) * length)[:, None, None]
