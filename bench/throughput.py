@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.infra import REPO, redis_server, worker_env, workers
 from shared.config import Settings
 from shared.datasets import read_reviews
+from shared.producer import DEFAULT_CHUNK_SIZE
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 
@@ -106,7 +107,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=25_000)
     parser.add_argument("--chunk-sizes", default="16,64,256")
     parser.add_argument(
-        "--chunk", type=int, default=64, help="chunk size for the 1 vs 2 comparison"
+        "--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job for the 1 vs 2 run"
     )
     args = parser.parse_args()
     texts = [r.text for r in read_reviews(args.data, split="test")][: args.n]
