@@ -1,11 +1,12 @@
 """Predictions with explanations: per-token weights, top words and the CNN's winning phrases.
 
-One forward + backward pass per batch gives both the prediction and the explanation:
+One pass per batch gives both the prediction and the explanation:
 
 * **CNN branch** — gradient x input on the embedding layer's output with respect to the log-odds
   ``z = logit(positive) - logit(negative)``.  For a ReLU/max-pool network this is a local
   linear decomposition (with zero biases it is exact: the weights sum to ``z``); it explains the
-  log-odds, not the softmax probability, which saturates.
+  log-odds, not the softmax probability, which saturates.  For the Kim models it is computed in
+  closed form from the forward pass (``_attribute_kim``); other architectures use autodiff.
 * **n-gram branch** — linear, so exact: each unique unigram's weight goes to its occurrences,
   each hashed bigram's weight half to each of its two tokens.
 * **Phrases** — for each convolution filter, the window that won its global max pool contributes
