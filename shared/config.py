@@ -10,6 +10,7 @@ Every variable is listed in ``.env.example``.  Tests pass a plain dict instead o
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,15 @@ DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 
 class ConfigError(ValueError):
     """A setting is missing or has a value that cannot be used."""
+
+
+def settings_or_exit(prog: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Entry points: the settings, or one line on stderr and exit status 2."""
+    try:
+        return Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def _as_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

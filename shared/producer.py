@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from redis import Redis
 
-from shared.config import ConfigError, Settings
+from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError, Review, read_reviews
 from shared.log import configure_logging
 from shared.queues import (
@@ -260,11 +260,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"sentiment-enqueue: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("sentiment-enqueue")
     configure_logging(settings.log_level, settings.log_format)
     try:
         return run(args, settings)

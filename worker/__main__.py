@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from shared.config import ConfigError, Settings
+from shared.config import Settings, settings_or_exit
 from shared.log import configure_logging
 from shared.queues import WORKER_QUEUES, RedisUnavailable, connect, get_queue
 from shared.store import ModelStore, StoreError
@@ -123,11 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"sentiment-worker: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("sentiment-worker")
     if args.log_level:
         settings = Settings(**{**settings.__dict__, "log_level": args.log_level.upper()})
     configure_logging(settings.log_level, settings.log_format)

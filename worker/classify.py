@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from shared.config import ConfigError, Settings
+from shared.config import settings_or_exit
 from shared.datasets import DataError, Review, read_reviews
 from shared.log import configure_logging
 from shared.schema import review_error as text_error
@@ -113,11 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", default="LATEST", help="model version (default: LATEST)")
     parser.add_argument("--split", default="test", help="aclImdb split to read (default: test)")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"sentiment-predict: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("sentiment-predict")
     configure_logging(settings.log_level, settings.log_format)
     try:
         from worker.predictor import configure_tensorflow, load_predictor

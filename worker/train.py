@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from shared.config import ConfigError, Settings
+from shared.config import Settings, settings_or_exit
 from shared.datasets import (
     ACLIMDB_ARCHIVE,
     LABELS,
@@ -462,11 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"sentiment-train: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("sentiment-train")
     configure_logging(settings.log_level, settings.log_format)
     if args.model_dir or args.model_name:
         settings = Settings(
