@@ -205,7 +205,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         batch_id = save_batch(conn, batch)
         queue = get_queue(args.queue, conn)
         with tqdm(total=len(batch.payloads), desc="enqueue", unit=" jobs") as bar:
-            enqueue_payloads(queue, batch.payloads, timeout=settings.job_timeout, progress=bar)
+            enqueue_payloads(
+                queue,
+                batch.payloads,
+                timeout=settings.job_timeout,
+                progress=bar,
+                ids=[job_id for job_id, _ in batch.jobs],
+            )
         log.info(
             "batch_enqueued",
             batch_id=batch_id,

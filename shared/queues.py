@@ -48,6 +48,8 @@ SOCKET_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 CONNECT_ATTEMPTS = 6
 JOB_ID_PREFIX = "sentiment-"
+#: Jobs per enqueue pipeline: small enough that workers start while a big file is still going in.
+PIPELINE_JOBS = 8
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -111,21 +113,23 @@ def enqueue_payloads(
     queue: Queue,
     payloads: Sequence[dict[str, Any]],
     timeout: int = JOB_TIMEOUT_S,
-    chunk: int = 500,
+    pipeline_size: int = PIPELINE_JOBS,
     progress: Any = None,
+    ids: Sequence[str] | None = None,
 ) -> list[str]:
     """Enqueue payloads whose job is not already queued, running or finished; return all ids.
 
-    Failed or missing jobs are (re)created; pipelines of ``chunk`` jobs keep round trips low.
+    Failed or missing jobs are (re)created.  Pipelines of ``pipeline_size`` jobs keep round trips
+    low while letting workers start on the first jobs before the whole file is enqueued.
     """
-    ids = [job_id_for(p) for p in payloads]
-    for start in range(0, len(payloads), chunk):
-        part_ids = ids[start : start + chunk]
+    ids = list(ids) if ids is not None else [job_id_for(p) for p in payloads]  # ids: precomputed
+    for start in range(0, len(payloads), pipeline_size):
+        part_ids = ids[start : start + pipeline_size]
         existing = Job.fetch_many(part_ids, connection=queue.connection, serializer=JSONSerializer)
         datas = []
         seen: set[str] = set()
         for job_id, job, payload in zip(
-            part_ids, existing, payloads[start : start + chunk], strict=True
+            part_ids, existing, payloads[start : start + pipeline_size], strict=True
         ):
             if job_id in seen:
                 continue

@@ -208,20 +208,24 @@ class Explainer:
                 bigram_share = self._add_bag(np.asarray(ids, dtype=np.int64), weights)
                 spans[2] = spans.get(2, np.zeros(n))
                 spans[2][: n - 1] += bigram_share
-        candidates: list[tuple[int, int, float]] = []
-        for k, values in spans.items():
-            oriented = sign * values
-            for start in np.argsort(-oriented)[:PHRASE_CANDIDATES]:
-                end = min(int(start) + k, n)
-                if oriented[start] > 0 and end - start > 1:
-                    candidates.append((int(start), end, float(oriented[start])))
+        starts, ends, values = [], [], []
+        for k, span_values in spans.items():
+            oriented = sign * span_values
+            m = min(PHRASE_CANDIDATES, n)
+            top = np.argpartition(-oriented, m - 1)[:m] if n > m else np.arange(n)
+            end = np.minimum(top + k, n)
+            keep = (oriented[top] > 0) & (end - top > 1)
+            starts.append(top[keep])
+            ends.append(end[keep])
+            values.append(oriented[top[keep]])
+        candidates = _ranked(starts, ends, values) if starts else []
         p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
         return Explained(
             label=LABELS[int(z > 0)],
             scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
             log_odds=z,
             token_weights=(sign * weights).tolist(),
-            phrases=_non_overlapping(sorted(candidates, key=lambda c: -c[2])),
+            phrases=_non_overlapping(candidates),
         )
 
     def _add_bag(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -238,6 +242,22 @@ class Explainer:
         weights[:-1] += share / 2
         weights[1:] += share / 2
         return share  # type: ignore[no-any-return]
+
+
+def _ranked(
+    starts: list[np.ndarray], ends: list[np.ndarray], values: list[np.ndarray]
+) -> list[tuple[int, int, float]]:
+    """Candidate spans as plain tuples, best first (NumPy scalars are slow in a Python loop)."""
+    all_values = np.concatenate(values)
+    order = np.argsort(-all_values, kind="stable")
+    return list(
+        zip(
+            np.concatenate(starts)[order].tolist(),
+            np.concatenate(ends)[order].tolist(),
+            all_values[order].tolist(),
+            strict=True,
+        )
+    )
 
 
 def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
