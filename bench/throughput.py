@@ -6,6 +6,7 @@
 (b) end to end from file to output file with ``sentiment-enqueue`` through a real redis-server
     and 1, then 2, worker processes (already started, model loaded; TensorFlow threads split
     between them).
+Each path runs 3 times (--runs); the median is reported with the range (this machine is noisy).
 Also: the chunk-size sweep behind the producer's default, and p50/p99 latency of single-review
 jobs on an idle worker.  Targets (issue 3): (b) with 2 workers >= 1500 reviews/s and >= 0.85 x (a).
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,23 +37,22 @@ from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads,
 from shared.schema import make_payload
 
 
-def in_process(texts: list[str], out: Path) -> float:
+def in_process(texts: list[str], out: Path, served: Any = None) -> tuple[float, Any]:
+    """Seconds to classify and explain ``texts`` into a JSONL file in this process."""
     from shared.store import ModelStore
     from worker.jobs import explain_reviews, load_served
 
-    settings = Settings.from_env()
-    served = load_served(ModelStore(settings.model_dir, settings.model_name))
-    explain_reviews(served, [{"id": "w", "text": "warm up"}], 10)
+    if served is None:
+        settings = Settings.from_env()
+        served = load_served(ModelStore(settings.model_dir, settings.model_name))
     t = time.perf_counter()
     with out.open("w") as fh:
         for start in range(0, len(texts), 1024):
-            reviews = [
-                {"id": str(i), "text": texts[i]}
-                for i in range(start, min(start + 1024, len(texts)))
-            ]
+            stop = min(start + 1024, len(texts))
+            reviews = [{"id": str(i), "text": texts[i]} for i in range(start, stop)]
             for r in explain_reviews(served, reviews, 10):
                 fh.write(json.dumps(r) + "\n")
-    return time.perf_counter() - t
+    return time.perf_counter() - t, served
 
 
 def forget_jobs(url: str) -> None:
@@ -106,6 +108,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
     parser.add_argument("--n", type=int, default=25_000)
     parser.add_argument("--chunk-sizes", default="16,64,256")
+    parser.add_argument("--runs", type=int, default=3, help="repeats of each path (median shown)")
     parser.add_argument(
         "--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job for the 1 vs 2 run"
     )
@@ -117,20 +120,27 @@ def main() -> int:
         "".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts))
     )
     n = len(texts)
-    rows = []
-    t_a = in_process(texts, tmp / "inproc.jsonl")
-    rows.append(("(a) in-process, batched (1 process)", t_a))
-    print(f"(a) done: {n / t_a:,.0f} reviews/s", flush=True)
+    runs = args.runs
+    rows: list[tuple[str, list[float]]] = []
+    served = None
+    a_times = []
+    for _ in range(runs):
+        elapsed, served = in_process(texts, tmp / "inproc.jsonl", served)
+        a_times.append(elapsed)
+    rows.append(("(a) in-process, batched (1 process)", a_times))
+    print(f"(a) done: {n / statistics.median(a_times):,.0f} reviews/s", flush=True)
     sweep = []
     with redis_server() as url:
         for count, threads in ((1, 2), (2, 1)):
             env = worker_env(url, threads)
             with workers(env, count):
-                elapsed = through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl")
-                rows.append(
-                    (f"(b) redis, {count} worker{'s' * (count > 1)}, chunk {args.chunk}", elapsed)
-                )
-                print(f"(b{count}) done: {n / elapsed:,.0f} reviews/s", flush=True)
+                times = [
+                    through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl")
+                    for _ in range(runs)
+                ]
+                name = f"(b) redis, {count} worker{'s' * (count > 1)}, chunk {args.chunk}"
+                rows.append((name, times))
+                print(f"(b{count}) done: {n / statistics.median(times):,.0f} reviews/s", flush=True)
                 if count == 2:
                     small = tmp / "sweep.jsonl"
                     small.write_text("".join(src.read_text().splitlines(keepends=True)[:5000]))
@@ -139,10 +149,14 @@ def main() -> int:
                             (chunk, 5000 / through_redis(small, env, chunk, tmp / "s.jsonl"))
                         )
                     p50, p99 = single_latency(url)
+    t_a = statistics.median(a_times)
     print(f"\n{n} IMDB test reviews, label + scores + top words + phrases, file -> output file")
-    print(f"{'path':<44} {'seconds':>8} {'reviews/s':>10} {'vs (a)':>7}")
-    for name, elapsed in rows:
-        print(f"{name:<44} {elapsed:>8.1f} {n / elapsed:>10,.0f} {t_a / elapsed:>7.2f}")
+    print(f"median of {runs} runs each (range in brackets)")
+    print(f"{'path':<44} {'seconds':>8} {'reviews/s':>10} {'range':>15} {'vs (a)':>7}")
+    for name, times in rows:
+        med = statistics.median(times)
+        spread = f"[{n / max(times):,.0f}-{n / min(times):,.0f}]"
+        print(f"{name:<44} {med:>8.1f} {n / med:>10,.0f} {spread:>15} {t_a / med:>7.2f}")
     print(
         "\nchunk-size sweep, 2 workers, 5000 reviews: "
         + ", ".join(f"{c}/job {r:,.0f} reviews/s" for c, r in sweep)
