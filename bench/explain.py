@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.infra import model_arguments
 from shared.config import Settings
 from shared.datasets import read_reviews
 from shared.store import ModelStore
@@ -78,10 +79,7 @@ def evaluate(
 def main() -> int:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    parser.add_argument("--model-name", default=settings.model_name)
-    parser.add_argument("--version", default="LATEST")
+    model_arguments(parser, settings)
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
+
+from shared.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,11 +107,24 @@ def workers(
             time.sleep(0.1)
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM (a worker finishes its job), then SIGKILL whatever outlives ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def model_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """The dataset and model-version options every benchmark takes."""
+    parser.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
+    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--model-name", default=settings.model_name)
+    parser.add_argument("--version", default="LATEST")

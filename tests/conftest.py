@@ -82,6 +82,25 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 TINY_HPARAMS = {"embed_dim": 16, "filters": 16, "kernel_sizes": (1, 2, 3), "buckets": 4096}
 
 
+def random_model(
+    arch: str, vocab_size: int, hp: Any, blend: tuple[float, float, float], seed: int
+) -> Any:
+    """An untrained model with seeded weights; kim_ngram also gets a random n-gram table."""
+    import keras
+    import numpy as np
+
+    from worker.cnn import build_model
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(arch, vocab_size=vocab_size, hp=hp).model
+    if arch == "kim_ngram":
+        rng = np.random.default_rng(seed + 1)
+        table = rng.normal(size=vocab_size + hp.buckets).astype("float32")
+        model.get_layer("ngram_bag").set_weights([table])
+        model.get_layer("blend").set_weights([np.array(blend, dtype="float32")])
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Any:
     """A model store holding one tiny kim_ngram version trained on the synthetic corpus."""

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.infra import free_port, redis_server
+from bench.infra import stop_processes as stop
 from shared.queues import QUEUE_BULK
 from shared.store import ModelStore
 from tests.conftest import REPO, synthetic_review
@@ -78,17 +78,6 @@ def wait_until_ready(log: Path, timeout: float = 60, count: int = 1) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"worker did not start: {log.read_text(errors='replace')[-2000:]}")
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def write_input(path: Path, n: int, words: int = 1) -> list[str]:

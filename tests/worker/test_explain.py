@@ -3,20 +3,15 @@
 import keras
 import numpy as np
 
-from worker.cnn import HParams, build_model
+from tests.conftest import random_model
+from worker.cnn import HParams
 from worker.explain import Explainer, top_words
 
 HP = HParams(embed_dim=8, filters=6, kernel_sizes=(1, 2, 3, 5), buckets=256)
 
 
 def _model(arch: str) -> keras.Model:
-    keras.utils.set_random_seed(1)
-    model = build_model(arch, vocab_size=40, hp=HP).model
-    if arch == "kim_ngram":
-        rng = np.random.default_rng(2)
-        model.get_layer("ngram_bag").set_weights([rng.normal(size=40 + 256).astype("float32")])
-        model.get_layer("blend").set_weights([np.array([2.0, 0.7, 0.0], dtype="float32")])
-    return model
+    return random_model(arch, vocab_size=40, hp=HP, blend=(2.0, 0.7, 0.0), seed=1)
 
 
 def test_weights_sum_to_the_log_odds_without_biases() -> None:

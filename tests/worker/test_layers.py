@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import random_model
 from worker.cnn import ARCHITECTURES, HParams, build_model
 from worker.ngrams import bag_scores, feature_ids, fit_nb_logreg
 
@@ -12,12 +13,7 @@ HP = HParams(embed_dim=8, filters=4, kernel_sizes=(1, 2, 3, 5), buckets=512)
 
 @pytest.mark.parametrize("arch", ["dense", "kim", "kim_ngram"])
 def test_scores_do_not_depend_on_padding(arch: str) -> None:
-    keras.utils.set_random_seed(0)
-    model = build_model(arch, vocab_size=50, hp=HP).model
-    if arch == "kim_ngram":
-        rng = np.random.default_rng(0)
-        model.get_layer("ngram_bag").set_weights([rng.normal(size=50 + 512).astype("float32")])
-        model.get_layer("blend").set_weights([np.array([1.0, 0.5, 0.1], dtype="float32")])
+    model = random_model(arch, vocab_size=50, hp=HP, blend=(1.0, 0.5, 0.1), seed=0)
     short = np.array([[5, 9, 3]], dtype=np.int32)
     padded = np.array([[5, 9, 3] + [0] * 40], dtype=np.int32)
     np.testing.assert_allclose(model(short), model(padded), atol=1e-6)
