@@ -1,16 +1,15 @@
 """Classify a file of reviews in-process: ``sentiment-predict FILE [-o OUT]``.
 
-Reads any supported format (plain text one review a line, CSV, JSONL, aclImdb), predicts with the
-published model (``LATEST`` unless ``--version``), prints a summary and writes one output line per
-input line, in input order — a line that cannot be read or classified gets its error instead.
-Output is JSONL or CSV, chosen by the extension of ``-o``.
+Reads any supported format (plain text one review a line, CSV, JSONL, aclImdb), predicts and
+explains with the published model (``LATEST`` unless ``--version``) exactly as a queue worker
+does, prints a summary and writes one output line per input line, in input order, in the
+producer's format — a line that cannot be read or classified gets its error instead.  Output is
+JSONL or CSV, chosen by the extension of ``-o``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
 from collections import Counter
@@ -23,82 +22,45 @@ import structlog
 from shared.config import settings_or_exit
 from shared.datasets import DataError, Review, read_reviews
 from shared.log import configure_logging
-from shared.schema import review_error as text_error
+from shared.producer import write_output
 from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
 
-BATCH = 256
+BATCH = 1024
+TOP_WORDS = 10
 
 
-def review_error(review: Review) -> str | None:
-    """Why a review cannot be classified (a read error, or the queue contract's rules), or None."""
-    return review.error or text_error(review.text)
+def classify(reviews: Iterable[Review], served: Any, progress: bool = True) -> list[dict[str, Any]]:
+    """One output row per review, in order, shaped like the queue's (see ``shared.producer``).
 
-
-def classify(
-    reviews: Iterable[Review], predictor: Any, progress: bool = True
-) -> list[dict[str, Any]]:
-    """One result dict per review, in order; invalid reviews carry ``error``."""
+    Rows carry the job's fields (label, scores, top words and phrases, OOV count, truncation)
+    or ``error``: a read error from the file, or the queue contract's rules for the text.
+    """
     from tqdm import tqdm
 
+    from worker.jobs import explain_reviews
+
     items = list(reviews)
-    rows: list[dict[str, Any]] = []
-    valid = [(i, r) for i, r in enumerate(items) if review_error(r) is None]
-    predictions: dict[int, Any] = {}
-    with tqdm(total=len(valid), desc="classify", unit=" reviews", disable=not progress) as bar:
-        for start in range(0, len(valid), BATCH * 8):
-            chunk = valid[start : start + BATCH * 8]
-            for (i, _), pred in zip(
-                chunk, predictor.predict_texts([r.text for _, r in chunk]), strict=True
-            ):
-                predictions[i] = pred
+    rows: list[dict[str, Any]] = [
+        {"id": r.id, "line": r.line, "model_version": served.version} for r in items
+    ]
+    readable = [i for i, r in enumerate(items) if r.error is None]
+    for i, r in enumerate(items):
+        if r.error is not None:
+            rows[i]["error"] = r.error
+    with tqdm(total=len(readable), desc="classify", unit=" reviews", disable=not progress) as bar:
+        for start in range(0, len(readable), BATCH):
+            chunk = readable[start : start + BATCH]
+            payload = [{"id": items[i].id, "text": items[i].text} for i in chunk]
+            for i, result in zip(chunk, explain_reviews(served, payload, TOP_WORDS), strict=True):
+                rows[i].update({k: v for k, v in result.items() if k != "id"})
             bar.update(len(chunk))
-    for i, review in enumerate(items):
-        row: dict[str, Any] = {"id": review.id, "line": review.line}
-        if i in predictions:
-            p = predictions[i]
-            row.update(
-                label=p.label,
-                scores=p.scores,
-                oov_count=p.oov_count,
-                truncated=p.truncated,
-                model_version=predictor.name,
-                error=None,
-            )
-        else:
-            row.update(
-                label=None, scores=None, model_version=predictor.name, error=review_error(review)
-            )
-        rows.append(row)
     return rows
 
 
-def write_results(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "label", "negative", "positive", "model_version", "error"])
-            for r in rows:
-                scores = r.get("scores") or {}
-                writer.writerow(
-                    [
-                        r["id"],
-                        r["label"] or "",
-                        scores.get("negative", ""),
-                        scores.get("positive", ""),
-                        r["model_version"],
-                        r["error"] or "",
-                    ]
-                )
-    else:
-        with path.open("w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def summary(rows: Sequence[dict[str, Any]]) -> str:
-    counts = Counter(r["label"] or "error" for r in rows)
+    counts = Counter(r.get("label") or "error" for r in rows)
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     return f"{len(rows)} reviews ({parts})"
 
@@ -116,24 +78,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_or_exit("sentiment-predict")
     configure_logging(settings.log_level, settings.log_format)
     try:
-        from worker.predictor import configure_tensorflow, load_predictor
+        from worker.jobs import load_served
+        from worker.predictor import configure_tensorflow
 
         configure_tensorflow(settings.tf_threads)
-        version = ModelStore(settings.model_dir, settings.model_name).resolve(args.version)
-        predictor = load_predictor(version)
-        rows = classify(read_reviews(args.file, split=args.split, errors="keep"), predictor)
+        served = load_served(ModelStore(settings.model_dir, settings.model_name), args.version)
+        rows = classify(read_reviews(args.file, split=args.split, errors="keep"), served)
     except (DataError, StoreError) as exc:
         print(f"sentiment-predict: {exc}", file=sys.stderr)
         return 2
     if args.output:
-        write_results(rows, args.output)
+        write_output(rows, args.output)
     for r in rows[:10]:
-        label = r["label"] or f"error: {r['error']}"
-        score = f" {max(r['scores'].values()):.2f}" if r["scores"] else ""
-        print(f"{r['id']:>24}  {label}{score}")
+        if r.get("error"):
+            print(f"{r['id']:>24}  error: {r['error']}")
+            continue
+        words = ", ".join(f"{w} {v:+.2f}" for w, v in r["top_words"][:4])
+        print(f"{r['id']:>24}  {r['label']} {max(r['scores'].values()):.2f}  ({words})")
     print(summary(rows) + (f"; wrote {args.output}" if args.output else ""))
     log.info(
-        "file_classified", file=str(args.file), reviews=len(rows), model_version=predictor.name
+        "file_classified", file=str(args.file), reviews=len(rows), model_version=served.version
     )
     return 0
 

@@ -33,19 +33,23 @@ def test_every_input_line_gets_exactly_one_output_line(
     assert rows[1]["error"] == "empty review" and "UTF-8" in rows[2]["error"]
     assert rows[4]["label"] == "positive" and "longer than" in rows[5]["error"]
     assert all(r["model_version"] == "tiny/v0001" for r in rows)
+    assert any(w == "superb" for w, _ in rows[0]["top_words"])  # explained like the queue
 
 
-def test_csv_output(tiny_predictor: Any, tmp_path: Path) -> None:
+def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) -> None:
     from shared.datasets import Review
+    from shared.producer import write_output
+    from worker.jobs import load_served
 
     rows = classify.classify(
-        [Review("a", "loved it"), Review("b", " ")], tiny_predictor, progress=False
+        [Review("a", "loved it"), Review("b", " ")], load_served(tiny_store), progress=False
     )
     out = tmp_path / "o.csv"
-    classify.write_results(rows, out)
+    write_output(rows, out)
     text = out.read_text().splitlines()
-    assert text[0] == "id,label,negative,positive,model_version,error"
-    assert text[1].startswith("a,positive,") and text[2].endswith("empty review")
+    assert text[0] == "id,line,label,negative,positive,top_words,top_phrases,model_version,error"
+    assert text[1].startswith("a,,positive,") and text[2].endswith("empty review")
+    assert rows[0]["top_words"] and rows[0]["top_words"][0][0] == "loved"
 
 
 def test_missing_model_is_a_clear_error(
