@@ -16,6 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from shared.text import PREPROCESSING
@@ -98,12 +99,12 @@ class Vocabulary:
             head = round(max_len * head_fraction)
             tail = max_len - head
             kept = kept[:head] + (kept[-tail:] if tail else [])
-        ids = [self._index.get(t, OOV_ID) for t in kept]
+        ids = list(map(self._index.get, kept, repeat(OOV_ID)))
         return Encoded(
             ids=ids,
             tokens=kept,
             n_tokens=len(tokens),
-            oov_count=sum(1 for i in ids if i == OOV_ID),
+            oov_count=ids.count(OOV_ID),
             truncated=truncated,
         )
 

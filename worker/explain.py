@@ -19,15 +19,15 @@ Weights are reported oriented to the predicted label: positive supports it, nega
 from __future__ import annotations
 
 import heapq
-import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from shared.schema import LABELS
+from shared.vocab import OOV_ID
 from worker.cnn import EMBEDDING_LAYER
 from worker.data import length_batches, pad_batch
 from worker.layers import BIGRAM_HASH
@@ -46,6 +46,7 @@ class Explained:
     log_odds: float
     token_weights: list[float]  # aligned with the encoded (kept) tokens
     phrases: list[tuple[int, int, float]]  # (start, end) token spans with weights, best first
+    top_words: list[list[Any]] = field(default_factory=list)  # [token, weight], by |weight|
 
 
 class Explainer:
@@ -172,112 +173,203 @@ class Explainer:
         return z, per_token, winners
 
     def explain_ids(
-        self, rows: Sequence[Sequence[int]], batch_size: int = DEFAULT_BATCH_SIZE
+        self,
+        rows: Sequence[Sequence[int]],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        tokens: Sequence[Sequence[str]] | None = None,
+        top_k: int = 0,
     ) -> list[Explained]:
-        """Explain encoded rows (any lengths), in length-bucketed batches; output keeps order."""
+        """Explain encoded rows (any lengths), in length-bucketed batches; output keeps order.
+
+        With ``tokens`` (the rows' token strings), each result also carries its ``top_k`` words.
+        """
         out: list[Explained | None] = [None] * len(rows)
         for idx in length_batches([len(r) for r in rows], batch_size):
             batch = pad_batch([rows[i] for i in idx])
             z, per_token, winners = self._run(batch)
-            z, per_token = z.numpy(), per_token.numpy()
-            winners = [(best.numpy(), contrib.numpy()) for best, contrib in winners]
-            for j, i in enumerate(idx):
-                mine = [(best[j], contrib[j]) for best, contrib in winners]
-                out[i] = self._one(rows[i], float(z[j]), per_token[j], mine)
+            explained = self._finish(
+                batch,
+                np.array([len(rows[i]) for i in idx], dtype=np.int64),
+                z.numpy().astype(np.float64),
+                per_token.numpy(),
+                [(best.numpy(), contrib.numpy()) for best, contrib in winners],
+                [tokens[i] for i in idx] if tokens is not None else None,
+                top_k,
+            )
+            for i, e in zip(idx, explained, strict=True):
+                out[i] = e
         return [e for e in out if e is not None]
 
-    def _one(
+    def _finish(
         self,
-        ids: Sequence[int],
-        z: float,
+        ids: np.ndarray,
+        lengths: np.ndarray,
+        z: np.ndarray,
         per_token: np.ndarray,
         winners: list[tuple[np.ndarray, np.ndarray]],
-    ) -> Explained:
-        n = len(ids)
-        sign = 1.0 if z > 0 else -1.0
-        weights = per_token[:n].astype(np.float64)
-        # Span weights per window width: CNN winning windows, plus the n-gram branch's bigrams.
-        spans: dict[int, np.ndarray] = {}
-        if n:
-            for layer, (best, contrib) in zip(self._convs, winners, strict=True):
-                k = layer.kernel_size[0]
-                # Per start position: summed contribution of the filters whose max is there.
-                window = np.bincount(best, weights=contrib, minlength=n)[:n]
-                spans[k] = spans.get(k, np.zeros(n)) + window
-            if self._bag is not None:
-                bigram_share = self._add_bag(np.asarray(ids, dtype=np.int64), weights)
-                spans[2] = spans.get(2, np.zeros(n))
-                spans[2][: n - 1] += bigram_share
-        starts, ends, values = [], [], []
-        for k, span_values in spans.items():
-            oriented = sign * span_values
-            m = min(PHRASE_CANDIDATES, n)
-            top = np.argpartition(-oriented, m - 1)[:m] if n > m else np.arange(n)
-            end = np.minimum(top + k, n)
-            keep = (oriented[top] > 0) & (end - top > 1)
-            starts.append(top[keep])
-            ends.append(end[keep])
-            values.append(oriented[top[keep]])
-        candidates = _ranked(starts, ends, values) if starts else []
-        p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
-        return Explained(
-            label=LABELS[int(z > 0)],
-            scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
-            log_odds=z,
-            token_weights=(sign * weights).tolist(),
-            phrases=_non_overlapping(candidates),
-        )
+        tokens: Sequence[Sequence[str]] | None,
+        top_k: int,
+    ) -> list[Explained]:
+        """Weights, phrases and top words for one padded batch, with array operations.
 
-    def _add_bag(self, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Add the n-gram branch's exact shares to ``weights``; return per-bigram weights."""
+        Every step works on the whole (B, L) batch at once; only choosing each row's
+        non-overlapping phrases and naming its top words is a (short) Python loop per row.
+        """
+        if per_token.shape[1] > ids.shape[1]:  # the model pads short inputs to its widest kernel
+            ids = np.pad(ids, ((0, 0), (0, per_token.shape[1] - ids.shape[1])))
+        size, width = ids.shape
+        row = np.arange(size)[:, None]
+        valid = np.arange(width)[None, :] < lengths[:, None]
+        weights = np.where(valid, per_token.astype(np.float64), 0.0)
+        # Span weights per window width: CNN winning windows (per start position: the summed
+        # contribution of the filters whose max is there), plus the n-gram branch's bigrams.
+        spans: dict[int, np.ndarray] = {}
+        for layer, (best, contrib) in zip(self._convs, winners, strict=True):
+            k = layer.kernel_size[0]
+            flat = (best.astype(np.int64) + row * width).ravel()
+            window = np.bincount(flat, weights=contrib.ravel(), minlength=size * width)
+            spans[k] = spans.get(k, 0) + window.reshape(size, width)
+        if self._bag is not None:
+            bigram_share = self._add_bag(ids.astype(np.int64), valid, weights)
+            spans[2] = spans.get(2, 0) + bigram_share
+        sign = np.where(z > 0, 1.0, -1.0)
+        oriented = weights * sign[:, None]
+        phrases = self._phrases(spans, lengths, sign)
+        words = (
+            self._top_words(ids, valid, oriented, tokens, top_k)
+            if tokens is not None and top_k > 0
+            else [[] for _ in range(size)]
+        )
+        p_pos = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return [
+            Explained(
+                label=LABELS[int(z[b] > 0)],
+                scores={LABELS[0]: float(1.0 - p_pos[b]), LABELS[1]: float(p_pos[b])},
+                log_odds=float(z[b]),
+                token_weights=oriented[b, : lengths[b]].tolist(),
+                phrases=phrases[b],
+                top_words=words[b],
+            )
+            for b in range(size)
+        ]
+
+    def _add_bag(self, ids: np.ndarray, valid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Add the n-gram branch's exact shares to ``weights``; return per-bigram weights.
+
+        A unigram's weight is split between its occurrences in the row, a hashed bigram's between
+        its occurrences and then half to each of its two tokens (keys are offset per row so one
+        ``np.unique`` counts occurrences for the whole batch).
+        """
         assert self._bag is not None
         table, vocab_size, buckets, coef = self._bag
-        _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-        weights += coef * table[ids] / counts[inverse]
-        if len(ids) < 2:
-            return np.zeros(0)
-        bigrams = vocab_size + (ids[:-1] * BIGRAM_HASH + ids[1:]) % buckets
-        _, inverse, counts = np.unique(bigrams, return_inverse=True, return_counts=True)
-        share = coef * table[bigrams] / counts[inverse]
-        weights[:-1] += share / 2
-        weights[1:] += share / 2
-        return share  # type: ignore[no-any-return]
+        size, width = ids.shape
+        row = np.arange(size, dtype=np.int64)[:, None]
+        kept = ids[valid]
+        _, inverse, counts = np.unique(
+            (ids + row * vocab_size)[valid], return_inverse=True, return_counts=True
+        )
+        weights[valid] += coef * table[kept] / counts[inverse]
+        share = np.zeros((size, width))
+        if width > 1:
+            pairs = valid[:, 1:]
+            bigrams = (ids[:, :-1] * BIGRAM_HASH + ids[:, 1:]) % buckets
+            _, inverse, counts = np.unique(
+                (bigrams + row * buckets)[pairs], return_inverse=True, return_counts=True
+            )
+            share[:, :-1][pairs] = coef * table[vocab_size + bigrams[pairs]] / counts[inverse]
+            weights[:, :-1] += share[:, :-1] / 2
+            weights[:, 1:] += share[:, :-1] / 2
+        return share
 
-
-def _ranked(
-    starts: list[np.ndarray], ends: list[np.ndarray], values: list[np.ndarray]
-) -> list[tuple[int, int, float]]:
-    """Candidate spans as plain tuples, best first (NumPy scalars are slow in a Python loop)."""
-    all_values = np.concatenate(values)
-    order = np.argsort(-all_values, kind="stable")
-    return list(
-        zip(
-            np.concatenate(starts)[order].tolist(),
-            np.concatenate(ends)[order].tolist(),
-            all_values[order].tolist(),
+    @staticmethod
+    def _phrases(
+        spans: dict[int, np.ndarray], lengths: np.ndarray, sign: np.ndarray
+    ) -> list[list[tuple[int, int, float]]]:
+        """Per row, the best non-overlapping spans of two or more tokens that support the label."""
+        size, width = len(lengths), max((s.shape[1] for s in spans.values()), default=0)
+        if not spans or width < 2:
+            return [[] for _ in range(size)]
+        m = min(PHRASE_CANDIDATES, width)
+        starts, ends, values = [], [], []
+        # A phrase starts on a real token and has at least two: start <= n - 2.
+        room = np.arange(width)[None, :] <= (lengths - 2)[:, None]
+        for k, span in spans.items():
+            if k < 2:
+                continue
+            oriented = np.where(room, span * sign[:, None], -np.inf)
+            top = np.argpartition(-oriented, m - 1, axis=1)[:, :m]
+            starts.append(top)
+            ends.append(np.minimum(top + k, lengths[:, None]))
+            values.append(np.take_along_axis(oriented, top, axis=1))
+        if not starts:
+            return [[] for _ in range(size)]
+        value = np.concatenate(values, axis=1)
+        order = np.argsort(-value, axis=1, kind="stable")
+        best = zip(
+            np.take_along_axis(np.concatenate(starts, axis=1), order, axis=1).tolist(),
+            np.take_along_axis(np.concatenate(ends, axis=1), order, axis=1).tolist(),
+            np.take_along_axis(value, order, axis=1).tolist(),
             strict=True,
         )
-    )
+        return [_non_overlapping(list(zip(s, e, v, strict=True))) for s, e, v in best]
+
+    @staticmethod
+    def _top_words(
+        ids: np.ndarray,
+        valid: np.ndarray,
+        oriented: np.ndarray,
+        tokens: Sequence[Sequence[str]],
+        k: int,
+    ) -> list[list[list[Any]]]:
+        """Per row, the ``k`` token types with the largest summed weight by magnitude.
+
+        In-vocabulary tokens are summed per (row, id) for the whole batch at once; OOV tokens
+        share one id, so they are summed per string, and both lists are merged per row.
+        """
+        size = ids.shape[0]
+        in_vocab = valid & (ids != OOV_ID)
+        rows, cols = np.nonzero(in_vocab)
+        span = int(ids.max()) + 1
+        keys, first, inverse = np.unique(
+            rows * span + ids[rows, cols].astype(np.int64), return_index=True, return_inverse=True
+        )
+        sums = np.bincount(inverse, weights=oriented[rows, cols], minlength=len(keys))
+        key_rows = keys // span
+        order = np.lexsort((-np.abs(sums), key_rows))
+        bounds = np.searchsorted(key_rows[order], np.arange(size + 1))
+        oov_rows, oov_cols = np.nonzero(valid & (ids == OOV_ID))
+        oov: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for b, p in zip(oov_rows.tolist(), oov_cols.tolist(), strict=True):
+            oov[b][tokens[b][p]] += float(oriented[b, p])
+        out: list[list[list[Any]]] = []
+        for b in range(size):
+            chosen = order[bounds[b] : min(bounds[b + 1], bounds[b] + k)]
+            pairs = [
+                (tokens[b][c], w)
+                for c, w in zip(cols[first[chosen]].tolist(), sums[chosen].tolist(), strict=True)
+            ]
+            if b in oov:
+                pairs = heapq.nlargest(
+                    k, pairs + list(oov[b].items()), key=lambda item: abs(item[1])
+                )
+            out.append([[token, round(weight, 4)] for token, weight in pairs])
+        return out
 
 
 def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """Greedily keep the best phrases that share no token with a better one."""
+    """Greedily keep the best phrases (ranked best first) that share no token with a better one.
+
+    Only spans that support the label (weight > 0) qualify.
+    """
     kept: list[tuple[int, int, float]] = []
     for start, end, weight in ranked:
+        if not weight > 0:
+            break
         if all(end <= s or start >= e for s, e, _ in kept):
             kept.append((start, end, weight))
             if len(kept) == MAX_PHRASES:
                 break
     return kept
-
-
-def top_words(tokens: Sequence[str], weights: Sequence[float], k: int) -> list[list[Any]]:
-    """Sum weights per token type; the ``k`` largest by absolute weight, as ``[token, weight]``."""
-    totals: dict[str, float] = defaultdict(float)
-    for token, weight in zip(tokens, weights, strict=True):
-        totals[token] += weight
-    ranked = heapq.nlargest(k, totals.items(), key=lambda item: abs(item[1]))
-    return [[token, round(weight, 4)] for token, weight in ranked]
 
 
 def phrase_texts(

@@ -19,7 +19,7 @@ import structlog
 from shared.config import Settings
 from shared.schema import SCHEMA_VERSION, review_error, validate_payload, validate_result
 from shared.store import ModelStore, StoreError
-from worker.explain import Explainer, phrase_texts, top_words
+from worker.explain import Explainer, phrase_texts
 from worker.predictor import SMOKE_TEXTS, Predictor, load_predictor
 
 log = structlog.get_logger(__name__)
@@ -186,13 +186,15 @@ def explain_reviews(
         else:
             results[i] = {"id": review["id"], "error": error}
     encoded = served.predictor.encode([reviews[i]["text"] for i in valid])
-    explained = served.explainer.explain_ids([e.ids for e in encoded])
+    explained = served.explainer.explain_ids(
+        [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
+    )
     for i, enc, exp in zip(valid, encoded, explained, strict=True):
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
             "label": exp.label,
             "scores": exp.scores,
-            "top_words": top_words(enc.tokens, exp.token_weights, top_k),
+            "top_words": exp.top_words,
             "top_phrases": phrase_texts(enc.tokens, exp.phrases),
             "n_tokens": enc.n_tokens,
             "oov_count": enc.oov_count,

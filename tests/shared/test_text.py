@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.text import normalize, tokenize
+from shared.text import _tokenize_general, normalize, tokenize
 
 
 def test_negations_survive_as_single_tokens() -> None:
@@ -97,3 +97,16 @@ def test_a_single_word_is_one_token(word: str) -> None:
     tokens = tokenize(word)
     assert len(tokens) >= 1
     assert "".join(tokens).replace("'s", "s") != ""
+
+
+@given(st.text(alphabet="abs'!?,.0123456789/ xyz_-<>&;", max_size=60))
+def test_the_ascii_fast_path_equals_the_general_rules(text: str) -> None:
+    # ASCII text takes a single-regex path; it must give exactly what the general rules give.
+    normalized = normalize(text)
+    assert normalized.isascii()
+    assert tokenize(text) == _tokenize_general(normalized)
+
+
+def test_the_ascii_fast_path_on_tricky_clitics_and_numbers() -> None:
+    for text in ("vampire's's lair", "o'sullivan's", "john's5 1,000,000 2.5/10", "s's 's x'"):
+        assert tokenize(text) == _tokenize_general(normalize(text)), text

@@ -5,7 +5,7 @@ import numpy as np
 
 from tests.conftest import random_model
 from worker.cnn import HParams
-from worker.explain import Explainer, top_words
+from worker.explain import Explainer
 
 HP = HParams(embed_dim=8, filters=6, kernel_sizes=(1, 2, 3, 5), buckets=256)
 
@@ -42,9 +42,32 @@ def test_scores_match_the_model_and_phrases_are_spans() -> None:
         assert all(a[1] <= b[0] or b[1] <= a[0] for a in spans for b in spans if a != b)
 
 
-def test_top_words_aggregate_occurrences_and_rank_by_magnitude() -> None:
-    words = top_words(["good", "bad", "good", "film"], [0.5, -2.0, 0.25, 0.01], k=2)
-    assert words == [["bad", -2.0], ["good", 0.75]]
+def _reference_top_words(tokens: list[str], weights: list[float], k: int) -> list[list[object]]:
+    """The definition: sum weights per token string, keep the k largest by magnitude."""
+    totals: dict[str, float] = {}
+    for token, weight in zip(tokens, weights, strict=True):
+        totals[token] = totals.get(token, 0.0) + weight
+    ranked = sorted(totals.items(), key=lambda item: -abs(item[1]))[:k]
+    return [[token, round(weight, 4)] for token, weight in ranked]
+
+
+def test_batched_results_equal_one_row_at_a_time_and_top_words_follow_the_definition() -> None:
+    # The batch is processed with array operations over padded rows of mixed lengths; each row
+    # must get what it gets alone, and its top words must be the per-string sums (OOV id 1 stands
+    # for different strings, which stay separate).
+    explainer = Explainer(_model("kim_ngram"))
+    rng = np.random.default_rng(7)
+    rows = [rng.integers(1, 40, size=n).tolist() for n in (1, 2, 3, 7, 30, 30, 64)]
+    tokens = [[f"oov{p}" if i == 1 else f"w{i}" for p, i in enumerate(row)] for row in rows]
+    batched = explainer.explain_ids(rows, tokens=tokens, top_k=4)
+    for row, toks, e in zip(rows, tokens, batched, strict=True):
+        (alone,) = explainer.explain_ids([row], tokens=[toks], top_k=4)
+        assert e.label == alone.label and e.phrases == alone.phrases
+        np.testing.assert_allclose(e.token_weights, alone.token_weights, atol=1e-5)
+        expected = _reference_top_words(toks, e.token_weights, 4)
+        assert [w for w, _ in e.top_words] == [w for w, _ in expected]
+        np.testing.assert_allclose([v for _, v in e.top_words], [v for _, v in expected], atol=2e-4)
+    assert any(1 in row for row in rows)
 
 
 def test_closed_form_equals_automatic_differentiation_with_biases() -> None:
