@@ -8,13 +8,40 @@ a readable console renderer otherwise.  Library modules only call ``structlog.ge
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 #: Loggers of dependencies that are noisy at INFO, or that print URLs containing secrets.
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "absl", "h5py")
+
+
+#: Telegram bot tokens ("123456:AA...") wherever they appear, e.g. in a URL inside an error.
+_BOT_TOKEN = re.compile(r"(?<![0-9])\d{5,}:[A-Za-z0-9_-]{30,}")
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Never print ``value``: it is replaced by *** in every log line, exceptions included."""
+    if value:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return _BOT_TOKEN.sub("***", text)
+
+
+def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Remove registered secrets and bot tokens from every string value (after formatting)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = scrub(value)
+    return event_dict
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +80,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if json_output else _identity,
+            structlog.processors.format_exc_info,
+            _scrub,
             renderer,
         ],
     )
@@ -64,7 +92,3 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _identity(_: Any, __: str, event_dict: Any) -> Any:
-    return event_dict

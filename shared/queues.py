@@ -53,6 +53,21 @@ PIPELINE_JOBS = 8
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
+#: Hash where workers announce the model version they serve (read by the bot's /model).
+SERVED_MODEL_KEY = "sentiment:served-model"
+
+
+def announce_model(conn: Redis, info: dict[str, Any]) -> None:
+    """Record the version a worker serves now (the latest announcement wins)."""
+    conn.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
+
+
+def served_model(conn: Redis) -> dict[str, str]:
+    """The last announced served model, or {} when no worker has announced one."""
+    raw: dict[bytes, bytes] = conn.hgetall(SERVED_MODEL_KEY)  # type: ignore[assignment]
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
 class RedisUnavailable(RuntimeError):
     """Redis could not be reached after bounded retries."""
 

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from shared.config import Settings, settings_or_exit
 from shared.log import configure_logging
-from shared.queues import WORKER_QUEUES, RedisUnavailable, connect, get_queue
+from shared.queues import WORKER_QUEUES, RedisUnavailable, announce_model, connect, get_queue
 from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
@@ -45,8 +46,18 @@ def make_worker_class() -> Any:
         """SimpleWorker that hot-reloads the model between jobs."""
 
         def execute_job(self, job: Any, queue: Any) -> Any:
-            jobs.serving().maybe_reload()
+            if jobs.serving().maybe_reload():
+                self.announce()
             return super().execute_job(job, queue)
+
+        def announce(self) -> None:
+            """Tell Redis which version this worker serves (best effort)."""
+            try:
+                announce_model(
+                    self.connection, {**jobs.serving().get().info(), "worker": self.name}
+                )
+            except RedisError as exc:
+                log.warning("model_announce_failed", reason=str(exc))
 
         def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
             if job.timeout == -1:
@@ -77,6 +88,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
         [get_queue(q, conn) for q in queues], connection=conn, serializer=JSONSerializer, name=name
     )
     structlog.contextvars.bind_contextvars(worker=worker.name)
+    worker.announce()
     log.info(
         "worker_started",
         worker=worker.name,

@@ -39,6 +39,17 @@ class Served:
     def version(self) -> str:
         return self.predictor.name
 
+    def info(self) -> dict[str, Any]:
+        """What a worker announces about the version it serves (shown by the bot's /model)."""
+        version = self.predictor.version
+        manifest = version.manifest if version else {}
+        return {
+            "model_version": self.version,
+            "test_accuracy": version.test_accuracy if version else None,
+            "created": manifest.get("created"),
+            "architecture": manifest.get("architecture"),
+        }
+
 
 def load_served(store: ModelStore, version: str = "LATEST") -> Served:
     """Load and check a version, and trace its explainer, so its first job is not slow."""

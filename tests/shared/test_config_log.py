@@ -6,7 +6,7 @@ import pytest
 import structlog
 
 from shared.config import DEFAULT_REDIS_URL, ConfigError, Settings
-from shared.log import configure_logging
+from shared.log import configure_logging, register_secret
 
 
 def test_defaults_and_overrides_from_a_mapping() -> None:
@@ -41,3 +41,22 @@ def test_json_logs_route_stdlib_and_structlog_and_redact_secrets(
     assert lines[0]["event"] == "job_done" and lines[0]["bot_token"] == "***"
     assert lines[1]["event"] == "from stdlib" and lines[1]["level"] == "warning"
     assert len(lines) == 2
+
+
+def test_bot_tokens_are_scrubbed_from_messages_and_tracebacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "s3cr3t-value-registered-at-start"
+    register_secret(secret)
+    token = "4242424:AAH" + "x" * 32
+    configure_logging("DEBUG", "json")
+    logging.getLogger("telegram.ext").warning("POST https://api.telegram.org/bot%s/getMe", token)
+    try:
+        raise ConnectionError(f"cannot reach https://api.telegram.org/bot{token}/x ({secret})")
+    except ConnectionError:
+        structlog.get_logger("t").exception("polling_failed")
+    err = capsys.readouterr().err
+    lines = [json.loads(x) for x in err.splitlines()]
+    assert lines[0]["event"] == "POST https://api.telegram.org/bot***/getMe"
+    assert "ConnectionError" in lines[1]["exception"] and "bot***/x" in lines[1]["exception"]
+    assert token not in err and secret not in err

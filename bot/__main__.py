@@ -1,0 +1,63 @@
+"""``sentiment-bot`` / ``python -m bot``: the Telegram bot (long polling).
+
+Needs ``TELEGRAM_BOT_TOKEN`` and a Redis with workers (``REDIS_URL``).  ``TELEGRAM_API_URL``
+points it at another Bot API server (a self-hosted one, or the fake one in the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from bot.config import BotSettings
+from shared.config import ConfigError, settings_or_exit
+from shared.log import configure_logging, register_secret
+from shared.queues import RedisUnavailable, redact_url, wait_for_redis
+
+log = structlog.get_logger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="sentiment-bot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
+    settings = settings_or_exit("sentiment-bot")
+    try:
+        bot_settings = BotSettings.from_env()
+    except ConfigError as exc:
+        print(f"sentiment-bot: {exc}", file=sys.stderr)
+        return 2
+    register_secret(bot_settings.token)
+    configure_logging(settings.log_level, settings.log_format)
+
+    from telegram import Update
+
+    from bot.app import build_application
+    from bot.service import QueueClient
+
+    client = QueueClient(settings.redis_url, settings.job_timeout)
+    try:
+        wait_for_redis(client.conn, settings.redis_url)
+    except RedisUnavailable as exc:
+        print(f"sentiment-bot: {exc}", file=sys.stderr)
+        return 2
+    app = build_application(bot_settings, client)
+    log.info(
+        "bot_starting",
+        api_url=bot_settings.api_url,
+        redis_url=redact_url(settings.redis_url),
+        rate_per_minute=bot_settings.rate_per_minute,
+        allowlist=len(bot_settings.allowed_users),
+    )
+    app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=False)
+    log.info("bot_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

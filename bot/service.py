@@ -1,0 +1,106 @@
+"""The bot's side of the queue: enqueue one review, await its result without blocking the loop.
+
+Enqueueing uses the same RQ code as every producer (in a worker thread: it is a few fast Redis
+calls).  Waiting uses ``redis.asyncio``: ``XREAD BLOCK`` on the job's RQ result stream, so the
+answer arrives the moment the worker writes it, with no polling and no thread held per waiting
+user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from shared.queues import (
+    QUEUE_INTERACTIVE,
+    SERVED_MODEL_KEY,
+    Outcome,
+    connect,
+    enqueue_payloads,
+    get_queue,
+)
+from shared.schema import SchemaError, make_payload, validate_result
+
+log = structlog.get_logger(__name__)
+
+#: Longest single XREAD BLOCK (the client's socket timeout must be longer).
+BLOCK_SLICE_S = 5.0
+
+
+class QueueClient:
+    def __init__(self, redis_url: str, job_timeout: int = 60) -> None:
+        self.conn = connect(redis_url, check=False)
+        self.aconn = aioredis.Redis.from_url(
+            redis_url, socket_timeout=BLOCK_SLICE_S + 10, socket_connect_timeout=5
+        )
+        self.queue = get_queue(QUEUE_INTERACTIVE, self.conn)
+        self.job_timeout = job_timeout
+
+    async def submit(self, review_id: str, text: str, top_words: int) -> str:
+        payload = make_payload([(review_id, text)], top_words)
+        (job_id,) = await asyncio.to_thread(
+            enqueue_payloads, self.queue, [payload], timeout=self.job_timeout
+        )
+        return job_id
+
+    async def wait(self, job_id: str, timeout: float) -> Outcome | None:
+        """The job's outcome, or None if it did not end within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        key = Result.get_key(job_id)
+        last = "0-0"
+        while (remaining := deadline - time.monotonic()) > 0:
+            block_ms = max(1, int(1000 * min(remaining, BLOCK_SLICE_S)))
+            response: Any = await self.aconn.xread({key: last}, block=block_ms)
+            for _stream, entries in response or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    result = Result.restore(
+                        job_id, last, fields, connection=self.conn, serializer=JSONSerializer
+                    )
+                    if result.type == Result.Type.RETRIED:
+                        continue
+                    return _outcome(job_id, result)
+        return None
+
+    async def cancel(self, job_id: str) -> None:
+        """Drop a job nobody waits for any more (its late result would be discarded anyway)."""
+
+        def cancel() -> None:
+            try:
+                Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer).cancel()
+            except (
+                NoSuchJobError,
+                InvalidJobOperation,
+                RedisError,
+                ValueError,
+            ) as exc:  # finished or gone
+                log.debug("cancel_skipped", job_id=job_id, reason=str(exc))
+
+        await asyncio.to_thread(cancel)
+
+    async def served_model(self) -> dict[str, str]:
+        raw: dict[bytes, bytes] = await self.aconn.hgetall(SERVED_MODEL_KEY)  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def close(self) -> None:
+        await self.aconn.aclose()
+        self.conn.close()
+
+
+def _outcome(job_id: str, result: Any) -> Outcome:
+    if result.type == Result.Type.SUCCESSFUL:
+        try:
+            return Outcome(job_id, result=validate_result(result.return_value))
+        except SchemaError as exc:
+            return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
+    reason = (result.exc_string or "").strip().splitlines()
+    return Outcome(job_id, error=reason[-1] if reason else f"job ended: {result.type.name}")

@@ -1,0 +1,283 @@
+"""The real bot process — python-telegram-bot's Application and polling loop — end to end.
+
+``sentiment-bot`` runs as a subprocess against a fake Bot API server on 127.0.0.1, with a real
+``redis-server`` and a real (non-forking) worker serving the tiny test model.  Only Telegram is
+faked; everything of ours is the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.infra import redis_server, stop_processes
+from shared.store import ModelStore
+from tests.conftest import REPO
+from tests.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
+
+pytestmark = [
+    pytest.mark.redis_server,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+
+def _env(redis_url: str, store: ModelStore, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "MODEL_DIR": str(store.root),
+        "MODEL_NAME": store.name,
+        "LOG_FORMAT": "json",
+        "TF_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        **extra,
+    }
+
+
+def _wait_log(log: Path, marker: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and marker in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{marker} not logged: {log.read_text(errors='replace')[-3000:]}")
+
+
+class Bot:
+    """A running ``python -m bot`` process and the fake Telegram it talks to."""
+
+    def __init__(self, fake: FakeTelegram, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.fake, self.proc, self.log = fake, proc, log
+
+    def ask(self, user_id: int, text: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """Send a message; return its id and the bot's final reply (not the placeholder)."""
+        message = self.fake.message(user_id, text, **kwargs)
+        self.fake.push("message", message)
+        return message["message_id"], self.final_reply(message["message_id"])
+
+    def final_reply(self, message_id: int, timeout: float = 30) -> dict[str, Any]:
+        def done() -> Any:
+            replies = self.fake.replies_to(message_id)
+            finals = [r for r in replies if "Analysing" not in r["text"]]
+            return finals[0] if finals else None
+
+        return dict(self.fake.wait_for(done, timeout))
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"raw": raw})
+        return lines
+
+
+def _start_bot(env: dict[str, str], tmp: Path, name: str) -> Iterator[Bot]:
+    server = FakeTelegramServer()
+    with server as fake:
+        log = tmp / f"{name}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot"],
+            env={**env, "TELEGRAM_API_URL": fake.url},
+            cwd=REPO,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            fake.wait_for(lambda: fake.calls_to("deleteWebhook"), timeout=60)
+            yield Bot(fake, proc, log)
+        finally:
+            stop_processes([proc], timeout=15)
+
+
+@pytest.fixture(scope="module")
+def system(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """redis-server + one worker on db 0; the worker announces its model."""
+    tmp = tmp_path_factory.mktemp("bot")
+    with redis_server() as url:
+        env = _env(url, tiny_store)
+        log = tmp / "worker.log"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_log(log, '"worker_started"')
+            yield url, env, tmp
+        finally:
+            stop_processes([worker])
+
+
+@pytest.fixture(scope="module")
+def bot(system: Any) -> Iterator[Bot]:
+    _, env, tmp = system
+    yield from _start_bot({**env, "BOT_RATE_PER_MINUTE": "3", "LOG_LEVEL": "INFO"}, tmp, "bot")
+
+
+def test_start_help_and_model_commands(bot: Bot, tiny_store: ModelStore) -> None:
+    assert bot.fake.calls_to("getMe") and bot.fake.calls_to("deleteWebhook")
+    commands = bot.fake.calls_to("setMyCommands")[0].params["commands"]
+    assert {c["command"] for c in commands} == {"start", "help", "analyze", "model"}
+    _, start = bot.ask(101, "/start")
+    _, help_ = bot.ask(101, "/help")
+    for reply in (start, help_):
+        assert "/analyze" in reply["text"] and "Example" in reply["text"]
+    _, model = bot.ask(101, "/model")
+    version = tiny_store.resolve("LATEST")
+    assert f"{version.name}/{version.version}" in model["text"]
+    assert f"{version.test_accuracy:.2%}" in model["text"]
+    assert version.manifest["created"][:10] in model["text"]
+
+
+def test_a_review_becomes_an_edited_answer_with_highlighted_words(bot: Bot) -> None:
+    text = "A wonderful, superb film: the actor was brilliant and the story moving."
+    _, reply = bot.ask(102, text)
+    assert len(reply["edits"]) == 1  # the placeholder, edited once into the answer
+    answer = reply["text"]
+    visible = check_text(answer, "HTML")
+    assert visible.startswith("👍 Positive")
+    assert "<b>superb</b>" in answer or "<b>wonderful</b>" in answer
+    assert "Top words:" in visible and "model tiny/" in visible
+    assert bot.fake.calls_to("sendChatAction")[0].params["action"] == "typing"
+    # One structured line per update, with ids and latency, never the text.
+    (line,) = bot.fake.wait_for(
+        lambda: [
+            e
+            for e in bot.log_lines()
+            if e.get("event") == "update_answered" and e.get("chat_id") == 102
+        ]
+    )
+    assert (
+        line["outcome"] == "positive"
+        and line["chat_id"] == 102
+        and line["job_id"]
+        and line["latency_ms"] > 0
+    )
+    assert text not in bot.log.read_text()
+
+
+def test_markup_in_a_review_is_escaped(bot: Bot) -> None:
+    text = "<script>alert('x')</script> Tom & Jerry was a terrible, boring mess &amp; <b>awful"
+    _, reply = bot.ask(103, text)
+    visible = check_text(reply["text"], "HTML")  # the fake refuses anything Telegram refuses
+    assert "<script>alert('x')</script> Tom & Jerry" in visible
+    assert "&amp; <b>" in visible  # the user's own entity and tag stay text
+    assert visible.startswith("👎 Negative")
+
+
+def test_a_10000_character_review_is_analysed_and_the_reply_fits(bot: Bot) -> None:
+    text = ("The plot was dull and the acting poor & wooden. " * 210)[:10_000]
+    assert len(text) == 10_000
+    _, reply = bot.ask(104, text)
+    visible = check_text(reply["text"], "HTML")
+    assert len(visible.encode("utf-16-le")) // 2 <= 4096
+    assert visible.startswith("👎 Negative")
+    assert "shortened here to fit one message" in visible
+
+
+def test_stickers_and_edits_and_commands_for_other_bots(bot: Bot) -> None:
+    sticker = bot.fake.send_sticker(105)
+    del sticker
+    reply = bot.fake.wait_for(
+        lambda: [m for m in bot.fake.messages.values() if "only read text" in m["text"]]
+    )
+    assert reply[0]["chat"]["id"] == 105
+    other = bot.fake.message(105, "/help@other_bot")
+    bot.fake.push("message", other)
+    ours = bot.fake.message(105, "/help@sentiment_test_bot")
+    bot.fake.push("message", ours)
+    assert "Example" in bot.final_reply(ours["message_id"])["text"]
+    time.sleep(0.5)
+    assert bot.fake.replies_to(other["message_id"]) == []  # not ours: ignored
+    # An edited message is analysed again (a fixed typo gets a fresh answer).
+    original = bot.fake.message(105, "A superb film")
+    bot.fake.push("message", original)
+    bot.final_reply(original["message_id"])
+    edited = {**original, "text": "An awful, boring film", "edit_date": int(time.time())}
+    bot.fake.push("edited_message", edited)
+
+    def negative_reply() -> Any:
+        return [r for r in bot.fake.replies_to(original["message_id"]) if "Negative" in r["text"]]
+
+    assert bot.fake.wait_for(negative_reply)
+
+
+def test_group_analyze_command_and_reply(bot: Bot) -> None:
+    group = {"chat_type": "group", "chat_id": -500}
+    plain = bot.fake.message(106, "Just chatting about a wonderful film", **group)
+    bot.fake.push("message", plain)
+    _, inline = bot.ask(107, "/analyze What a dull, terrible waste of time", **group)
+    assert "Negative" in inline["text"]
+    _, replied = bot.ask(107, "/analyze", reply_to=plain, **group)
+    assert "Positive" in replied["text"] and "wonderful" in replied["text"]
+    _, usage = bot.ask(107, "/analyze", **group)
+    assert "reply to a message" in usage["text"]
+    assert bot.fake.replies_to(plain["message_id"]) == []  # plain group chatter is not a review
+
+
+def test_rate_limit_answers_politely_once_and_spares_other_users(bot: Bot) -> None:
+    for i in range(3):  # BOT_RATE_PER_MINUTE=3
+        _, reply = bot.ask(108, f"A superb film, take {i}")
+        assert "Positive" in reply["text"]
+    _, limited = bot.ask(108, "A superb film, take 4")
+    assert "faster than I can read" in limited["text"]
+    flood = [bot.fake.send_text(108, f"flood {i}") for i in range(20)]
+    _, other = bot.ask(109, "A superb film")
+    assert "Positive" in other["text"]
+    time.sleep(0.5)
+    assert len([m for m in bot.fake.messages.values() if "faster" in m["text"]]) == 1
+    logged = [e for e in bot.log_lines() if e.get("event") == "update_rate_limited"]
+    assert {e["update_id"] for e in logged} >= set(flood)  # every update accounted for
+
+
+def test_allowlist_and_worker_down_timeout(system: Any) -> None:
+    url, env, tmp = system
+    restricted = {
+        **env,
+        "REDIS_URL": url.rsplit("/", 1)[0] + "/3",  # no worker listens on this database
+        "BOT_ALLOWED_USERS": "201",
+        "BOT_TIMEOUT_S": "1",
+        "LOG_LEVEL": "DEBUG",  # the most talkative level must not leak the token either
+    }
+    for bot in _start_bot(restricted, tmp, "restricted"):
+        _, refused = bot.ask(202, "A superb film")
+        assert "private" in refused["text"]
+        started = time.monotonic()
+        _, busy = bot.ask(201, "A superb film")
+        assert "busy" in busy["text"] and time.monotonic() - started < 10
+        _, help_ = bot.ask(201, "/help")  # the bot keeps running
+        assert "Example" in help_["text"]
+
+        def timed_out(bot: Bot = bot) -> bool:
+            return any(e.get("outcome") == "timeout" for e in bot.log_lines())
+
+        assert bot.fake.wait_for(timed_out)
+        text = bot.log.read_text()
+        assert "getUpdates" in text  # python-telegram-bot's own DEBUG lines are there
+        assert TOKEN not in text and TOKEN.split(":")[1] not in text
+
+
+def test_missing_or_placeholder_token_fails_at_start_with_one_line() -> None:
+    for token in ("", "your-bot-token-here"):
+        env = {**os.environ, "TELEGRAM_BOT_TOKEN": token, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-m", "bot"], env=env, cwd=REPO, capture_output=True, text=True
+        )
+        assert done.returncode == 2
+        assert done.stderr.startswith("sentiment-bot: TELEGRAM_BOT_TOKEN")
+        assert len(done.stderr.strip().splitlines()) == 1
