@@ -46,7 +46,7 @@ from shared.schema import DEFAULT_TOP_WORDS, make_payload, review_error
 log = structlog.get_logger(__name__)
 
 #: Reviews per job.  ~57 Redis commands per job make tiny jobs slow (1/job ~170 reviews/s);
-#: bench/throughput.py, 2 workers on 2 cores: 16/job 1,015, 64/job 1,127, 256/job 1,336 reviews/s.
+#: bench/throughput.py, 2 workers on 2 cores: 16/job 1,052, 64/job 1,294, 256/job 1,526 reviews/s.
 DEFAULT_CHUNK_SIZE = 256
 BATCH_KEY = "sentiment:batch:{}"
 OUTPUT_FIELDS = [
