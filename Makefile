@@ -13,9 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-## the main job: classify the sample file with the shipped model
+## the main job: embedded Redis + 2 workers + the sample file through the queue -> results.jsonl
 run: install
-	$(VENV)/bin/sentiment-predict samples/reviews.txt -o results.jsonl
+	$(VENV)/bin/sentiment-run samples/reviews.txt -o results.jsonl
 
 ## the whole suite (real IMDB checks skip cleanly when ../shared/data is absent)
 test: install

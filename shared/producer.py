@@ -191,9 +191,40 @@ def read_inputs(files: Sequence[Path], split: str) -> list[Review]:
     return reviews
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def submit(
+    conn: Redis,
+    reviews: Sequence[Review],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    top_words: int = DEFAULT_TOP_WORDS,
+    queue_name: str = QUEUE_BULK,
+    job_timeout: int = 60,
+) -> Batch:
+    """Plan the jobs for ``reviews``, record the batch, enqueue (with a progress bar)."""
     from tqdm import tqdm
 
+    if not reviews:
+        raise DataError("input", "no reviews found")
+    batch = plan(reviews, chunk_size, top_words)
+    batch_id = save_batch(conn, batch)
+    with tqdm(total=len(batch.payloads), desc="enqueue", unit=" jobs") as bar:
+        enqueue_payloads(
+            get_queue(queue_name, conn),
+            batch.payloads,
+            timeout=job_timeout,
+            progress=bar,
+            ids=[job_id for job_id, _ in batch.jobs],
+        )
+    log.info(
+        "batch_enqueued",
+        batch_id=batch_id,
+        reviews=len(batch.rows),
+        jobs=len(batch.jobs),
+        queue=queue_name,
+    )
+    return batch
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     conn = connect(settings.redis_url)
     if args.collect:
         batch = load_batch(conn, args.collect)
@@ -201,26 +232,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         reviews = read_inputs(args.files, args.split)
         if not reviews:
             raise DataError(", ".join(map(str, args.files)), "no reviews found")
-        batch = plan(reviews, args.chunk_size, args.top_words)
-        batch_id = save_batch(conn, batch)
-        queue = get_queue(args.queue, conn)
-        with tqdm(total=len(batch.payloads), desc="enqueue", unit=" jobs") as bar:
-            enqueue_payloads(
-                queue,
-                batch.payloads,
-                timeout=settings.job_timeout,
-                progress=bar,
-                ids=[job_id for job_id, _ in batch.jobs],
-            )
-        log.info(
-            "batch_enqueued",
-            batch_id=batch_id,
-            reviews=len(batch.rows),
-            jobs=len(batch.jobs),
-            queue=args.queue,
+        batch = submit(
+            conn, reviews, args.chunk_size, args.top_words, args.queue, settings.job_timeout
         )
         if not args.wait:
-            print(batch_id)
+            print(batch.batch_id)
             return 0
     rows = gather(conn, batch, args.timeout)
     errors = sum(1 for r in rows if r.get("error"))

@@ -44,7 +44,8 @@ def utf16_len(text: str) -> int:
 
 def parse_html(text: str) -> str:
     """The visible text of Telegram HTML; ApiError(400) where Telegram would refuse it."""
-    out, stack = [], []
+    out: list[str] = []
+    stack: list[str] = []
     for match in _PIECE.finditer(text):
         piece = match.group()
         offset = len(text[: match.start()].encode())
