@@ -1,0 +1,157 @@
+"""Faults with real processes: redis-server restarted during enqueue and during processing.
+
+Redis runs with append-only persistence (as in docker-compose.yml), so queued jobs survive a
+restart; producer and workers reconnect (bounded retries with backoff), and re-running the
+producer after a failure resumes without duplicating work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from bench.infra import free_port
+from bench.infra import stop_processes as stop
+from shared.store import ModelStore
+from tests.conftest import REPO
+from tests.test_redis_integration import (
+    env_for,
+    events,
+    run_producer,
+    start_worker,
+    wait_until_ready,
+    write_input,
+)
+
+REDIS = shutil.which("redis-server")
+PRODUCER = [sys.executable, "-m", "shared.producer"]
+pytestmark = [
+    pytest.mark.redis_server,
+    pytest.mark.skipif(REDIS is None, reason="redis-server not installed"),
+]
+
+
+class PersistentRedis:
+    """redis-server with AOF on a fixed port and folder, so it can be restarted in place."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.dir = free_port(), workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS is not None
+        self.proc = subprocess.Popen(
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                if Redis.from_url(self.url).ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # no goodbye: only what the AOF holds survives
+        self.proc.wait()
+
+
+def _rows(out: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(x) for x in out.read_text().splitlines()]
+
+
+def test_redis_restarts_during_enqueue_and_processing(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    server = PersistentRedis(tmp_path)
+    server.start()
+    env = env_for(server.url, tiny_store)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, "w1", log)
+    try:
+        wait_until_ready(log)
+        src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+        lines = write_input(src, 4000, words=3)
+        # 1. Restart while the producer enqueues (small jobs: many pipelines) and the worker runs.
+        producer = run_producer(env, src, out, "--chunk-size", "8")
+        conn = Redis.from_url(server.url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and conn.llen("rq:queue:sentiment-bulk") < 20:
+            time.sleep(0.01)
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        first = producer.communicate(timeout=240)[0].decode(errors="replace")
+        assert producer.returncode == 0, first[-2000:]  # it reconnected and finished
+        rows = _rows(out)
+        assert [r["line"] for r in rows] == list(range(1, len(lines) + 1))
+        assert sum(1 for r in rows if r["error"]) == 1  # only the empty line
+        # 2. Restart while the worker is busy with a queued batch (--no-wait, then --collect).
+        src2, out2 = tmp_path / "in2.txt", tmp_path / "out2.jsonl"
+        lines2 = write_input(src2, 6000, words=4)
+        batch_id = subprocess.run(
+            [*PRODUCER, str(src2), "--no-wait", "--chunk-size", "8"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        conn = Redis.from_url(server.url)
+        queued = conn.llen("rq:queue:sentiment-bulk")
+        while conn.llen("rq:queue:sentiment-bulk") > queued - 20:
+            time.sleep(0.01)
+        assert conn.llen("rq:queue:sentiment-bulk") > 100  # killed mid-processing
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        collect = subprocess.run(
+            [*PRODUCER, "--collect", batch_id, "-o", str(out2)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert collect.returncode == 0, collect.stdout[-1000:] + collect.stderr[-2000:]
+        rows2 = _rows(out2)
+        assert [r["line"] for r in rows2] == list(range(1, len(lines2) + 1))
+        assert sum(1 for r in rows2 if r["error"]) == 1
+        assert worker.poll() is None, "the worker must survive Redis restarts"
+        # Re-running the producer resumes: nothing is enqueued twice, the output is the same.
+        before = len(events(log, "job_done"))
+        rerun = run_producer(env, src2, out2, "--chunk-size", "8")
+        assert rerun.wait(120) == 0
+        assert _rows(out2) == rows2 and len(events(log, "job_done")) == before
+        done_jobs = [e["job_id"] for e in events(log, "job_done")]
+        # A job runs twice only if its result was lost in a kill (a handful at most).
+        assert len(done_jobs) - len(set(done_jobs)) <= 3
+    finally:
+        stop([worker])
+        if server.proc is not None:
+            server.proc.terminate()
+            server.proc.wait()
