@@ -155,3 +155,78 @@ def test_redis_restarts_during_enqueue_and_processing(
         if server.proc is not None:
             server.proc.terminate()
             server.proc.wait()
+
+
+def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    """Corrupt model file, wrong vocabulary, accuracy under the bar: nothing fails."""
+    from shared.store import PublishRefused
+    from shared.vocab import Vocabulary
+
+    root = tmp_path / "models"
+    shutil.copytree(tiny_store.base, root / tiny_store.name)
+    store = ModelStore(root, tiny_store.name)
+    good = store.resolve("LATEST")
+    server = PersistentRedis(tmp_path)
+    server.start()
+    env = env_for(server.url, store)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, "w1", log)
+
+    def copy_of_good(folder: Path) -> dict:  # type: ignore[type-arg]
+        for f in good.path.iterdir():
+            if f.name != "manifest.json":
+                shutil.copy(f, folder / f.name)
+                (folder / f.name).chmod(0o644)
+        return {k: v for k, v in good.manifest.items() if k not in ("files", "version")}
+
+    def corrupt_model(folder: Path) -> dict:  # type: ignore[type-arg]
+        manifest = copy_of_good(folder)
+        (folder / "model.keras").write_bytes(b"PK\x03\x04 not really a model")
+        return manifest
+
+    def wrong_vocabulary(folder: Path) -> dict:  # type: ignore[type-arg]
+        manifest = copy_of_good(folder)
+        vocab = Vocabulary.load(folder / "vocab.json")
+        Vocabulary([*vocab.tokens[:2], *reversed(vocab.tokens[2:])]).save(folder / "vocab.json")
+        return manifest
+
+    def under_the_bar(folder: Path) -> dict:  # type: ignore[type-arg]
+        manifest = copy_of_good(folder)
+        manifest["metrics"] = {"test": {"accuracy": 0.5}}
+        return manifest
+
+    try:
+        wait_until_ready(log)
+        src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+        lines = write_input(src, 3000, words=3)
+        producer = run_producer(env, src, out, "--chunk-size", "16")
+        conn = Redis.from_url(server.url)
+        while not conn.exists("rq:finished:sentiment-bulk"):
+            time.sleep(0.01)
+        store.publish(corrupt_model)
+        time.sleep(1.0)
+        store.publish(wrong_vocabulary)
+        time.sleep(1.0)
+        with pytest.raises(PublishRefused):
+            store.publish(under_the_bar, min_accuracy=0.9)
+        assert store.latest() == "v0003"  # the refused one never moved LATEST
+        assert producer.wait(180) == 0
+        rows = _rows(out)
+        assert len(rows) == len(lines)
+        assert [r for r in rows if r["error"] and r["error"] != "empty review"] == []
+        assert {r["model_version"] for r in rows if not r["error"]} == {f"{good.name}/v0001"}
+        failures = events(log, "model_reload_failed")
+        reasons = " ".join(e["reason"] for e in failures)
+        assert "cannot load model" in reasons or "checksum" in reasons
+        assert "vocabulary does not match" in reasons
+        assert worker.poll() is None
+        from rq.registry import FailedJobRegistry
+
+        assert FailedJobRegistry("sentiment-bulk", connection=conn).count == 0
+    finally:
+        stop([worker])
+        if server.proc is not None:
+            server.proc.terminate()
+            server.proc.wait()
