@@ -196,3 +196,35 @@ def test_schema_rejects_bad_envelopes() -> None:
                 ],
             }
         )
+
+
+def test_a_long_job_keeps_its_heartbeat_and_is_not_taken_for_abandoned(
+    conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat thread keeps a running job alive in the started registry past its TTL."""
+    import threading
+    import time
+
+    from rq.registry import StartedJobRegistry
+
+    import worker.__main__ as worker_main
+
+    monkeypatch.setattr(worker_main, "HEARTBEAT_EVERY_S", 0.2)
+    monkeypatch.setattr(worker_main, "HEARTBEAT_TTL_S", 1)
+    queue = get_queue(QUEUE_BULK, conn)
+    job = queue.enqueue("time.sleep", 3.0)
+    registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
+    expired_during_run: list[list[str]] = []
+
+    def clean_while_running() -> None:
+        time.sleep(2.0)  # well past the 1 s TTL: only heartbeats keep the job there
+        registry.cleanup()
+        expired_during_run.append(registry.get_job_ids())
+
+    cleaner = threading.Thread(target=clean_while_running)
+    cleaner.start()
+    work(conn)
+    cleaner.join()
+    assert expired_during_run == [[job.id]]  # still registered as running, not abandoned
+    assert job.get_status(refresh=True).value == "finished"
+    assert FailedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer).count == 0

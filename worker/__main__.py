@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,9 +33,12 @@ from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
 
-#: Started-registry grace beyond a job's timeout.  A SimpleWorker sends no heartbeat while a job
-#: runs, so this bounds how long a job of a SIGKILLed worker waits before RQ retries it.
-HEARTBEAT_GRACE_S = 10
+#: A SimpleWorker runs the job in its own thread, so nothing refreshes its heartbeat while a
+#: job runs; ours does, from a background thread every HEARTBEAT_EVERY_S, with a short TTL.  A
+#: SIGKILLed worker's job then expires from the started registry within HEARTBEAT_TTL_S and is
+#: retried by another worker (instead of after the whole job timeout).
+HEARTBEAT_EVERY_S = 5
+HEARTBEAT_TTL_S = 15
 
 
 def make_worker_class() -> Any:
@@ -46,9 +50,29 @@ def make_worker_class() -> Any:
         """SimpleWorker that hot-reloads the model between jobs."""
 
         def execute_job(self, job: Any, queue: Any) -> Any:
+            from rq.worker import WorkerStatus
+
             if jobs.serving().maybe_reload():
                 self.announce()
-            return super().execute_job(job, queue)
+            execution = self.prepare_execution(job)
+            done = threading.Event()
+            beat = threading.Thread(
+                target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True
+            )
+            beat.start()
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                done.set()
+                beat.join()
+            self.set_state(WorkerStatus.IDLE)
+
+        def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+            while not done.wait(HEARTBEAT_EVERY_S):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except RedisError as exc:  # Redis away: the job itself will notice
+                    log.warning("heartbeat_failed", job_id=job.id, reason=str(exc))
 
         def announce(self) -> None:
             """Tell Redis which version this worker serves (best effort)."""
@@ -60,9 +84,7 @@ def make_worker_class() -> Any:
                 log.warning("model_announce_failed", reason=str(exc))
 
         def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
-            if job.timeout == -1:
-                return int(super().get_heartbeat_ttl(job, working_time))
-            return int(job.timeout or 180) + HEARTBEAT_GRACE_S
+            return HEARTBEAT_TTL_S
 
     return ReloadingWorker
 
