@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -225,6 +226,41 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
         from rq.registry import FailedJobRegistry
 
         assert FailedJobRegistry("sentiment-bulk", connection=conn).count == 0
+    finally:
+        stop([worker])
+        if server.proc is not None:
+            server.proc.terminate()
+            server.proc.wait()
+
+
+def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    server = PersistentRedis(tmp_path)
+    server.start()
+    env = env_for(server.url, tiny_store)
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, "graceful", log)
+    try:
+        wait_until_ready(log)
+        info = subprocess.run(
+            [str(Path(sys.executable).with_name("rq")), "info", "--url", server.url, "-W"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "graceful" in info.stdout, info.stdout + info.stderr  # registered, heartbeating
+        conn = Redis.from_url(server.url)
+        queue = Queue("sentiment-bulk", connection=conn, serializer=JSONSerializer)
+        job = queue.enqueue("time.sleep", 3.0)
+        while job.get_status(refresh=True).value != "started":
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert job.get_status(refresh=True).value == "finished"  # finished, not abandoned
     finally:
         stop([worker])
         if server.proc is not None:
