@@ -19,7 +19,6 @@ import argparse
 import collections
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,52 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from redis import Redis
 
-from bench.infra import REPO, free_port, stop_processes, worker_env
+from bench.infra import REPO, PersistentRedis, stop_processes, worker_env
 from shared.config import Settings
 from shared.datasets import read_reviews
 
 QUEUE = "rq:queue:sentiment-bulk"
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.dir = free_port(), workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server not found")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(400):
-            try:
-                if Redis.from_url(self.url).ping():
-                    return
-            except Exception:
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
@@ -115,7 +73,7 @@ def finished(conn: Redis) -> int:
 def run(src: Path, n: int, tmp: Path, disturb: bool) -> dict[str, object]:
     workdir = tmp / ("faults" if disturb else "calm")
     workdir.mkdir()
-    server = Server(workdir)
+    server = PersistentRedis(workdir, fsync="everysec")
     server.start()
     env = worker_env(server.url, 1)
     logs = [workdir / "w0.log", workdir / "w1.log"]
@@ -153,7 +111,7 @@ def run(src: Path, n: int, tmp: Path, disturb: bool) -> dict[str, object]:
         output = prod.communicate()[0].decode(errors="replace")
     elapsed = time.monotonic() - started
     stop_processes(procs)
-    server.kill()
+    server.stop()
     rows = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
     ids = [r["id"] for r in rows]
     done = []

@@ -67,6 +67,47 @@ def redis_server() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class PersistentRedis:
+    """redis-server with append-only persistence on a fixed port and folder: restartable in place.
+
+    ``fsync`` is the AOF policy: "always" loses nothing on SIGKILL, "everysec" (compose's
+    choice) up to a second.
+    """
+
+    def __init__(self, workdir: Path, fsync: str = "always") -> None:
+        self.port, self.dir, self.fsync = free_port(), workdir, fsync
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server not found (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(400):
+            try:
+                if Redis.from_url(self.url).ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, only what the AOF holds survives."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def worker_env(redis_url: str, threads: int, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,

@@ -13,12 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
-from bench.infra import free_port
+from bench.infra import PersistentRedis
 from bench.infra import stop_processes as stop
 from shared.store import ModelStore
 from tests.conftest import REPO
@@ -39,46 +40,12 @@ pytestmark = [
 ]
 
 
-class PersistentRedis:
-    """redis-server with AOF on a fixed port and folder, so it can be restarted in place."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.dir = free_port(), workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS is not None
-        self.proc = subprocess.Popen(
-            [
-                REDIS,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                if Redis.from_url(self.url).ping():
-                    return
-            except Exception:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()  # no goodbye: only what the AOF holds survives
-        self.proc.wait()
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PersistentRedis]:
+    started = PersistentRedis(tmp_path)
+    started.start()
+    yield started
+    started.stop()
 
 
 def _rows(out: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -86,10 +53,8 @@ def _rows(out: Path) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_redis_restarts_during_enqueue_and_processing(
-    tiny_store: ModelStore, tmp_path: Path
+    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
-    server = PersistentRedis(tmp_path)
-    server.start()
     env = env_for(server.url, tiny_store)
     log = tmp_path / "worker.log"
     worker = start_worker(env, "w1", log)
@@ -153,13 +118,10 @@ def test_redis_restarts_during_enqueue_and_processing(
         assert len(done_jobs) - len(set(done_jobs)) <= 3
     finally:
         stop([worker])
-        if server.proc is not None:
-            server.proc.terminate()
-            server.proc.wait()
 
 
 def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
-    tiny_store: ModelStore, tmp_path: Path
+    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     """Corrupt model file, wrong vocabulary, accuracy under the bar: nothing fails."""
     from shared.store import PublishRefused
@@ -169,8 +131,6 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
     shutil.copytree(tiny_store.base, root / tiny_store.name)
     store = ModelStore(root, tiny_store.name)
     good = store.resolve("LATEST")
-    server = PersistentRedis(tmp_path)
-    server.start()
     env = env_for(server.url, store)
     log = tmp_path / "worker.log"
     worker = start_worker(env, "w1", log)
@@ -228,19 +188,14 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
         assert FailedJobRegistry("sentiment-bulk", connection=conn).count == 0
     finally:
         stop([worker])
-        if server.proc is not None:
-            server.proc.terminate()
-            server.proc.wait()
 
 
 def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
-    tiny_store: ModelStore, tmp_path: Path
+    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    server = PersistentRedis(tmp_path)
-    server.start()
     env = env_for(server.url, tiny_store)
     log = tmp_path / "worker.log"
     worker = start_worker(env, "graceful", log)
@@ -263,6 +218,3 @@ def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
         assert job.get_status(refresh=True).value == "finished"  # finished, not abandoned
     finally:
         stop([worker])
-        if server.proc is not None:
-            server.proc.terminate()
-            server.proc.wait()
