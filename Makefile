@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install run test test-fast lint bench bench-accuracy clean
+.PHONY: install run test test-fast lint bench bench-accuracy analyze clean
 
 install: $(VENV)/.installed
 
@@ -32,12 +32,19 @@ lint: install
 bench-accuracy: install
 	$(PY) bench/accuracy.py
 
-## every benchmark, one after the other (about 15 minutes; needs ../shared/data and redis-server)
+## every benchmark, one after the other (about 25 minutes; needs ../shared/data and redis-server)
 bench: install
 	$(PY) bench/accuracy.py
 	$(PY) bench/explain.py
 	$(PY) bench/throughput.py
 	$(PY) bench/reload.py
+	$(PY) bench/bot_latency.py
+	$(PY) bench/scaling.py
+	$(PY) bench/faults.py
+
+## the analysis report of the served model on the 25k test split (about a minute)
+analyze: install
+	$(VENV)/bin/sentiment-analyze
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache results.jsonl
