@@ -48,8 +48,11 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[
     )
 
 
-def wait_started(log: Path) -> None:
+def wait_started(log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
     while b"worker_started" not in (log.read_bytes() if log.exists() else b""):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"worker did not start; see {log}")
         time.sleep(0.1)
 
 

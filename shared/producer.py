@@ -202,8 +202,6 @@ def submit(
     """Plan the jobs for ``reviews``, record the batch, enqueue (with a progress bar)."""
     from tqdm import tqdm
 
-    if not reviews:
-        raise DataError("input", "no reviews found")
     batch = plan(reviews, chunk_size, top_words)
     batch_id = save_batch(conn, batch)
     with tqdm(total=len(batch.payloads), desc="enqueue", unit=" jobs") as bar:

@@ -132,3 +132,36 @@ def tiny_predictor(tiny_store: Any) -> Any:
     from worker.predictor import load_predictor
 
     return load_predictor(tiny_store.resolve("LATEST"))
+
+
+def copy_store(store: Any, root: Path) -> Any:
+    """A writable copy of ``store`` under ``root``: tests that publish leave the original alone."""
+    import shutil
+
+    from shared.store import ModelStore
+
+    shutil.copytree(store.base, root / store.name)
+    return ModelStore(root, store.name)
+
+
+def publish_copy(store: Any, source: str = "v0001", edit: Any = None, **publish: Any) -> Any:
+    """Publish a copy of version ``source`` as the next version.
+
+    ``edit(folder, manifest)`` may change the staged files or the manifest first (to publish a
+    broken version); ``publish`` goes to ``ModelStore.publish`` (e.g. ``min_accuracy``).
+    """
+    import shutil
+
+    original = store.resolve(source)
+
+    def write(folder: Path) -> dict[str, Any]:
+        for f in original.path.iterdir():
+            if f.is_file() and f.name != "manifest.json":
+                shutil.copy(f, folder / f.name)
+                (folder / f.name).chmod(0o644)  # published files are read-only
+        manifest = {k: v for k, v in original.manifest.items() if k not in ("files", "version")}
+        if edit is not None:
+            edit(folder, manifest)
+        return manifest
+
+    return store.publish(write, **publish)

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -22,7 +23,7 @@ from redis import Redis
 from bench.infra import PersistentRedis
 from bench.infra import stop_processes as stop
 from shared.store import ModelStore
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_store, publish_copy
 from tests.test_redis_integration import (
     env_for,
     events,
@@ -127,36 +128,21 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
     from shared.store import PublishRefused
     from shared.vocab import Vocabulary
 
-    root = tmp_path / "models"
-    shutil.copytree(tiny_store.base, root / tiny_store.name)
-    store = ModelStore(root, tiny_store.name)
+    store = copy_store(tiny_store, tmp_path / "models")
     good = store.resolve("LATEST")
     env = env_for(server.url, store)
     log = tmp_path / "worker.log"
     worker = start_worker(env, "w1", log)
 
-    def copy_of_good(folder: Path) -> dict:  # type: ignore[type-arg]
-        for f in good.path.iterdir():
-            if f.name != "manifest.json":
-                shutil.copy(f, folder / f.name)
-                (folder / f.name).chmod(0o644)
-        return {k: v for k, v in good.manifest.items() if k not in ("files", "version")}
-
-    def corrupt_model(folder: Path) -> dict:  # type: ignore[type-arg]
-        manifest = copy_of_good(folder)
+    def corrupt_model(folder: Path, manifest: dict[str, Any]) -> None:
         (folder / "model.keras").write_bytes(b"PK\x03\x04 not really a model")
-        return manifest
 
-    def wrong_vocabulary(folder: Path) -> dict:  # type: ignore[type-arg]
-        manifest = copy_of_good(folder)
+    def wrong_vocabulary(folder: Path, manifest: dict[str, Any]) -> None:
         vocab = Vocabulary.load(folder / "vocab.json")
         Vocabulary([*vocab.tokens[:2], *reversed(vocab.tokens[2:])]).save(folder / "vocab.json")
-        return manifest
 
-    def under_the_bar(folder: Path) -> dict:  # type: ignore[type-arg]
-        manifest = copy_of_good(folder)
+    def under_the_bar(folder: Path, manifest: dict[str, Any]) -> None:
         manifest["metrics"] = {"test": {"accuracy": 0.5}}
-        return manifest
 
     try:
         wait_until_ready(log)
@@ -166,12 +152,12 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
         conn = Redis.from_url(server.url)
         while not conn.exists("rq:finished:sentiment-bulk"):
             time.sleep(0.01)
-        store.publish(corrupt_model)
+        publish_copy(store, edit=corrupt_model)
         time.sleep(1.0)
-        store.publish(wrong_vocabulary)
+        publish_copy(store, edit=wrong_vocabulary)
         time.sleep(1.0)
         with pytest.raises(PublishRefused):
-            store.publish(under_the_bar, min_accuracy=0.9)
+            publish_copy(store, edit=under_the_bar, min_accuracy=0.9)
         assert store.latest() == "v0003"  # the refused one never moved LATEST
         assert producer.wait(180) == 0
         rows = _rows(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from shared.queues import (
 )
 from shared.schema import JOB_FUNCTION, SchemaError, make_payload, validate_result
 from shared.store import ModelStore
+from tests.conftest import copy_store, publish_copy
 from worker import jobs
 from worker.__main__ import make_worker_class
 
@@ -145,23 +145,14 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
 def test_hot_reload_swaps_only_to_a_version_that_loads(
     tiny_store: ModelStore, tmp_path: Path
 ) -> None:
-    root = tmp_path / "store"
-    shutil.copytree(tiny_store.base, root / tiny_store.name)
-    store = ModelStore(root, tiny_store.name)
+    store = copy_store(tiny_store, tmp_path / "store")
     holder = jobs.ModelHolder(store)
     holder.load()
     assert not holder.maybe_reload()  # nothing changed: one stat, no reload
 
-    def copy_as_new(folder: Path) -> dict[str, Any]:
-        source = store.resolve("v0001")
-        for f in source.path.iterdir():
-            if f.name != "manifest.json":
-                shutil.copy(f, folder / f.name)
-        return {k: v for k, v in source.manifest.items() if k not in ("files", "version")}
-
-    store.publish(copy_as_new)
+    publish_copy(store)
     assert holder.maybe_reload() and holder.get().version == "tiny/v0002"
-    broken = store.publish(copy_as_new)
+    broken = publish_copy(store)
     target = broken.path / "model.keras"
     target.chmod(0o644)
     target.write_bytes(b"corrupt")

@@ -26,7 +26,7 @@ from bench.infra import free_port, redis_server
 from bench.infra import stop_processes as stop
 from shared.queues import QUEUE_BULK
 from shared.store import ModelStore
-from tests.conftest import REPO, synthetic_review
+from tests.conftest import REPO, copy_store, publish_copy, synthetic_review
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -43,9 +43,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def store_copy(tiny_store: ModelStore, tmp_path: Path) -> ModelStore:
-    root = tmp_path / "models"
-    shutil.copytree(tiny_store.base, root / tiny_store.name)
-    return ModelStore(root, tiny_store.name)
+    return copy_store(tiny_store, tmp_path / "models")  # type: ignore[no-any-return]
 
 
 def env_for(redis_url: str, store: ModelStore) -> dict[str, str]:
@@ -172,15 +170,7 @@ def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_
         conn = Redis.from_url(redis_url)
         while len(conn.keys("rq:results:*")) < 60:  # let jobs flow first
             time.sleep(0.05)
-        source = store_copy.resolve("v0001")
-
-        def copy(folder: Path) -> dict[str, Any]:
-            for f in source.path.iterdir():
-                if f.name != "manifest.json":
-                    shutil.copy(f, folder / f.name)
-            return {k: v for k, v in source.manifest.items() if k not in ("files", "version")}
-
-        store_copy.publish(copy)
+        publish_copy(store_copy)
         assert producer.wait(120) == 0
         rows = check_output(out, lines)
         versions = [r["model_version"] for r in rows if not r["error"]]

@@ -171,17 +171,23 @@ def population_section(run: Run, labels: np.ndarray, loss: np.ndarray) -> dict[s
     }
 
 
-def characteristic_words(
-    run: Run, members: np.ndarray, vocab_tokens: Sequence[str], k: int = 8
-) -> list[str]:
-    """Words whose document frequency in the cluster most exceeds their overall frequency."""
+def document_terms(rows: Sequence[Sequence[int]], vocab_size: int) -> Any:
+    """Binary document-term matrix (CSR) of the encoded reviews."""
     from scipy import sparse
 
-    n = len(run.rows)
-    indptr = np.cumsum([0, *(len(set(r)) for r in run.rows)])
-    indices = np.concatenate([np.fromiter(set(r), dtype=np.int64) for r in run.rows])
-    docs = sparse.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, len(vocab_tokens)))
-    overall = np.asarray(docs.sum(axis=0)).ravel()
+    sets = [np.fromiter(set(r), dtype=np.int64) for r in rows]
+    indptr = np.cumsum([0, *(len(x) for x in sets)])
+    indices = np.concatenate(sets) if sets else np.zeros(0, dtype=np.int64)
+    return sparse.csr_matrix(
+        (np.ones(len(indices)), indices, indptr), shape=(len(rows), vocab_size)
+    )
+
+
+def characteristic_words(
+    docs: Any, overall: np.ndarray, members: np.ndarray, vocab_tokens: Sequence[str], k: int = 8
+) -> list[str]:
+    """Words whose document frequency in the cluster most exceeds their overall frequency."""
+    n = docs.shape[0]
     inside = np.asarray(docs[members].sum(axis=0)).ravel()
     n_in = max(len(members), 1)
     score = np.log((inside + 1) / (n_in + 2)) - np.log((overall + 1) / (n + 2))
@@ -212,6 +218,8 @@ def clusters_section(
     assignment = KMeans(n_clusters=best_k, n_init=3, random_state=0).fit_predict(reduced)
     correct = run.pred == labels
     overall_loss, overall_acc = float(loss.mean()), float(correct.mean())
+    docs = document_terms(run.rows, len(vocab_tokens))
+    in_all = np.asarray(docs.sum(axis=0)).ravel()
     clusters = []
     for c in range(best_k):
         members = np.flatnonzero(assignment == c)
@@ -226,7 +234,7 @@ def clusters_section(
             "positive_share": float(labels[members].mean()),
             "mean_oov": float(run.oov[members].mean()),
             "mean_length": float(run.lengths[members].mean()),
-            "words": characteristic_words(run, members, vocab_tokens),
+            "words": characteristic_words(docs, in_all, members, vocab_tokens),
         }
         stats["hard"] = accuracy < overall_acc - 0.05 or mean_loss > 1.5 * overall_loss
         clusters.append(stats)

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 
 from shared.classify import highlight
 from shared.config import Settings, settings_or_exit
@@ -85,24 +86,23 @@ def embedded_redis(workdir: Path, binary: str) -> Iterator[tuple[str, subprocess
     url = f"unix://{socket_path}?db=0"
     try:
         deadline = time.monotonic() + 15
-        while True:
+        while not _answers(url):
             if proc.poll() is not None:
                 tail = (workdir / "redis.log").read_text(errors="replace")[-1000:]
                 raise RedisUnavailable(f"{binary} exited at start:\n{tail}")
-            try:
-                if socket_path.exists() and Redis.from_url(url).ping():
-                    break
-            except OSError:
-                pass
-            except Exception:  # redis-py's ConnectionError while the server boots
-                if time.monotonic() > deadline:
-                    raise
             if time.monotonic() > deadline:
                 raise RedisUnavailable(f"{binary} did not answer on {socket_path}")
             time.sleep(0.05)
         yield url, proc
     finally:
         _stop([proc], timeout=10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url).ping())
+    except (RedisError, OSError):  # not listening yet
+        return False
 
 
 def start_workers(

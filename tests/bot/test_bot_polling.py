@@ -23,35 +23,12 @@ from bench.infra import redis_server, stop_processes
 from shared.store import ModelStore
 from tests.conftest import REPO
 from tests.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
+from tests.test_redis_integration import env_for, start_worker, wait_until_ready
 
 pytestmark = [
     pytest.mark.redis_server,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
 ]
-
-
-def _env(redis_url: str, store: ModelStore, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "MODEL_DIR": str(store.root),
-        "MODEL_NAME": store.name,
-        "LOG_FORMAT": "json",
-        "TF_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        **extra,
-    }
-
-
-def _wait_log(log: Path, marker: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{marker} not logged: {log.read_text(errors='replace')[-3000:]}")
 
 
 class Bot:
@@ -107,17 +84,15 @@ def system(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> 
     """redis-server + one worker on db 0; the worker announces its model."""
     tmp = tmp_path_factory.mktemp("bot")
     with redis_server() as url:
-        env = _env(url, tiny_store)
+        env = {
+            **env_for(url, tiny_store),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+        }
         log = tmp / "worker.log"
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker"],
-            env=env,
-            cwd=REPO,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        worker = start_worker(env, "", log)
         try:
-            _wait_log(log, '"worker_started"')
+            wait_until_ready(log)
             yield url, env, tmp
         finally:
             stop_processes([worker])

@@ -13,6 +13,7 @@ import pytest
 
 from shared.datasets import read_reviews
 from shared.store import ModelStore
+from tests.conftest import copy_store, publish_copy
 from worker.analyze import SECTIONS, analyze
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,18 +24,8 @@ def report(
     tiny_store: ModelStore, corpus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("analysis")
-    root = tmp / "models"
-    shutil.copytree(tiny_store.base, root / tiny_store.name)
-    store = ModelStore(root, tiny_store.name)
-    good = store.resolve("v0001")
-
-    def copy(folder: Path) -> dict[str, Any]:
-        for f in good.path.iterdir():
-            if f.name != "manifest.json":
-                shutil.copy(f, folder / f.name)
-        return {k: v for k, v in good.manifest.items() if k not in ("files", "version")}
-
-    store.publish(copy)  # v0002, the version compared against v0001
+    store = copy_store(tiny_store, tmp / "models")
+    publish_copy(store)  # v0002, the version compared against v0001
     reviews = list(read_reviews(corpus["test"], errors="keep"))
     return analyze(store, "LATEST", reviews, tmp / "out", compare="v0001", k=4, data_name="t")
 
