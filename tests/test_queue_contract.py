@@ -10,6 +10,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from rq import Retry
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -219,3 +220,23 @@ def test_a_long_job_keeps_its_heartbeat_and_is_not_taken_for_abandoned(
     assert expired_during_run == [[job.id]]  # still registered as running, not abandoned
     assert job.get_status(refresh=True).value == "finished"
     assert FailedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer).count == 0
+
+
+def test_a_worker_killed_between_registering_and_starting_a_job_loses_nothing(conn: Any) -> None:
+    """The window where RQ has registered the execution but not yet marked the job STARTED."""
+    import time
+
+    from rq.registry import StartedJobRegistry
+
+    queue = get_queue(QUEUE_BULK, conn)
+    job = queue.enqueue("time.sleep", 0.0, retry=Retry(max=2))
+    worker = make_worker_class()([queue], connection=conn, serializer=JSONSerializer)
+    dequeued, _ = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    worker.prepare_execution(dequeued)  # ... and the process dies here (SIGKILL)
+    registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
+    assert registry.get_job_ids(cleanup=False) == [job.id]
+    registry.cleanup(timestamp=time.time() + 3600)  # long after its heartbeat expired
+    assert job.get_status(refresh=True).value == "queued"  # retried, not dropped
+    assert queue.get_job_ids() == [job.id]
+    work(conn)
+    assert job.get_status(refresh=True).value == "finished"

@@ -67,6 +67,32 @@ def make_worker_class() -> Any:
                 beat.join()
             self.set_state(WorkerStatus.IDLE)
 
+        def prepare_execution(self, job: Any) -> Any:
+            """RQ's, plus the job's STARTED status in the same transaction.
+
+            RQ registers the execution first and sets STARTED later, in perform_job; a worker
+            killed in between leaves a registry entry whose job is still "queued", and the
+            registry's cleanup then drops it without a retry: the job is lost.  Written together,
+            an abandoned job is always retried.  The job also leaves the intermediate queue here,
+            so only the started registry is responsible for it.
+            """
+            from rq import Queue
+            from rq.executions import Execution
+            from rq.job import JobStatus
+            from rq.worker import WorkerStatus
+
+            with self.connection.pipeline() as pipeline:
+                execution = Execution.create(
+                    job, self.get_heartbeat_ttl(job), pipeline=pipeline, worker_name=self.name
+                )
+                self.executions[execution.id] = execution
+                self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+                job.set_status(JobStatus.STARTED, pipeline=pipeline)
+                queue = Queue(job.origin, connection=self.connection)
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipeline.execute()
+            return execution
+
         def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
             while not done.wait(HEARTBEAT_EVERY_S):
                 try:
