@@ -202,14 +202,18 @@ def test_a_long_job_keeps_its_heartbeat_and_is_not_taken_for_abandoned(
     import worker.__main__ as worker_main
 
     monkeypatch.setattr(worker_main, "HEARTBEAT_EVERY_S", 0.2)
-    monkeypatch.setattr(worker_main, "HEARTBEAT_TTL_S", 1)
+    # RQ scores registry entries in whole seconds, so a TTL of N s means N-1 to N s.
+    monkeypatch.setattr(worker_main, "HEARTBEAT_TTL_S", 3)
     queue = get_queue(QUEUE_BULK, conn)
-    job = queue.enqueue("time.sleep", 3.0)
+    job = queue.enqueue("time.sleep", 6.0)
     registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
     expired_during_run: list[list[str]] = []
 
     def clean_while_running() -> None:
-        time.sleep(2.0)  # well past the 1 s TTL: only heartbeats keep the job there
+        deadline = time.monotonic() + 60
+        while job.get_status(refresh=True).value != "started" and time.monotonic() < deadline:
+            time.sleep(0.01)  # the worker starts (imports, registers) at its own pace
+        time.sleep(4.0)  # past the 3 s TTL: only heartbeats keep the job there
         registry.cleanup()
         expired_during_run.append(registry.get_job_ids())
 
