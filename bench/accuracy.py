@@ -142,7 +142,7 @@ def main() -> int:
         print(f"dataset not found: {args.data}", file=sys.stderr)
         return 2
 
-    from worker.predictor import load_predictor
+    from worker.model.predictor import load_predictor
 
     version = ModelStore(args.model_dir, args.model_name).resolve(args.version)
     predictor = load_predictor(version)
@@ -171,7 +171,7 @@ def main() -> int:
     sent_probs = np.array(
         [[p.scores["negative"], p.scores["positive"]] for p in predictor.predict_texts(sent)]
     )
-    rows[f"model {predictor.name} ({version.manifest['architecture']})"] = {
+    rows[f"model {predictor.model_version} ({version.manifest['architecture']})"] = {
         "test": float((probs.argmax(1) == y_test).mean()),
         "sentences": float((sent_probs.argmax(1) == y_sent).mean()),
         "train_s": version.manifest.get("training", {}).get("seconds"),

@@ -25,10 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import REPO, model_arguments, redis_server, stop_processes, worker_env, workers
-from shared.config import Settings
+from bench.fake_telegram import TOKEN, FakeTelegramServer
+from bench.infra import model_arguments
+from shared.config import PROJECT_ROOT, Settings
 from shared.datasets import read_reviews
-from tests.fake_telegram import TOKEN, FakeTelegramServer
+from shared.local import RedisServer, stop_processes, worker_env, workers
 
 
 def main() -> int:
@@ -44,12 +45,12 @@ def main() -> int:
     random.Random(0).shuffle(texts)
     n = int(args.rate * args.seconds)
     tmp = Path(tempfile.mkdtemp(prefix="bench-bot-"))
-    with redis_server() as url:
+    with RedisServer.temporary() as redis:
         env = worker_env(
-            url,
+            redis.url,
             1,
-            MODEL_DIR=str(args.model_dir),
-            MODEL_NAME=args.model_name,
+            model_dir=args.model_dir,
+            model_name=args.model_name,
             TELEGRAM_BOT_TOKEN=TOKEN,
             BOT_RATE_PER_MINUTE="1000",
             NO_PROXY="127.0.0.1,localhost",
@@ -60,7 +61,7 @@ def main() -> int:
             bot = subprocess.Popen(
                 [sys.executable, "-m", "bot"],
                 env={**env, "TELEGRAM_API_URL": fake.url},
-                cwd=REPO,
+                cwd=PROJECT_ROOT,
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,
             )

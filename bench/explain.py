@@ -87,8 +87,8 @@ def main() -> int:
         print(f"dataset not found: {args.data}", file=sys.stderr)
         return 2
 
-    from worker.explain import Explainer
-    from worker.predictor import batched_probs, load_predictor, make_forward
+    from worker.model.explain import Explainer
+    from worker.model.predictor import batched_probs, load_predictor, make_forward
 
     predictor = load_predictor(ModelStore(args.model_dir, args.model_name).resolve(args.version))
     explainer = Explainer(predictor.model)
@@ -100,7 +100,7 @@ def main() -> int:
     lengths = [len(r) for r in rows]
     print(
         f"{args.n} test reviews (seed {args.seed}), median {int(np.median(lengths))} tokens; "
-        f"model {predictor.name}"
+        f"model {predictor.model_version}"
     )
 
     def p_pred(variants: list[list[int]]) -> np.ndarray:

@@ -31,36 +31,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from redis import Redis
 
-from bench.infra import REPO, PersistentRedis, stop_processes, worker_env
-from shared.config import Settings
+from shared.config import PROJECT_ROOT, Settings
 from shared.datasets import read_reviews
+from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers, worker_env
 
 QUEUE = "rq:queue:sentiment-bulk"
 
 
-def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--name", name, "--log-level", "INFO"],
-        env=env,
-        cwd=REPO,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_started(log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while b"worker_started" not in (log.read_bytes() if log.exists() else b""):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"worker did not start; see {log}")
-        time.sleep(0.1)
-
-
 def producer(env: dict[str, str], src: Path, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.producer", str(src), "-o", str(out), "--timeout", "600"],
+        [
+            sys.executable,
+            "-m",
+            "shared.commands.enqueue",
+            str(src),
+            "-o",
+            str(out),
+            "--timeout",
+            "600",
+        ],
         env=env,
-        cwd=REPO,
+        cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -76,13 +67,12 @@ def finished(conn: Redis) -> int:
 def run(src: Path, n: int, tmp: Path, disturb: bool) -> dict[str, object]:
     workdir = tmp / ("faults" if disturb else "calm")
     workdir.mkdir()
-    server = PersistentRedis(workdir, fsync="everysec")
+    server = RedisServer(workdir / "redis", appendfsync="everysec")
     server.start()
-    env = worker_env(server.url, 1)
+    env = worker_env(server.url, 1, LOG_LEVEL="INFO")
     logs = [workdir / "w0.log", workdir / "w1.log"]
     procs = [start_worker(env, f"w{i}", log) for i, log in enumerate(logs)]
-    for log in logs:
-        wait_started(log)
+    wait_for_workers(server.url, procs, logs, names=["w0", "w1"])
     out = workdir / "out.jsonl"
     started = time.monotonic()
     prod = producer(env, src, out)

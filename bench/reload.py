@@ -28,8 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import redis_server, worker_env, workers
 from shared.config import Settings
+from shared.local import RedisServer, worker_env, workers
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 from shared.store import ModelStore
@@ -83,8 +83,9 @@ def main() -> int:
     logdir.mkdir()
     outcomes: list[dict[str, Any]] = []
     publishes: list[tuple[float, str]] = []
-    with redis_server() as url:
-        env = worker_env(url, threads=1, MODEL_DIR=str(tmp / "models"), MODEL_NAME=store.name)
+    with RedisServer.temporary() as redis:
+        url = redis.url
+        env = worker_env(url, 1, store.root, store.name, LOG_LEVEL="INFO")
         with workers(env, args.workers, logdir):
             stop = threading.Event()
             thread = threading.Thread(target=load, args=(url, args.rate, stop, outcomes))
@@ -92,7 +93,7 @@ def main() -> int:
             time.sleep(args.gap)
             for _ in range(args.publishes):
                 version = store.publish(copy_latest(store))
-                publishes.append((time.time(), f"{store.name}/{version.version}"))
+                publishes.append((time.time(), version.model_version))
                 time.sleep(args.gap)
             stop.set()
             thread.join()

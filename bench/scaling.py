@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import redis_server, worker_env, workers
 from bench.throughput import through_redis
+from shared.batches import DEFAULT_CHUNK_SIZE
 from shared.config import Settings
 from shared.datasets import read_reviews
-from shared.producer import DEFAULT_CHUNK_SIZE
+from shared.local import RedisServer, worker_env, workers
 
 
 def main() -> int:
@@ -43,7 +43,8 @@ def main() -> int:
     )
     cores = os.cpu_count() or 1
     results = []
-    with redis_server() as url:
+    with RedisServer.temporary() as redis:
+        url = redis.url
         for count in (int(w) for w in args.workers.split(",")):
             env = worker_env(url, max(1, cores // count))
             with workers(env, count):

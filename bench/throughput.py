@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import REPO, redis_server, worker_env, workers
-from shared.config import Settings
+from shared.batches import DEFAULT_CHUNK_SIZE
+from shared.config import PROJECT_ROOT, Settings
 from shared.datasets import read_reviews
-from shared.producer import DEFAULT_CHUNK_SIZE
+from shared.local import RedisServer, worker_env, workers
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 
@@ -40,7 +40,7 @@ from shared.schema import make_payload
 def in_process(texts: list[str], out: Path, served: Any = None) -> tuple[float, Any]:
     """Seconds to classify and explain ``texts`` into a JSONL file in this process."""
     from shared.store import ModelStore
-    from worker.jobs import explain_reviews, load_served
+    from worker.model.served import explain_reviews, load_served
 
     if served is None:
         settings = Settings.from_env()
@@ -71,7 +71,7 @@ def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> floa
         [
             sys.executable,
             "-m",
-            "shared.producer",
+            "shared.commands.enqueue",
             str(src),
             "-o",
             str(out),
@@ -79,7 +79,7 @@ def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> floa
             str(chunk),
         ],
         env=env,
-        cwd=REPO,
+        cwd=PROJECT_ROOT,
         check=True,
         capture_output=True,
     )
@@ -130,7 +130,8 @@ def main() -> int:
     rows.append(("(a) in-process, batched (1 process)", a_times))
     print(f"(a) done: {n / statistics.median(a_times):,.0f} reviews/s", flush=True)
     sweep = []
-    with redis_server() as url:
+    with RedisServer.temporary() as redis:
+        url = redis.url
         for count, threads in ((1, 2), (2, 1)):
             env = worker_env(url, threads)
             with workers(env, count):

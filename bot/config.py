@@ -7,7 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import ConfigError, _as_int
+from shared.config import ConfigError, env_int
+from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 DEFAULT_API_URL = "https://api.telegram.org"
 #: What BotFather hands out: "<bot id>:<35 characters>".
@@ -21,7 +22,7 @@ class BotSettings:
     rate_per_minute: int = 10
     allowed_users: frozenset[int] = frozenset()  # empty: everyone
     reply_timeout_s: float = 20.0
-    top_words: int = 8
+    top_words: int = DEFAULT_TOP_WORDS
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -65,8 +66,10 @@ class BotSettings:
         return cls(
             token=token,
             api_url=api_url,
-            rate_per_minute=_as_int(env, "BOT_RATE_PER_MINUTE", 10, minimum=1),
+            rate_per_minute=env_int(env, "BOT_RATE_PER_MINUTE", 10, minimum=1),
             allowed_users=allowed,
-            reply_timeout_s=float(_as_int(env, "BOT_TIMEOUT_S", 20, minimum=1)),
-            top_words=_as_int(env, "BOT_TOP_WORDS", 8, minimum=1),
+            reply_timeout_s=float(env_int(env, "BOT_TIMEOUT_S", 20, minimum=1)),
+            top_words=env_int(
+                env, "BOT_TOP_WORDS", DEFAULT_TOP_WORDS, minimum=1, maximum=MAX_TOP_WORDS
+            ),
         )

@@ -8,21 +8,15 @@ entity.  Lengths are counted like Telegram counts them: in UTF-16 code units.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from shared.highlight import weights_of, word_spans
 
 #: Telegram's limit for a message's text.
 MAX_MESSAGE = 4096
 EMOJI = {"positive": "👍", "negative": "👎"}
 SUPPORT, OPPOSE = ("<b>", "</b>"), ("<u><i>", "</i></u>")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "´": "'"})
-# What the tokenizer makes single tokens of, found in the original text: words (with inner
-# apostrophes) and numbers (7/10, 1,000, 2.5).
-_WORD = re.compile(
-    r"[^\W\d_]+(?:['\u2019\u2018\u02bc`´][^\W\d_]+)*|\d+(?:[.,]\d+)*(?:/\d+(?:\.\d+)?)?"
-)
-
 HELP = (
     "🎬 <b>Movie review sentiment</b>\n\n"
     "Send me a movie review and I answer whether it is <b>positive</b> or <b>negative</b>, "
@@ -81,7 +75,7 @@ def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> s
     """The reply to a classified review: label, confidence, highlighted review, words, phrases."""
     label = result["label"]
     confidence = float(result["scores"][label])
-    weights = {str(w): float(v) for w, v in result.get("top_words") or []}
+    weights = weights_of(result.get("top_words") or [])
     head = f"{EMOJI.get(label, '')} <b>{label.capitalize()}</b> · {confidence:.0%} confident"
     tail: list[str] = []
     if weights:
@@ -114,18 +108,10 @@ def highlight(text: str, weights: Mapping[str, float], budget: int) -> tuple[str
     """``text`` escaped, its top words marked; at most ``budget`` UTF-16 units; (html, cut)."""
     pieces: list[tuple[str, tuple[str, str] | None]] = []
     pos = 0
-    for match in _WORD.finditer(text):
-        raw = match.group()
-        key = raw.casefold().translate(_APOSTROPHES).replace(",", "")
-        stem = raw
-        if key not in weights and key.endswith("'s") and key[:-2] in weights:
-            key, stem = key[:-2], raw[:-2]  # the clitic 's is its own token
-        weight = weights.get(key)
-        if weight is None:
-            continue
-        pieces.append((text[pos : match.start()], None))
-        pieces.append((stem, SUPPORT if weight > 0 else OPPOSE))
-        pos = match.start() + len(stem)
+    for span in word_spans(text, weights):
+        pieces.append((text[pos : span.start], None))
+        pieces.append((text[span.start : span.end], SUPPORT if span.weight > 0 else OPPOSE))
+        pos = span.end
     pieces.append((text[pos:], None))
     out: list[str] = []
     used = 0

@@ -27,8 +27,9 @@ from shared.queues import (
     connect,
     enqueue_payloads,
     get_queue,
+    result_outcome,
 )
-from shared.schema import SchemaError, make_payload, validate_result
+from shared.schema import make_payload
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ class QueueClient:
                     )
                     if result.type == Result.Type.RETRIED:
                         continue
-                    return _outcome(job_id, result)
+                    return result_outcome(job_id, result)
         return None
 
     async def cancel(self, job_id: str) -> None:
@@ -94,13 +95,3 @@ class QueueClient:
     async def close(self) -> None:
         await self.aconn.aclose()
         self.conn.close()
-
-
-def _outcome(job_id: str, result: Any) -> Outcome:
-    if result.type == Result.Type.SUCCESSFUL:
-        try:
-            return Outcome(job_id, result=validate_result(result.return_value))
-        except SchemaError as exc:
-            return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
-    reason = (result.exc_string or "").strip().splitlines()
-    return Outcome(job_id, error=reason[-1] if reason else f"job ended: {result.type.name}")

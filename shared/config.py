@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -37,7 +37,10 @@ def settings_or_exit(prog: str, env: Mapping[str, str] | None = None) -> Setting
         raise SystemExit(2) from exc
 
 
-def _as_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """The integer setting ``name`` (``default`` when unset); ConfigError outside the bounds."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -47,6 +50,8 @@ def _as_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -62,7 +67,6 @@ class Settings:
     log_format: str = "auto"
     tf_threads: int = 0
     job_timeout: int = 60
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +85,6 @@ class Settings:
             data_dir=Path(env.get("DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
             log_level=level,
             log_format=fmt,
-            tf_threads=_as_int(env, "TF_THREADS", 0),
-            job_timeout=_as_int(env, "JOB_TIMEOUT", 60, minimum=1),
+            tf_threads=env_int(env, "TF_THREADS", 0),
+            job_timeout=env_int(env, "JOB_TIMEOUT", 60, minimum=1),
         )

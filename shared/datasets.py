@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-LABELS = ("negative", "positive")
 LABEL_VALUES = {
     "negative": 0,
     "neg": 0,

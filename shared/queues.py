@@ -62,12 +62,6 @@ def announce_model(conn: Redis, info: dict[str, Any]) -> None:
     conn.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
 
 
-def served_model(conn: Redis) -> dict[str, str]:
-    """The last announced served model, or {} when no worker has announced one."""
-    raw: dict[bytes, bytes] = conn.hgetall(SERVED_MODEL_KEY)  # type: ignore[assignment]
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
 class RedisUnavailable(RuntimeError):
     """Redis could not be reached after bounded retries."""
 
@@ -248,16 +242,24 @@ def _outcome(conn: Redis, job_id: str, raw_status: bytes | None) -> Outcome | No
         return None
     result = Job(job_id, connection=conn, serializer=JSONSerializer).latest_result()
     if (
-        status == JobStatus.FINISHED
+        status != JobStatus.FINISHED
         and result is not None
         and result.type == Result.Type.SUCCESSFUL
     ):
+        result = None  # an old success of a job that was re-run and then failed
+    return result_outcome(job_id, result, status.value)
+
+
+def result_outcome(job_id: str, result: Result | None, what: str = "") -> Outcome:
+    """The Outcome a job's latest Result gives: the validated answer, or why there is none."""
+    if result is not None and result.type == Result.Type.SUCCESSFUL:
         try:
             return Outcome(job_id, result=validate_result(result.return_value))
         except SchemaError as exc:
             return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
     reason = ((result.exc_string if result else None) or "").strip().splitlines()
-    return Outcome(job_id, error=f"job {status.value}: {reason[-1] if reason else 'no reason'}")
+    what = what or (result.type.name.lower() if result is not None else "ended")
+    return Outcome(job_id, error=f"job {what}: {reason[-1] if reason else 'no reason'}")
 
 
 def recover_abandoned(conn: Redis) -> None:

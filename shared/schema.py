@@ -58,6 +58,7 @@ def review_error(text: object) -> str | None:
 def make_payload(
     reviews: Sequence[tuple[str, str]], top_words: int = DEFAULT_TOP_WORDS
 ) -> dict[str, Any]:
+    """A validated job payload for ``(id, text)`` pairs (SchemaError if it breaks the contract)."""
     payload = {
         "schema": SCHEMA_VERSION,
         "reviews": [{"id": rid, "text": text} for rid, text in reviews],
@@ -87,12 +88,13 @@ def validate_payload(payload: object) -> dict[str, Any]:
     options = payload.get("options", {})
     if not isinstance(options, Mapping):
         raise SchemaError("'options' must be an object")
-    if not isinstance(options.get("token_weights", False), bool):
+    token_weights = options.get("token_weights", False)
+    if not isinstance(token_weights, bool):
         raise SchemaError("'token_weights' must be true or false")
     top = options.get("top_words", DEFAULT_TOP_WORDS)
     if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_WORDS:
         raise SchemaError(f"'top_words' must be an integer in 0..{MAX_TOP_WORDS}")
-    return dict(payload)
+    return {**payload, "options": {**options, "top_words": top, "token_weights": token_weights}}
 
 
 def _check_pairs(value: object, what: str) -> None:

@@ -29,7 +29,6 @@ MANIFEST = "manifest.json"
 LATEST = "LATEST"
 MODEL_FILE = "model.keras"
 VOCAB_FILE = "vocab.json"
-REQUIRED_FILES = (MODEL_FILE, VOCAB_FILE, MANIFEST)
 MANIFEST_FORMAT = 1
 STALE_STAGING_S = 3600.0
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -44,13 +43,21 @@ class PublishRefused(StoreError):
 
 
 @dataclass(frozen=True)
-class Version:
-    """A published, complete model version."""
+class Published:
+    """A published, complete model version.
+
+    Names used throughout the project: ``version`` is the store's folder name (``"v0003"``);
+    ``model_version`` is the qualified name results carry (``"sentiment-cnn/v0003"``).
+    """
 
     name: str
     version: str
     path: Path
     manifest: dict[str, Any]
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.name}/{self.version}"
 
     @property
     def test_accuracy(self) -> float | None:
@@ -107,7 +114,7 @@ class ModelStore:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def resolve(self, version: str = "LATEST", verify: bool = False) -> Version:
+    def resolve(self, version: str = "LATEST", verify: bool = False) -> Published:
         """Return a published version (``LATEST`` or ``vNNNN``); optionally check checksums."""
         name = self.latest() if version.upper() == LATEST else version
         if name is None:
@@ -118,14 +125,14 @@ class ModelStore:
         manifest = read_manifest(path)
         if verify:
             verify_files(path, manifest)
-        return Version(self.name, name, path, manifest)
+        return Published(self.name, name, path, manifest)
 
     def publish(
         self,
         write: Callable[[Path], dict[str, Any]],
         min_accuracy: float | None = None,
         set_latest: bool = True,
-    ) -> Version:
+    ) -> Published:
         """Stage files with ``write(folder) -> manifest``, check them, and publish atomically.
 
         Raises PublishRefused (nothing published, LATEST untouched) when the manifest's test
@@ -169,7 +176,7 @@ class ModelStore:
                 f"test accuracy {float(accuracy):.4f} is below the minimum {min_accuracy:.4f}"
             )
 
-    def _rename_into_place(self, staging: Path, manifest: dict[str, Any]) -> Version:
+    def _rename_into_place(self, staging: Path, manifest: dict[str, Any]) -> Published:
         missing = [f for f in (MODEL_FILE, VOCAB_FILE) if not (staging / f).is_file()]
         if missing:
             raise StoreError(f"staged model lacks {', '.join(missing)}")
@@ -195,7 +202,7 @@ class ModelStore:
             except OSError:  # another publisher took this number: take the next one
                 continue
             _fsync_dir(self.base)
-            return Version(self.name, version, self.base / version, manifest)
+            return Published(self.name, version, self.base / version, manifest)
         raise StoreError("could not allocate a version number")
 
     def _remove_stale_staging(self) -> None:

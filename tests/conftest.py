@@ -89,15 +89,15 @@ def random_model(
     import keras
     import numpy as np
 
-    from worker.cnn import build_model
+    from worker.model.cnn import BLEND_LAYER, NGRAM_BAG_LAYER, build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, vocab_size=vocab_size, hp=hp).model
     if arch == "kim_ngram":
         rng = np.random.default_rng(seed + 1)
         table = rng.normal(size=vocab_size + hp.buckets).astype("float32")
-        model.get_layer("ngram_bag").set_weights([table])
-        model.get_layer("blend").set_weights([np.array(blend, dtype="float32")])
+        model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
+        model.get_layer(BLEND_LAYER).set_weights([np.array(blend, dtype="float32")])
     return model
 
 
@@ -106,7 +106,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]
     """A model store holding one tiny kim_ngram version trained on the synthetic corpus."""
     from shared.config import Settings
     from shared.store import ModelStore
-    from worker.train import TrainConfig, train
+    from worker.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("models")
     settings = Settings(model_dir=root, model_name="tiny")
@@ -129,18 +129,21 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_store: Any) -> Any:
-    from worker.predictor import load_predictor
+    from worker.model.predictor import load_predictor
 
     return load_predictor(tiny_store.resolve("LATEST"))
 
 
 def copy_store(store: Any, root: Path) -> Any:
-    """A writable copy of ``store`` under ``root``: tests that publish leave the original alone."""
+    """A writable copy of ``store`` under ``root``: tests that publish or corrupt files leave the
+    original alone (published files are read-only; the copies are not)."""
     import shutil
 
     from shared.store import ModelStore
 
     shutil.copytree(store.base, root / store.name)
+    for p in (root / store.name).rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
     return ModelStore(root, store.name)
 
 
@@ -165,3 +168,10 @@ def publish_copy(store: Any, source: str = "v0001", edit: Any = None, **publish:
         return manifest
 
     return store.publish(write, **publish)
+
+
+def env_for(redis_url: str, store: Any) -> dict[str, str]:
+    """A worker's (or producer's) environment for ``store``: short job timeout, JSON logs."""
+    from shared.local import worker_env
+
+    return worker_env(redis_url, 1, store.root, store.name, JOB_TIMEOUT="5", LOG_LEVEL="INFO")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import producer
+from shared import batches
 from shared.datasets import DataError
 from shared.schema import (
     MAX_REVIEW_CHARS,
@@ -90,12 +90,12 @@ def test_the_corpus_has_at_least_30_kinds() -> None:
 
 
 def _through_the_queue(redis: Any, files: list[Path], tmp_path: Path) -> list[dict[str, Any]]:
-    reviews = producer.read_inputs(files, "test")
-    batch = producer.submit(redis, reviews, chunk_size=8, top_words=3)
+    reviews = batches.read_inputs(files, "test")
+    batch = batches.submit(redis, reviews, chunk_size=8, top_words=3)
     work(redis)
-    rows = producer.gather(redis, batch, timeout=30, progress=False)
+    rows = batches.gather(redis, batch, timeout=30, progress=False)
     out = tmp_path / "out.jsonl"
-    producer.write_output(rows, out)
+    batches.write_output(rows, out)
     return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
 
 
@@ -133,13 +133,13 @@ def test_unusable_files_get_one_clear_error(
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as raised:
-        producer.read_inputs([path], "test")
+        batches.read_inputs([path], "test")
     assert name in str(raised.value) and "Traceback" not in str(raised.value)
 
 
 def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        producer.read_inputs([tmp_path / "nope.txt"], "test")
+        batches.read_inputs([tmp_path / "nope.txt"], "test")
 
 
 # -- the job schema, property-based ---------------------------------------------------------

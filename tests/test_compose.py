@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.infra import redis_server, stop_processes
+from bench.fake_telegram import TOKEN, FakeTelegramServer
+from shared.local import RedisServer, stop_processes
 from shared.store import ModelStore
 from tests.conftest import REPO
-from tests.fake_telegram import TOKEN, FakeTelegramServer
 
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_BIN = shutil.which("docker-compose")
@@ -98,11 +98,15 @@ def test_env_example_lists_every_variable() -> None:
     }
     in_compose = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
     in_code = set()
-    for path in [*REPO.glob("shared/*.py"), *REPO.glob("bot/*.py"), *REPO.glob("worker/*.py")]:
+    for path in [
+        *REPO.glob("shared/**/*.py"),
+        *REPO.glob("bot/*.py"),
+        *REPO.glob("worker/**/*.py"),
+    ]:
         in_code |= set(
             re.findall(r"""(?:env|environ)\.get\(\s*["']([A-Z_]+)["']""", path.read_text())
         )
-        in_code |= set(re.findall(r"""_as_int\(env, ["']([A-Z_]+)["']""", path.read_text()))
+        in_code |= set(re.findall(r"""env_int\(\s*env, ["']([A-Z_]+)["']""", path.read_text()))
     assert in_code >= {"REDIS_URL", "TELEGRAM_BOT_TOKEN", "BOT_RATE_PER_MINUTE", "JOB_TIMEOUT"}
     missing = (in_compose | in_code) - example - {"TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH"}
     assert not missing, f"not in .env.example: {sorted(missing)}"
@@ -165,7 +169,8 @@ def test_each_service_command_runs_locally_and_a_review_goes_through(
     (inputs / "reviews.txt").write_text("A superb, wonderful film.\nAwful and boring.\n\n")
     paths = {"/models": tiny_store.root, "/input": inputs, "/output": outputs}
     procs: list[subprocess.Popen[bytes]] = []
-    with redis_server() as url, FakeTelegramServer() as telegram:
+    with RedisServer.temporary() as server, FakeTelegramServer() as telegram:
+        url = server.url
         try:
             argv, env = _local(services["worker"], url, paths)
             assert argv == ["sentiment-worker"] and env["MODEL_DIR"] == str(tiny_store.root)

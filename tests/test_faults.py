@@ -20,21 +20,14 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from bench.infra import PersistentRedis
-from bench.infra import stop_processes as stop
+from shared.local import RedisServer, start_worker, wait_for_workers
+from shared.local import stop_processes as stop
 from shared.store import ModelStore
-from tests.conftest import REPO, copy_store, publish_copy
-from tests.test_redis_integration import (
-    env_for,
-    events,
-    run_producer,
-    start_worker,
-    wait_until_ready,
-    write_input,
-)
+from tests.conftest import REPO, copy_store, env_for, publish_copy
+from tests.test_redis_integration import events, run_producer, write_input
 
 REDIS = shutil.which("redis-server")
-PRODUCER = [sys.executable, "-m", "shared.producer"]
+PRODUCER = [sys.executable, "-m", "shared.commands.enqueue"]
 pytestmark = [
     pytest.mark.redis_server,
     pytest.mark.skipif(REDIS is None, reason="redis-server not installed"),
@@ -42,8 +35,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[PersistentRedis]:
-    started = PersistentRedis(tmp_path)
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    started = RedisServer(tmp_path / "redis", appendfsync="always")
     started.start()
     yield started
     started.stop()
@@ -54,13 +47,13 @@ def _rows(out: Path) -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_redis_restarts_during_enqueue_and_processing(
-    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
+    server: RedisServer, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     env = env_for(server.url, tiny_store)
     log = tmp_path / "worker.log"
     worker = start_worker(env, "w1", log)
     try:
-        wait_until_ready(log)
+        wait_for_workers(server.url, [worker], [log])
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 4000, words=3)
         # 1. Restart while the producer enqueues (small jobs: many pipelines) and the worker runs.
@@ -122,7 +115,7 @@ def test_redis_restarts_during_enqueue_and_processing(
 
 
 def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
-    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
+    server: RedisServer, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     """Corrupt model file, wrong vocabulary, accuracy under the bar: nothing fails."""
     from shared.store import PublishRefused
@@ -145,7 +138,7 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
         manifest["metrics"] = {"test": {"accuracy": 0.5}}
 
     try:
-        wait_until_ready(log)
+        wait_for_workers(server.url, [worker], [log])
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 3000, words=3)
         producer = run_producer(env, src, out, "--chunk-size", "16")
@@ -177,7 +170,7 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
 
 
 def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
-    server: PersistentRedis, tiny_store: ModelStore, tmp_path: Path
+    server: RedisServer, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
@@ -186,7 +179,7 @@ def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
     log = tmp_path / "worker.log"
     worker = start_worker(env, "graceful", log)
     try:
-        wait_until_ready(log)
+        wait_for_workers(server.url, [worker], [log])
         info = subprocess.run(
             [str(Path(sys.executable).with_name("rq")), "info", "--url", server.url, "-W"],
             capture_output=True,

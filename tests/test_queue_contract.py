@@ -14,7 +14,7 @@ from rq import Retry
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared import producer
+from shared import batches
 from shared.datasets import read_reviews
 from shared.queues import (
     QUEUE_BULK,
@@ -28,7 +28,8 @@ from shared.schema import JOB_FUNCTION, SchemaError, make_payload, validate_resu
 from shared.store import ModelStore
 from tests.conftest import copy_store, publish_copy
 from worker import jobs
-from worker.__main__ import make_worker_class
+from worker.reload import ModelHolder
+from worker.service import ReloadingWorker
 
 
 @pytest.fixture
@@ -37,8 +38,8 @@ def conn() -> fakeredis.FakeRedis:
 
 
 @pytest.fixture
-def serving(tiny_store: ModelStore) -> Iterator[jobs.ModelHolder]:
-    holder = jobs.ModelHolder(tiny_store)
+def serving(tiny_store: ModelStore) -> Iterator[ModelHolder]:
+    holder = ModelHolder(tiny_store)
     holder.load()
     jobs.SERVING = holder
     yield holder
@@ -46,7 +47,7 @@ def serving(tiny_store: ModelStore) -> Iterator[jobs.ModelHolder]:
 
 
 def work(conn: fakeredis.FakeRedis) -> None:
-    worker = make_worker_class()(
+    worker = ReloadingWorker(
         [get_queue(q, conn) for q in WORKER_QUEUES], connection=conn, serializer=JSONSerializer
     )
     worker.work(burst=True)
@@ -120,13 +121,13 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
         + [b"superb"] * 130
     )
     src.write_bytes(b"\n".join(lines) + b"\n")
-    batch = producer.plan(list(read_reviews(src, errors="keep")), chunk_size=16, top_words=3)
-    batch_id = producer.save_batch(conn, batch)
+    batch = batches.plan(list(read_reviews(src, errors="keep")), chunk_size=16, top_words=3)
+    batch_id = batches.save_batch(conn, batch)
     enqueue_payloads(get_queue(QUEUE_BULK, conn), batch.payloads)
     work(conn)
-    rows = producer.gather(conn, producer.load_batch(conn, batch_id), timeout=5, progress=False)
+    rows = batches.gather(conn, batches.load_batch(conn, batch_id), timeout=5, progress=False)
     out = tmp_path / "out.jsonl"
-    producer.write_output(rows, out)
+    batches.write_output(rows, out)
     written = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(written) == len(lines) and [r["line"] for r in written] == list(
         range(1, len(lines) + 1)
@@ -136,7 +137,7 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
     assert "NUL" in written[7]["error"] and written[6]["label"] == "positive"
     assert all(r["error"] is None for i, r in enumerate(written) if i not in (3, 4, 7))
     csv_out = tmp_path / "out.csv"
-    producer.write_output(rows, csv_out)
+    batches.write_output(rows, csv_out)
     import csv
 
     with csv_out.open() as fh:
@@ -147,18 +148,18 @@ def test_hot_reload_swaps_only_to_a_version_that_loads(
     tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     store = copy_store(tiny_store, tmp_path / "store")
-    holder = jobs.ModelHolder(store)
+    holder = ModelHolder(store)
     holder.load()
     assert not holder.maybe_reload()  # nothing changed: one stat, no reload
 
     publish_copy(store)
-    assert holder.maybe_reload() and holder.get().version == "tiny/v0002"
+    assert holder.maybe_reload() and holder.get().model_version == "tiny/v0002"
     broken = publish_copy(store)
     target = broken.path / "model.keras"
     target.chmod(0o644)
     target.write_bytes(b"corrupt")
     assert not holder.maybe_reload()
-    assert holder.get().version == "tiny/v0002"  # kept serving the good version
+    assert holder.get().model_version == "tiny/v0002"  # kept serving the good version
 
 
 def test_schema_rejects_bad_envelopes() -> None:
@@ -199,11 +200,11 @@ def test_a_long_job_keeps_its_heartbeat_and_is_not_taken_for_abandoned(
 
     from rq.registry import StartedJobRegistry
 
-    import worker.__main__ as worker_main
+    import worker.service
 
-    monkeypatch.setattr(worker_main, "HEARTBEAT_EVERY_S", 0.2)
+    monkeypatch.setattr(worker.service, "HEARTBEAT_EVERY_S", 0.2)
     # RQ scores registry entries in whole seconds, so a TTL of N s means N-1 to N s.
-    monkeypatch.setattr(worker_main, "HEARTBEAT_TTL_S", 3)
+    monkeypatch.setattr(worker.service, "HEARTBEAT_TTL_S", 3)
     queue = get_queue(QUEUE_BULK, conn)
     job = queue.enqueue("time.sleep", 6.0)
     registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
@@ -234,7 +235,7 @@ def test_a_worker_killed_between_registering_and_starting_a_job_loses_nothing(co
 
     queue = get_queue(QUEUE_BULK, conn)
     job = queue.enqueue("time.sleep", 0.0, retry=Retry(max=2))
-    worker = make_worker_class()([queue], connection=conn, serializer=JSONSerializer)
+    worker = ReloadingWorker([queue], connection=conn, serializer=JSONSerializer)
     dequeued, _ = worker.dequeue_job_and_maintain_ttl(timeout=1)
     worker.prepare_execution(dequeued)  # ... and the process dies here (SIGKILL)
     registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)

@@ -22,11 +22,11 @@ from redis import Redis
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bench.infra import free_port, redis_server
-from bench.infra import stop_processes as stop
+from shared.local import RedisServer, free_port, start_worker, wait_for_workers
+from shared.local import stop_processes as stop
 from shared.queues import QUEUE_BULK
 from shared.store import ModelStore
-from tests.conftest import REPO, copy_store, publish_copy, synthetic_review
+from tests.conftest import REPO, copy_store, env_for, publish_copy, synthetic_review
 
 REDIS = shutil.which("redis-server")
 pytestmark = [
@@ -37,45 +37,13 @@ pytestmark = [
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+    with RedisServer.temporary() as server:
+        yield server.url
 
 
 @pytest.fixture
 def store_copy(tiny_store: ModelStore, tmp_path: Path) -> ModelStore:
     return copy_store(tiny_store, tmp_path / "models")  # type: ignore[no-any-return]
-
-
-def env_for(redis_url: str, store: ModelStore) -> dict[str, str]:
-    return {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "MODEL_DIR": str(store.root),
-        "MODEL_NAME": store.name,
-        "LOG_FORMAT": "json",
-        "TF_THREADS": "1",
-        "JOB_TIMEOUT": "5",
-        "PYTHONPATH": str(REPO),
-    }
-
-
-def start_worker(env: dict[str, str], name: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", *(["--name", name] if name else []), *extra],
-        env=env,
-        cwd=REPO,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_until_ready(log: Path, timeout: float = 60, count: int = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text(errors="replace").count('"worker_started"') >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"worker did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
 def write_input(path: Path, n: int, words: int = 1) -> list[str]:
@@ -99,7 +67,7 @@ def run_producer(env: dict[str, str], src: Path, out: Path, *extra: str) -> subp
         [
             sys.executable,
             "-m",
-            "shared.producer",
+            "shared.commands.enqueue",
             str(src),
             "-o",
             str(out),
@@ -129,8 +97,7 @@ def test_producer_two_workers_output_and_rerun(
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     workers = [start_worker(env, f"w{i}", log) for i, log in enumerate(logs)]
     try:
-        for log in logs:
-            wait_until_ready(log)
+        wait_for_workers(redis_url, workers, logs, names=["w0", "w1"])
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 600)
         producer = run_producer(env, src, out, "--chunk-size", "16")
@@ -145,7 +112,12 @@ def test_producer_two_workers_output_and_rerun(
         assert sum(len(events(log, "job_done")) for log in logs) == 38  # nothing redone
         assert (tmp_path / "again.jsonl").read_text() == out.read_text()
         one = subprocess.run(
-            [sys.executable, "-m", "shared.classify", "A wonderful superb film, not boring"],
+            [
+                sys.executable,
+                "-m",
+                "shared.commands.classify",
+                "A wonderful superb film, not boring",
+            ],
             env=env,
             cwd=REPO,
             capture_output=True,
@@ -163,7 +135,7 @@ def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_
     log = tmp_path / "workers.log"
     workers = [start_worker(env, "", log, "--processes", "2")]  # one supervisor, two workers
     try:
-        wait_until_ready(log, count=2)
+        wait_for_workers(redis_url, workers, [log], count=2)
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 2000, words=3)
         producer = run_producer(env, src, out, "--chunk-size", "4")
@@ -193,7 +165,7 @@ def test_unreachable_redis_is_one_clear_line_without_the_password(tmp_path: Path
     src.write_text("a review\n")
     url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
     done = subprocess.run(
-        [sys.executable, "-m", "shared.producer", str(src)],
+        [sys.executable, "-m", "shared.commands.enqueue", str(src)],
         env={**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO), "LOG_FORMAT": "json"},
         cwd=REPO,
         capture_output=True,
@@ -212,7 +184,7 @@ def test_sigkilled_worker_job_is_rerun_by_another(
     env = env_for(redis_url, store_copy)
     logs = [tmp_path / "victim.log", tmp_path / "survivor.log"]
     victim = start_worker(env, "victim", logs[0])
-    wait_until_ready(logs[0])
+    wait_for_workers(redis_url, [victim], logs[:1], names=["victim"])
     src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     lines = write_input(src, 3000, words=4)
     producer = run_producer(env, src, out, "--chunk-size", "256")

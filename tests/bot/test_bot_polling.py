@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from bench.infra import redis_server, stop_processes
+from bench.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
+from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers
 from shared.store import ModelStore
-from tests.conftest import REPO
-from tests.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
-from tests.test_redis_integration import env_for, start_worker, wait_until_ready
+from tests.conftest import REPO, env_for
 
 pytestmark = [
     pytest.mark.redis_server,
@@ -83,16 +82,17 @@ def _start_bot(env: dict[str, str], tmp: Path, name: str) -> Iterator[Bot]:
 def system(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """redis-server + one worker on db 0; the worker announces its model."""
     tmp = tmp_path_factory.mktemp("bot")
-    with redis_server() as url:
+    with RedisServer.temporary() as server:
+        url = server.url
         env = {
             **env_for(url, tiny_store),
             "NO_PROXY": "127.0.0.1,localhost",
             "TELEGRAM_BOT_TOKEN": TOKEN,
         }
         log = tmp / "worker.log"
-        worker = start_worker(env, "", log)
+        worker = start_worker(env, "bot-tests", log)
         try:
-            wait_until_ready(log)
+            wait_for_workers(url, [worker], [log])
             yield url, env, tmp
         finally:
             stop_processes([worker])

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.fake_telegram import TOKEN, ApiError, check_text, parse_html
 from bot import render
 from bot.config import BotSettings
 from bot.limits import NOTICE_EVERY_S, RateLimiter
 from shared.config import ConfigError
-from tests.fake_telegram import TOKEN, ApiError, check_text, parse_html
 
 RESULT = {
     "label": "positive",

@@ -1,21 +1,14 @@
-"""Bulk producer: ``sentiment-enqueue FILE... [-o results.jsonl]``.
+"""Bulk batches: plan a file's reviews into jobs, record the batch, enqueue, gather, write.
 
-Reads text / CSV / JSONL files or an aclImdb folder/tarball, chunks the reviews into jobs with
-deterministic ids (re-running enqueues nothing twice and picks up finished results), enqueues
-them in Redis pipelines, waits for the workers and writes exactly one output line per input
-line, in input order: the result, or the error for that line.
-
-    sentiment-enqueue reviews.txt -o results.jsonl         # enqueue, wait, write
-    sentiment-enqueue big.csv --no-wait                    # prints a batch id
-    sentiment-enqueue --collect BATCH -o results.csv       # write the output later
-
-Ctrl-C leaves a consistent state: whatever was enqueued keeps running, and the same command
-resumes without duplicating work.
+A batch answers every input row: an invalid one with its error at once, the valid ones through
+jobs of up to ``DEFAULT_CHUNK_SIZE`` reviews with deterministic ids (re-running enqueues nothing
+twice and picks up finished results).  The output has exactly one line per input line, in input
+order: the result, or the error for that line.  Used by ``sentiment-enqueue``, ``sentiment-run``
+and the benchmarks.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -28,15 +21,12 @@ from typing import Any
 import structlog
 from redis import Redis
 
-from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError, Review, read_reviews
-from shared.log import configure_logging
 from shared.queues import (
+    JOB_TIMEOUT_S,
     QUEUE_BULK,
     RESULT_TTL_S,
-    RedisUnavailable,
     collect,
-    connect,
     enqueue_payloads,
     get_queue,
     job_id_for,
@@ -45,8 +35,8 @@ from shared.schema import DEFAULT_TOP_WORDS, make_payload, review_error
 
 log = structlog.get_logger(__name__)
 
-#: Reviews per job.  ~57 Redis commands per job make tiny jobs slow (1/job ~170 reviews/s);
-#: bench/throughput.py, 2 workers on 2 cores: 16/job 1,052, 64/job 1,294, 256/job 1,526 reviews/s.
+#: Reviews per job: each job costs a fixed few dozen Redis commands, so tiny jobs are slow
+#: (``bench/throughput.py`` sweeps the chunk size; this is the best of its sweep).
 DEFAULT_CHUNK_SIZE = 256
 BATCH_KEY = "sentiment:batch:{}"
 OUTPUT_FIELDS = [
@@ -84,7 +74,7 @@ def plan(reviews: Sequence[Review], chunk_size: int, top_words: int) -> Batch:
 
     Jobs group reviews of similar length (input order is restored when writing the output): a
     job's forward pass is padded to its longest review, so mixing a 20-word and a 600-word review
-    in one job wastes most of the work (+30% throughput measured in bench/throughput.py).
+    in one job wastes most of the work.
     """
     rows: list[dict[str, Any]] = []
     valid: list[int] = []
@@ -107,12 +97,14 @@ def plan(reviews: Sequence[Review], chunk_size: int, top_words: int) -> Batch:
 
 
 def save_batch(conn: Redis, batch: Batch) -> str:
+    """Record the batch (rows and jobs) in Redis, so ``--collect`` can write it later."""
     record = {"rows": batch.rows, "jobs": batch.jobs}
     conn.set(BATCH_KEY.format(batch.batch_id), json.dumps(record), ex=RESULT_TTL_S)
     return batch.batch_id
 
 
 def load_batch(conn: Redis, batch_id: str) -> Batch:
+    """The recorded batch, or DataError when the id is unknown or expired."""
     raw = conn.get(BATCH_KEY.format(batch_id))
     if raw is None:
         raise DataError(batch_id, "unknown or expired batch id")
@@ -176,6 +168,7 @@ def write_output(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def read_inputs(files: Sequence[Path], split: str) -> list[Review]:
+    """Every record of the files (unreadable ones carry their error), with progress."""
     from tqdm import tqdm
 
     reviews: list[Review] = []
@@ -197,7 +190,7 @@ def submit(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     top_words: int = DEFAULT_TOP_WORDS,
     queue_name: str = QUEUE_BULK,
-    job_timeout: int = 60,
+    job_timeout: int = JOB_TIMEOUT_S,
 ) -> Batch:
     """Plan the jobs for ``reviews``, record the batch, enqueue (with a progress bar)."""
     from tqdm import tqdm
@@ -222,77 +215,11 @@ def submit(
     return batch
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = connect(settings.redis_url)
-    if args.collect:
-        batch = load_batch(conn, args.collect)
-    else:
-        reviews = read_inputs(args.files, args.split)
-        if not reviews:
-            raise DataError(", ".join(map(str, args.files)), "no reviews found")
-        batch = submit(
-            conn, reviews, args.chunk_size, args.top_words, args.queue, settings.job_timeout
-        )
-        if not args.wait:
-            print(batch.batch_id)
-            return 0
-    rows = gather(conn, batch, args.timeout)
-    errors = sum(1 for r in rows if r.get("error"))
-    if args.output:
-        write_output(rows, args.output)
-    labels = {
-        label: sum(1 for r in rows if r.get("label") == label) for label in ("positive", "negative")
-    }
-    print(
-        f"{len(rows)} lines: {labels['positive']} positive, {labels['negative']} negative, "
-        f"{errors} errors" + (f"; wrote {args.output}" if args.output else "")
-    )
-    return 0
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="sentiment-enqueue",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("files", nargs="*", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
-    p.add_argument("-o", "--output", type=Path, help="results file: .jsonl or .csv")
-    p.add_argument(
-        "--wait",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="wait for the results (default); --no-wait prints the batch id",
-    )
-    p.add_argument("--collect", metavar="BATCH", help="write the output of an enqueued batch")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job")
-    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
-    p.add_argument("--queue", default=QUEUE_BULK)
-    p.add_argument("--split", default="test", help="aclImdb split (default: test)")
-    p.add_argument("--timeout", type=float, help="give up waiting after S seconds")
-    args = p.parse_args(argv)
-    if not args.files and not args.collect:
-        p.error("give input files, or --collect BATCH")
-    if not 1 <= args.chunk_size <= 1024:
-        p.error("--chunk-size must be in 1..1024")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = settings_or_exit("sentiment-enqueue")
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        return run(args, settings)
-    except (DataError, RedisUnavailable) as exc:
-        print(f"sentiment-enqueue: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "sentiment-enqueue: interrupted; run the same command again to resume", file=sys.stderr
-        )
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def label_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many output rows are positive, negative, or carry an error."""
+    counts = {"positive": 0, "negative": 0, "error": 0}
+    for row in rows:
+        key = "error" if row.get("error") else row.get("label")
+        if key in counts:
+            counts[key] += 1
+    return counts

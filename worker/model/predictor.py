@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from shared.datasets import LABELS
-from shared.store import MODEL_FILE, VOCAB_FILE, StoreError, Version, verify_files
+from shared.schema import LABELS
+from shared.store import MODEL_FILE, VOCAB_FILE, Published, StoreError, verify_files
 from shared.text import PREPROCESSING, tokenize
 from shared.vocab import Encoded, Vocabulary, VocabularyError
-from worker.cnn import EMBEDDING_LAYER
-from worker.data import length_batches, pad_batch
+from worker.model.batching import length_batches, pad_batch
+from worker.model.cnn import EMBEDDING_LAYER
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -38,7 +38,7 @@ class Prediction:
 
 
 def make_forward(model: Any) -> Callable[[np.ndarray], Any]:
-    """A traced inference call: ~1 ms per small batch where ``model.predict`` costs ~120 ms."""
+    """A traced inference call (``model.predict`` re-traces and costs far more per batch)."""
     import tensorflow as tf
 
     return tf.function(  # type: ignore[no-any-return]
@@ -47,20 +47,40 @@ def make_forward(model: Any) -> Callable[[np.ndarray], Any]:
     )
 
 
+def run_batched(
+    forward: Callable[[np.ndarray], Any],
+    rows: Sequence[Sequence[int]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: str = "",
+) -> list[np.ndarray]:
+    """Run ``forward`` (one output or a list of them) over id rows in length-sorted batches.
+
+    Returns one array per output, rows in the input order.
+    """
+    from tqdm import tqdm
+
+    outs: list[np.ndarray] = []
+    batches = length_batches([len(r) for r in rows], batch_size)
+    for idx in tqdm(batches, desc=progress, disable=not progress, unit="batch"):
+        result = forward(pad_batch([rows[i] for i in idx]))
+        parts = [np.asarray(p) for p in (result if isinstance(result, list | tuple) else [result])]
+        if not outs:
+            outs = [np.zeros((len(rows), *p.shape[1:]), dtype=p.dtype) for p in parts]
+        for out, part in zip(outs, parts, strict=True):
+            out[idx] = part
+    return outs
+
+
 def batched_probs(
     forward: Callable[[np.ndarray], Any],
     rows: Sequence[Sequence[int]],
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: str = "",
 ) -> np.ndarray:
-    """Run ``forward`` over id rows in length-sorted batches; the output keeps the row order."""
-    from tqdm import tqdm
-
-    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
-    batches = length_batches([len(r) for r in rows], batch_size)
-    for idx in tqdm(batches, desc=progress, disable=not progress, unit="batch"):
-        out[idx] = np.asarray(forward(pad_batch([rows[i] for i in idx])))
-    return out
+    """Class probabilities of id rows (``forward`` returns them), in the rows' order."""
+    if not rows:
+        return np.zeros((0, len(LABELS)), dtype=np.float32)
+    return run_batched(forward, rows, batch_size, progress)[0]
 
 
 class Predictor:
@@ -72,20 +92,22 @@ class Predictor:
         vocab: Vocabulary,
         max_len: int,
         head_fraction: float,
-        version: Version | None = None,
+        published: Published | None = None,
     ) -> None:
         self.model = model
         self.vocab = vocab
-        self.version = version
+        self.published = published
         self.max_len = max_len
         self.head_fraction = head_fraction
         self._forward = make_forward(model)
 
     @property
-    def name(self) -> str:
-        return f"{self.version.name}/{self.version.version}" if self.version else "unpublished"
+    def model_version(self) -> str:
+        """``name/vNNNN`` of the published version, or ``unpublished`` (during training)."""
+        return self.published.model_version if self.published else "unpublished"
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenize and encode texts exactly as in training (truncation included)."""
         return [self.vocab.encode(tokenize(t), self.max_len, self.head_fraction) for t in texts]
 
     def probs(
@@ -126,40 +148,38 @@ def configure_tensorflow(threads: int = 0) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def load_predictor(version: Version, verify: bool = True) -> Predictor:
-    """Load ``version`` and check it (see the module docstring); raise StoreError if unusable."""
+def load_predictor(published: Published, verify: bool = True) -> Predictor:
+    """Load a version and check it (see the module docstring); raise StoreError if unusable."""
     import keras
 
-    import worker.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import worker.model.layers  # noqa: F401  (registers the custom layers for deserialization)
 
+    path, manifest = published.path, published.manifest
     if verify:
-        verify_files(version.path, version.manifest)
-    manifest = version.manifest
+        verify_files(path, manifest)
     if manifest.get("preprocessing", {}).get("version") != PREPROCESSING["version"]:
-        raise StoreError(f"{version.path}: trained with other preprocessing rules")
+        raise StoreError(f"{path}: trained with other preprocessing rules")
     try:
-        vocab = Vocabulary.load(version.path / VOCAB_FILE)
+        vocab = Vocabulary.load(path / VOCAB_FILE)
     except VocabularyError as exc:
         raise StoreError(str(exc)) from exc
     if vocab.fingerprint != manifest.get("vocab", {}).get("fingerprint"):
-        raise StoreError(f"{version.path}: vocabulary does not match the manifest")
+        raise StoreError(f"{path}: vocabulary does not match the manifest")
     try:
-        model = keras.models.load_model(version.path / MODEL_FILE, compile=False)
+        model = keras.models.load_model(path / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for a corrupt file
-        raise StoreError(f"{version.path}: cannot load model: {exc}") from exc
+        raise StoreError(f"{path}: cannot load model: {exc}") from exc
     embedding_rows = model.get_layer(EMBEDDING_LAYER).input_dim
     if embedding_rows != len(vocab):
-        raise StoreError(
-            f"{version.path}: model embeds {embedding_rows} ids, vocabulary has {len(vocab)}"
-        )
+        raise StoreError(f"{path}: model embeds {embedding_rows} ids, vocabulary has {len(vocab)}")
     predictor = Predictor(
         model,
         vocab,
         max_len=int(manifest["sequence_length"]),
         head_fraction=float(manifest.get("head_fraction", 0.25)),
-        version=version,
+        published=published,
     )
     smoke = predictor.predict_texts(list(SMOKE_TEXTS))
     if any(not np.isfinite(list(p.scores.values())).all() for p in smoke):
-        raise StoreError(f"{version.path}: smoke prediction is not finite")
+        raise StoreError(f"{path}: smoke prediction is not finite")
     return predictor

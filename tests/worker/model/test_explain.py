@@ -4,8 +4,8 @@ import keras
 import numpy as np
 
 from tests.conftest import random_model
-from worker.cnn import HParams
-from worker.explain import Explainer
+from worker.model.cnn import CONV_PREFIX, LOGITS_LAYER, HParams
+from worker.model.explain import Explainer
 
 HP = HParams(embed_dim=8, filters=6, kernel_sizes=(1, 2, 3, 5), buckets=256)
 
@@ -76,7 +76,7 @@ def test_closed_form_equals_automatic_differentiation_with_biases() -> None:
     model = _model("kim_ngram")
     rng = np.random.default_rng(3)
     for layer in model.layers:
-        if layer.name.startswith("conv") or layer.name == "logits":
+        if layer.name.startswith(CONV_PREFIX) or layer.name == LOGITS_LAYER:
             kernel, bias = layer.get_weights()
             layer.set_weights([kernel, rng.normal(scale=0.1, size=bias.shape).astype("float32")])
     explainer = Explainer(model)

@@ -1,7 +1,6 @@
 """A training run on a tiny corpus publishes a version the loader accepts and that makes sense."""
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,10 @@ import pytest
 
 from shared.config import Settings
 from shared.store import ModelStore, StoreError
-from tests.conftest import TINY_HPARAMS
-from worker import train as train_job
-from worker.predictor import load_predictor
+from tests.conftest import TINY_HPARAMS, copy_store
+from worker.model.predictor import load_predictor
+from worker.training import train as train_job
+from worker.training.commands import train as train_cli
 
 
 def test_published_version_explains_itself(tiny_store: Any) -> None:
@@ -64,8 +64,8 @@ def test_training_is_reproducible_with_a_seed(corpus: dict[str, Path], tmp_path:
     )
     first = train_job.train(config, Settings(model_dir=tmp_path))
     second = train_job.train(config, Settings(model_dir=tmp_path))
-    assert first["metrics"]["validation"]["loss"] == pytest.approx(
-        second["metrics"]["validation"]["loss"], rel=1e-4
+    assert first.metrics["validation"]["loss"] == pytest.approx(
+        second.metrics["validation"]["loss"], rel=1e-4
     )
 
 
@@ -89,10 +89,10 @@ def test_cli_refuses_to_publish_below_min_accuracy(
         "--model-name",
         "m",
     ]
-    assert train_job.main(common) == 0
+    assert train_cli.main(common) == 0
     store = ModelStore(tmp_path, "m")
     assert store.latest() == "v0001"
-    assert train_job.main([*common, "--min-accuracy", "0.999"]) == 3
+    assert train_cli.main([*common, "--min-accuracy", "0.999"]) == 3
     assert store.versions() == ["v0001"] and store.latest() == "v0001"
 
 
@@ -101,21 +101,13 @@ def test_cli_reports_bad_data_without_traceback(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("review,sentiment\nnice,positive\nhmm,perhaps\n")
-    assert train_job.main(["--data", str(bad), "--no-test", "--model-dir", str(tmp_path)]) == 2
+    assert train_cli.main(["--data", str(bad), "--no-test", "--model-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.csv:3: unknown label 'perhaps'" in err and "Traceback" not in err
 
 
-def _copy_version(store: ModelStore, tmp_path: Path) -> ModelStore:
-    target = tmp_path / "copy"
-    shutil.copytree(store.base, target / store.name)
-    for p in (target / store.name).rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return ModelStore(target, store.name)
-
-
 def test_loader_refuses_a_swapped_vocabulary(tiny_store: Any, tmp_path: Path) -> None:
-    copy = _copy_version(tiny_store, tmp_path)
+    copy = copy_store(tiny_store, tmp_path / "copy")
     version = copy.resolve("LATEST")
     vocab = json.loads((version.path / "vocab.json").read_text())
     vocab["tokens"] = vocab["tokens"][:-1]
@@ -129,7 +121,7 @@ def test_loader_refuses_a_swapped_vocabulary(tiny_store: Any, tmp_path: Path) ->
 
 
 def test_loader_refuses_a_corrupt_model(tiny_store: Any, tmp_path: Path) -> None:
-    copy = _copy_version(tiny_store, tmp_path)
+    copy = copy_store(tiny_store, tmp_path / "copy")
     version = copy.resolve("LATEST")
     (version.path / "model.keras").write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(StoreError, match="cannot load model"):

@@ -2,9 +2,8 @@
 
 Wang & Manning (2012): binarised unigram+bigram features scaled by the naive-Bayes log-count
 ratio ``r``, then an L2 logistic regression.  The product ``r * w`` is one weight per feature,
-which :class:`worker.layers.NgramBag` sums over the unique features of a text inside the model.
-Measured here on the 25k test split with our tokenizer (30k words, 2**20 bigram buckets,
-reviews cut at 700 tokens): 0.913 alone.
+which :class:`worker.model.layers.NgramBag` sums over the unique features of a text inside the
+model.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from worker.layers import BIGRAM_HASH
+from worker.model.layers import BIGRAM_HASH
 
 
 def feature_ids(ids: Sequence[int], vocab_size: int, buckets: int) -> np.ndarray:
@@ -60,7 +59,7 @@ def fit_nb_logreg(
 def bag_scores(
     rows: Sequence[Sequence[int]], table: np.ndarray, vocab_size: int, buckets: int
 ) -> np.ndarray:
-    """Score of each row without intercept, as :class:`worker.layers.NgramBag` computes it."""
+    """Score of each row without intercept, as :class:`worker.model.layers.NgramBag` computes it."""
     return np.array(
         [table[feature_ids(r, vocab_size, buckets)].sum() for r in rows], dtype=np.float32
     )

@@ -14,13 +14,13 @@ is the seeds' model as published and is only approximately so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 from keras import layers
 
-from worker.layers import (
+from worker.model.layers import (
     ApplyMask,
     LogitBlend,
     MaskedGlobalMaxPool,
@@ -31,16 +31,21 @@ from worker.layers import (
 )
 
 ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram")
+# Layer names other modules look up (the explainer, the trainer, the analysis report).
 EMBEDDING_LAYER = "embedding"
+ZERO_PAD_LAYER = "zero_pad"  # the embeddings with PAD positions zeroed
+CONV_PREFIX = "conv"  # the Kim convolutions: conv1, conv2, conv3, conv5
 FEATURES_LAYER = "features"  # the latent representation before the classifier
+LOGITS_LAYER = "logits"
+NGRAM_BAG_LAYER = "ngram_bag"
+BLEND_LAYER = "blend"
 
 
 @dataclass(frozen=True)
 class HParams:
     """Architecture hyper-parameters (recorded in the manifest)."""
 
-    # 48-d embeddings and 64 filters per width: same test accuracy as 64/100 (0.9144 vs 0.9145)
-    # at ~0.5x the convolution cost, which bounds serving throughput on 2 cores.
+    # Small on purpose: the convolutions bound serving throughput on 2 cores (see the README).
     embed_dim: int = 48
     filters: int = 64
     kernel_sizes: tuple[int, ...] = (1, 2, 3, 5)
@@ -67,14 +72,13 @@ class Built:
 
     model: keras.Model
     trainable: keras.Model
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _embed(ids: Any, vocab_size: int, hp: HParams, pad: int) -> tuple[Any, Any]:
     padded = RightPad(pad, name="right_pad")(ids)
     mask = PadMask(name="pad_mask")(padded)
     emb = layers.Embedding(vocab_size, hp.embed_dim, name=EMBEDDING_LAYER)(padded)
-    emb = ApplyMask(name="zero_pad")([emb, mask])
+    emb = ApplyMask(name=ZERO_PAD_LAYER)([emb, mask])
     return emb, mask
 
 
@@ -83,7 +87,7 @@ def _kim_features(emb: Any, mask: Any, hp: HParams) -> Any:
     x = layers.Dropout(hp.embed_dropout, noise_shape=(None, None, 1), name="word_drop")(emb)
     pooled = []
     for k in hp.kernel_sizes:
-        conv = layers.Conv1D(hp.filters, k, activation="relu", name=f"conv{k}")(x)
+        conv = layers.Conv1D(hp.filters, k, activation="relu", name=f"{CONV_PREFIX}{k}")(x)
         pooled.append(MaskedGlobalMaxPool(name=f"pool{k}")([conv, mask]))
     if len(pooled) == 1:
         return layers.Identity(name=FEATURES_LAYER)(pooled[0])
@@ -114,13 +118,13 @@ def build_model(arch: str, vocab_size: int, hp: HParams | None = None) -> Built:
     else:
         features = _kim_features(emb, mask, hp)
     x = layers.Dropout(hp.dropout, name="dropout")(features)
-    logits = layers.Dense(2, kernel_regularizer=reg, name="logits")(x)
+    logits = layers.Dense(2, kernel_regularizer=reg, name=LOGITS_LAYER)(x)
     probs = layers.Softmax(name="scores")(logits)
     trainable = keras.Model(ids, probs, name=f"{arch}_core")
     if arch != "kim_ngram":
         return Built(trainable, trainable)
-    bag = NgramBag(vocab_size, hp.buckets, name="ngram_bag")(RightPad(0, name="bag_ids")(ids))
-    blended = LogitBlend(name="blend")([logits, bag])
+    bag = NgramBag(vocab_size, hp.buckets, name=NGRAM_BAG_LAYER)(RightPad(0, name="bag_ids")(ids))
+    blended = LogitBlend(name=BLEND_LAYER)([logits, bag])
     served = keras.Model(ids, layers.Softmax(name="scores_blended")(blended), name=arch)
     return Built(served, trainable)
 

@@ -81,7 +81,8 @@ def ngram_features(ids: Any, vocab_size: int, buckets: int) -> Any:
     """Feature ids of the unigrams and hashed bigrams of ``ids`` (0 where PAD is involved).
 
     Unigram ``i`` -> ``i``; bigram ``(a, b)`` -> ``vocab_size + (a * BIGRAM_HASH + b) % buckets``.
-    ``worker.ngrams.feature_ids`` is the NumPy twin used when fitting; a test keeps them equal.
+    ``worker.model.ngrams.feature_ids`` is the NumPy twin used when fitting (a test keeps them
+    equal).
     """
     ids64 = ops.cast(ids, "int64")
     left, right = ids64[:, :-1], ids64[:, 1:]
@@ -96,8 +97,8 @@ class NgramBag(keras.layers.Layer):
     """Linear score over the *set* of unigrams and hashed bigrams in a text (NBSVM-style).
 
     ``score = sum(weights[f] for f in unique(features))``.  The weights are fitted outside Keras
-    (NB-scaled logistic regression, see ``worker.ngrams``) and loaded with ``set_weights``; feature
-    0 (PAD, and any bigram touching PAD) is never counted.
+    (NB-scaled logistic regression, see ``worker.model.ngrams``) and loaded with
+    ``set_weights``; feature 0 (PAD, and any bigram touching PAD) is never counted.
     """
 
     def __init__(self, vocab_size: int, buckets: int, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.datasets import LABELS
+from shared.schema import LABELS
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shared.schema import MAX_REVIEW_CHARS
-from worker import classify
+from worker.training.commands import predict
 
 
 def test_every_input_line_gets_exactly_one_output_line(
@@ -26,7 +26,7 @@ def test_every_input_line_gets_exactly_one_output_line(
     out = tmp_path / "out.jsonl"
     monkeypatch.setenv("MODEL_DIR", str(tiny_store.root))
     monkeypatch.setenv("MODEL_NAME", tiny_store.name)
-    assert classify.main([str(src), "-o", str(out)]) == 0
+    assert predict.main([str(src), "-o", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[0]["label"] == "positive" and rows[3]["label"] == "negative"
@@ -37,11 +37,11 @@ def test_every_input_line_gets_exactly_one_output_line(
 
 
 def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) -> None:
+    from shared.batches import write_output
     from shared.datasets import Review
-    from shared.producer import write_output
-    from worker.jobs import load_served
+    from worker.model.served import classify_reviews, load_served
 
-    rows = classify.classify(
+    rows = classify_reviews(
         [Review("a", "loved it"), Review("b", " ")], load_served(tiny_store), progress=False
     )
     out = tmp_path / "o.csv"
@@ -57,5 +57,5 @@ def test_missing_model_is_a_clear_error(
 ) -> None:
     (tmp_path / "in.txt").write_text("hello\n")
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "none"))
-    assert classify.main([str(tmp_path / "in.txt")]) == 2
+    assert predict.main([str(tmp_path / "in.txt")]) == 2
     assert "no published version" in capsys.readouterr().err

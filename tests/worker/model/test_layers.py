@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import random_model
-from worker.cnn import ARCHITECTURES, HParams, build_model
-from worker.ngrams import bag_scores, feature_ids, fit_nb_logreg
+from worker.model.cnn import ARCHITECTURES, NGRAM_BAG_LAYER, HParams, build_model
+from worker.model.ngrams import bag_scores, feature_ids, fit_nb_logreg
 
 HP = HParams(embed_dim=8, filters=4, kernel_sizes=(1, 2, 3, 5), buckets=512)
 
@@ -34,7 +34,7 @@ def test_ngram_bag_counts_each_feature_once_and_matches_numpy() -> None:
     table = rng.normal(size=vocab_size + buckets).astype("float32")
     table[0] = 0.0
     built = build_model("kim_ngram", vocab_size, HParams(embed_dim=4, filters=2, buckets=buckets))
-    bag = built.model.get_layer("ngram_bag")
+    bag = built.model.get_layer(NGRAM_BAG_LAYER)
     bag.set_weights([table])
     rows = [[3, 3, 3, 4], [5, 6, 5, 6, 5], [7]]
     batch = np.array([r + [0] * (5 - len(r)) for r in rows], dtype=np.int32)

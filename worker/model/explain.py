@@ -28,9 +28,17 @@ import numpy as np
 
 from shared.schema import LABELS
 from shared.vocab import OOV_ID
-from worker.cnn import EMBEDDING_LAYER
-from worker.data import length_batches, pad_batch
-from worker.layers import BIGRAM_HASH
+from worker.model.batching import length_batches, pad_batch
+from worker.model.cnn import (
+    BLEND_LAYER,
+    CONV_PREFIX,
+    EMBEDDING_LAYER,
+    FEATURES_LAYER,
+    LOGITS_LAYER,
+    NGRAM_BAG_LAYER,
+    ZERO_PAD_LAYER,
+)
+from worker.model.layers import BIGRAM_HASH
 
 DEFAULT_BATCH_SIZE = 128
 MAX_PHRASES = 5
@@ -58,16 +66,18 @@ class Explainer:
 
         self.model = model
         names = {layer.name for layer in model.layers}
-        head = "blend" if "blend" in names else "logits"
+        head = BLEND_LAYER if BLEND_LAYER in names else LOGITS_LAYER
         self._logit_model = keras.Model(model.inputs, model.get_layer(head).output)
         self._embedding = model.get_layer(EMBEDDING_LAYER)
         self._convs = sorted(
-            (layer for layer in model.layers if layer.name.startswith("conv")),
+            (layer for layer in model.layers if layer.name.startswith(CONV_PREFIX)),
             key=lambda layer: layer.kernel_size[0],
         )
-        kernel, _ = model.get_layer("logits").get_weights()
+        kernel, _ = model.get_layer(LOGITS_LAYER).get_weights()
         blend = (
-            model.get_layer("blend").get_weights()[0] if "blend" in names else np.array([1.0, 0.0])
+            model.get_layer(BLEND_LAYER).get_weights()[0]
+            if BLEND_LAYER in names
+            else np.array([1.0, 0.0])
         )
         self._feature_weights = (float(blend[0]) * (kernel[:, 1] - kernel[:, 0])).astype(np.float32)
         self._offsets: dict[int, int] = {}
@@ -76,15 +86,15 @@ class Explainer:
             self._offsets[layer.kernel_size[0]] = offset
             offset += layer.filters
         self._bag: tuple[np.ndarray, int, int, float] | None = None
-        if "ngram_bag" in names:
-            bag = model.get_layer("ngram_bag")
+        if NGRAM_BAG_LAYER in names:
+            bag = model.get_layer(NGRAM_BAG_LAYER)
             self._bag = (bag.get_weights()[0], bag.vocab_size, bag.buckets, float(blend[1]))
         # Kim models: gradient x input in closed form from the forward pass (see _attribute_kim).
-        self._kim = bool(self._convs) and "features" in names and "zero_pad" in names
+        self._kim = bool(self._convs) and FEATURES_LAYER in names and ZERO_PAD_LAYER in names
         if self._kim:
             self._parts = keras.Model(
                 model.inputs,
-                [model.get_layer(head).output, model.get_layer("zero_pad").output]
+                [model.get_layer(head).output, model.get_layer(ZERO_PAD_LAYER).output]
                 + [c.output for c in self._convs],
             )
             # (k, E, F) -> (F, k, E), to multiply the gathered windows (B, F, k, E) directly.

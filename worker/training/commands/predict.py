@@ -12,55 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from shared.batches import label_counts, write_output
 from shared.config import settings_or_exit
-from shared.datasets import DataError, Review, read_reviews
+from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
-from shared.producer import write_output
 from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
 
-BATCH = 1024
-TOP_WORDS = 10
-
-
-def classify(reviews: Iterable[Review], served: Any, progress: bool = True) -> list[dict[str, Any]]:
-    """One output row per review, in order, shaped like the queue's (see ``shared.producer``).
-
-    Rows carry the job's fields (label, scores, top words and phrases, OOV count, truncation)
-    or ``error``: a read error from the file, or the queue contract's rules for the text.
-    """
-    from tqdm import tqdm
-
-    from worker.jobs import explain_reviews
-
-    items = list(reviews)
-    rows: list[dict[str, Any]] = [
-        {"id": r.id, "line": r.line, "model_version": served.version} for r in items
-    ]
-    readable = [i for i, r in enumerate(items) if r.error is None]
-    for i, r in enumerate(items):
-        if r.error is not None:
-            rows[i]["error"] = r.error
-    with tqdm(total=len(readable), desc="classify", unit=" reviews", disable=not progress) as bar:
-        for start in range(0, len(readable), BATCH):
-            chunk = readable[start : start + BATCH]
-            payload = [{"id": items[i].id, "text": items[i].text} for i in chunk]
-            for i, result in zip(chunk, explain_reviews(served, payload, TOP_WORDS), strict=True):
-                rows[i].update({k: v for k, v in result.items() if k != "id"})
-            bar.update(len(chunk))
-    return rows
-
 
 def summary(rows: Sequence[dict[str, Any]]) -> str:
-    counts = Counter(r.get("label") or "error" for r in rows)
+    counts = label_counts(rows)
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     return f"{len(rows)} reviews ({parts})"
 
@@ -78,12 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_or_exit("sentiment-predict")
     configure_logging(settings.log_level, settings.log_format)
     try:
-        from worker.jobs import load_served
-        from worker.predictor import configure_tensorflow
+        from worker.model.predictor import configure_tensorflow
+        from worker.model.served import classify_reviews, load_served
 
         configure_tensorflow(settings.tf_threads)
         served = load_served(ModelStore(settings.model_dir, settings.model_name), args.version)
-        rows = classify(read_reviews(args.file, split=args.split, errors="keep"), served)
+        rows = classify_reviews(read_reviews(args.file, split=args.split, errors="keep"), served)
     except (DataError, StoreError) as exc:
         print(f"sentiment-predict: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{r['id']:>24}  {r['label']} {max(r['scores'].values()):.2f}  ({words})")
     print(summary(rows) + (f"; wrote {args.output}" if args.output else ""))
     log.info(
-        "file_classified", file=str(args.file), reviews=len(rows), model_version=served.version
+        "file_classified",
+        file=str(args.file),
+        reviews=len(rows),
+        model_version=served.model_version,
     )
     return 0
 

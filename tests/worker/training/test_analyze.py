@@ -14,7 +14,7 @@ import pytest
 from shared.datasets import read_reviews
 from shared.store import ModelStore
 from tests.conftest import copy_store, publish_copy
-from worker.analyze import SECTIONS, analyze
+from worker.training.analysis.report import SECTIONS, analyze
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.config import ConfigError, Settings
+from shared.highlight import for_terminal
 from shared.log import configure_logging
 from shared.queues import (
     QUEUE_INTERACTIVE,
@@ -21,34 +22,17 @@ from shared.queues import (
     enqueue_payloads,
     get_queue,
 )
-from shared.schema import make_payload, review_error
-from shared.text import tokenize
-
-GREEN, RED, BOLD, RESET = "\033[32m", "\033[31m", "\033[1m", "\033[0m"
-
-
-def highlight(text: str, top_words: Sequence[Sequence[Any]], color: bool) -> str:
-    """The review's tokens with the top words marked by the sign of their weight."""
-    weights = {str(w): float(v) for w, v in top_words}
-    out = []
-    for token in tokenize(text):
-        weight = weights.get(token)
-        if weight is None:
-            out.append(token)
-        elif color:
-            out.append(f"{GREEN if weight > 0 else RED}{BOLD}{token}{RESET}")
-        else:
-            out.append(f"[{'+' if weight > 0 else '-'}{token}]")
-    return " ".join(out)
+from shared.schema import DEFAULT_TOP_WORDS, make_payload, review_error
 
 
 def render(result: dict[str, Any], text: str, color: bool) -> str:
+    """The answer for a terminal: label and confidence, the marked review, words and phrases."""
     if result.get("error"):
         return f"error: {result['error']}"
     label, scores = result["label"], result["scores"]
     lines = [
         f"{label} ({scores[label]:.1%})  model {result.get('model_version', '?')}",
-        highlight(text, result["top_words"], color),
+        for_terminal(text, result["top_words"], color),
         "top words: " + ", ".join(f"{w} {v:+.2f}" for w, v in result["top_words"]),
     ]
     if result["top_phrases"]:
@@ -61,7 +45,7 @@ def render(result: dict[str, Any], text: str, color: bool) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sentiment-classify", description=__doc__.split("\n\n")[0])
     p.add_argument("text", nargs="+", help="the review (quote it)")
-    p.add_argument("--top-words", type=int, default=8)
+    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a worker")
     args = p.parse_args(argv)
     text = " ".join(args.text)

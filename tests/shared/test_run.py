@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.local import redis_binary
 from shared.store import ModelStore
 from tests.conftest import REPO, synthetic_review
-from worker.run import redis_binary
 
 
 def _alive(pid: int) -> bool:
@@ -57,7 +57,16 @@ def test_run_classifies_a_file_through_an_embedded_redis_and_stops_everything(
         "PYTHONPATH": str(REPO),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "worker.run", str(src), "-o", str(out), "--redis-server", binary],
+        [
+            sys.executable,
+            "-m",
+            "shared.commands.run",
+            str(src),
+            "-o",
+            str(out),
+            "--redis-server",
+            binary,
+        ],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -83,7 +92,7 @@ def test_run_uses_redis_url_when_set_and_fails_clearly_when_unreachable(tmp_path
     src.write_text("fine film\n")
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "worker.run", str(src), "--workers", "0"],
+        [sys.executable, "-m", "shared.commands.run", str(src), "--workers", "0"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

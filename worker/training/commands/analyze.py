@@ -1,0 +1,76 @@
+"""``sentiment-analyze``: the error analysis of a model version as one self-contained HTML report.
+
+    sentiment-analyze                                   # LATEST on the 25k IMDB test split
+    sentiment-analyze --model v0001 --data reviews.csv --out /tmp/report
+    sentiment-analyze --model v0002 --compare v0001     # the same samples under two versions
+
+Writes ``report.html`` (images embedded, no network), the PNGs, and ``analysis.json`` with every
+number the report shows, into ``<version>/analysis/`` or ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import settings_or_exit
+from shared.datasets import DataError, read_reviews
+from shared.log import configure_logging
+from shared.store import ModelStore, StoreError
+from worker.training.analysis.report import analyze
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_or_exit("sentiment-analyze")
+    p = argparse.ArgumentParser(
+        prog="sentiment-analyze",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("--model", default="LATEST", help="version to analyse (default LATEST)")
+    p.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
+    p.add_argument("--split", default="test", help="aclImdb split (default test)")
+    p.add_argument("--compare", help="another version, run on the same samples")
+    p.add_argument("--out", type=Path, help="output folder (default <version>/analysis)")
+    p.add_argument("--samples", type=int, default=10, help="highest-loss and random samples shown")
+    p.add_argument("--limit", type=int, help="analyse a seeded random subset of N reviews")
+    p.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    p.add_argument("--model-name", default=settings.model_name)
+    args = p.parse_args(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        reviews = list(read_reviews(args.data, split=args.split, errors="keep"))
+        if args.limit and args.limit < len(reviews):  # a seeded random subset, in file order
+            keep = np.sort(np.random.default_rng(0).choice(len(reviews), args.limit, replace=False))
+            reviews = [reviews[i] for i in keep]
+        out, analysis = analyze(
+            ModelStore(args.model_dir, args.model_name),
+            args.model,
+            reviews,
+            args.out,
+            args.compare,
+            args.samples,
+            data_name=f"{args.data.name} ({args.split})"
+            if args.data.suffix == ".gz" or args.data.is_dir()
+            else args.data.name,
+        )
+    except (DataError, StoreError) as exc:
+        print(f"sentiment-analyze: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{analysis['n']:,} samples, "
+        f"accuracy {analysis['training']['evaluation']['accuracy']:.2%}, "
+        f"{analysis['seconds']:.0f} s -> {out / 'report.html'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

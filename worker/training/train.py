@@ -1,0 +1,431 @@
+"""The training recipe: prepare -> fit -> fit_ngram -> evaluate -> publish.
+
+``train(config, settings)`` reads a labelled dataset (aclImdb directory or tarball, CSV, JSONL),
+builds the vocabulary on the training part, trains the chosen architecture with a seeded,
+shuffled validation split and early stopping on validation loss, fits the n-gram branch and the
+blend (``kim_ngram``), evaluates on the test split and publishes a version into the model store
+(atomically; ``min_accuracy`` refuses a worse model and leaves LATEST alone).
+
+The command line is ``sentiment-train`` (``worker.training.commands.train``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from shared.config import Settings
+from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
+from shared.schema import LABELS
+from shared.store import MODEL_FILE, VOCAB_FILE, ModelStore, Published
+from shared.text import PREPROCESSING, tokenize
+from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ARCH = "kim_ngram"
+DEFAULT_VOCAB_SIZE = 30_000
+DEFAULT_EPOCHS = 8
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_PATIENCE = 1
+#: The sequence length is this percentile of the training reviews' token counts.
+DEFAULT_LENGTH_PERCENTILE = 95.0
+#: Batch size for evaluation passes (no gradients: larger batches are cheaper).
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (recorded in the published manifest)."""
+
+    data: Path | None = None
+    test_data: Path | None = None
+    no_test: bool = False
+    download: bool = False
+    arch: str = DEFAULT_ARCH
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    seq_len: int | None = None
+    head_fraction: float = DEFAULT_HEAD_FRACTION
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = 1e-3
+    seed: int = 1
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    patience: int = DEFAULT_PATIENCE
+    limit: int | None = None
+    pretrain: str = "none"
+    unsup_data: Path | None = None
+    min_accuracy: float | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    publish: bool = True
+
+
+@dataclass
+class Split:
+    """One labelled split, read and tokenized."""
+
+    reviews: list[Review]
+    tokens: list[list[str]]
+    labels: np.ndarray
+    source: dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """The data of one run, encoded: what ``fit``, ``fit_ngram`` and ``evaluate`` work on."""
+
+    data_path: Path
+    vocab: Vocabulary
+    max_len: int
+    fit_tokens: list[list[str]]
+    fit_rows: list[list[int]]
+    y_fit: np.ndarray
+    val_rows: list[list[int]]
+    y_val: np.ndarray
+    test_rows: list[list[int]] | None
+    y_test: np.ndarray | None
+    sources: dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its metrics and manifest, and the version if it was published."""
+
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    published: Published | None
+
+
+def _fingerprint(reviews: Sequence[Review]) -> str:
+    digest = hashlib.sha256()
+    for r in reviews:
+        digest.update(f"{r.id}\t{r.label}\t{r.text}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
+    """Read, optionally subsample (seeded), and tokenize one labelled split, with progress."""
+    from tqdm import tqdm
+
+    reviews = [
+        r
+        for r in tqdm(
+            read_reviews(path, split=split, labelled=True), desc=f"read {split}", unit=" reviews"
+        )
+        if r.text.strip()
+    ]
+    if not reviews:
+        raise DataError(path, f"no labelled reviews in split {split!r}")
+    if limit is not None and limit < len(reviews):
+        keep = np.sort(np.random.default_rng(seed).choice(len(reviews), limit, replace=False))
+        reviews = [reviews[i] for i in keep]
+    tokens = [tokenize(r.text) for r in tqdm(reviews, desc=f"tokenize {split}", unit=" reviews")]
+    labels = np.array([r.label for r in reviews], dtype=np.int64)
+    source = {
+        "path": str(path.name if path.is_file() else path),
+        "split": split if detect_format(path).startswith("aclimdb") else None,
+        "n": len(reviews),
+        "positive": int(labels.sum()),
+        "fingerprint": _fingerprint(reviews),
+    }
+    return Split(reviews, tokens, labels, source)
+
+
+def sequence_length(tokens: Sequence[Sequence[str]], requested: int | None) -> int:
+    """The token cap: as requested, else a high percentile of the training lengths."""
+    if requested is not None:
+        return requested
+    lengths = np.array([len(t) for t in tokens])
+    return max(8, int(np.ceil(np.percentile(lengths, DEFAULT_LENGTH_PERCENTILE))))
+
+
+def prepare(config: TrainConfig, settings: Settings) -> Prepared:
+    """Read the splits, carve the seeded validation split, build the vocabulary, encode."""
+    from worker.model.batching import encode_texts
+
+    data_path = ensure_aclimdb(config.data, settings.data_dir, config.download)
+    train_split = load_split(data_path, "train", config.limit, config.seed)
+    test_path = config.test_data or (
+        data_path if detect_format(data_path).startswith("aclimdb") else None
+    )
+    test_split = None
+    if test_path is not None and not config.no_test:
+        test_split = load_split(test_path, "test", config.limit, config.seed)
+
+    order = np.random.default_rng(config.seed).permutation(len(train_split.reviews))
+    n_val = max(1, round(len(order) * config.val_fraction))
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    fit_tokens = [train_split.tokens[i] for i in fit_idx]
+    vocab = Vocabulary.build(fit_tokens, config.vocab_size)
+    max_len = sequence_length(fit_tokens, config.seq_len)
+    log.info(
+        "vocabulary_built",
+        size=len(vocab),
+        sequence_length=max_len,
+        train=len(fit_idx),
+        validation=n_val,
+    )
+    rows = [e.ids for e in encode_texts(train_split.tokens, vocab, max_len, config.head_fraction)]
+    test_rows = None
+    if test_split is not None:
+        encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
+        test_rows = [e.ids for e in encoded]
+    return Prepared(
+        data_path=data_path,
+        vocab=vocab,
+        max_len=max_len,
+        fit_tokens=fit_tokens,
+        fit_rows=[rows[i] for i in fit_idx],
+        y_fit=train_split.labels[fit_idx],
+        val_rows=[rows[i] for i in val_idx],
+        y_val=train_split.labels[val_idx],
+        test_rows=test_rows,
+        y_test=test_split.labels if test_split is not None else None,
+        sources={
+            "train": train_split.source,
+            "test": test_split.source if test_split is not None else None,
+        },
+    )
+
+
+class _History:
+    """Keras callback collecting per-batch and per-epoch logs (created lazily: imports Keras)."""
+
+    @staticmethod
+    def create() -> Any:
+        import keras
+
+        class History(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.batches: list[dict[str, float]] = []
+                self.epochs: list[dict[str, float]] = []
+                self._epoch = 0
+
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self._epoch = epoch
+
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                logs = logs or {}
+                self.batches.append(
+                    {
+                        "step": len(self.batches) + 1,
+                        "epoch": self._epoch + 1,
+                        "loss": float(logs.get("loss", np.nan)),
+                        "accuracy": float(logs.get("accuracy", np.nan)),
+                    }
+                )
+
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+                self.epochs.append(entry)
+                log.info("epoch_finished", **entry)
+
+        return History()
+
+
+def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
+    """Train the network part by gradient descent; return the per-batch and per-epoch history."""
+    import keras
+
+    from worker.model.batching import BucketedBatches
+    from worker.model.cnn import compile_for_training
+
+    compile_for_training(built.trainable, config.learning_rate)
+    history = _History.create()
+    built.trainable.fit(
+        BucketedBatches(prepared.fit_rows, prepared.y_fit, config.batch_size, seed=config.seed),
+        validation_data=BucketedBatches(
+            prepared.val_rows, prepared.y_val, EVAL_BATCH_SIZE, seed=config.seed, shuffle=False
+        ),
+        epochs=config.epochs,
+        callbacks=[
+            history,
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            ),
+        ],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    return {"batches": history.batches, "epochs": history.epochs}
+
+
+def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
+    """Fit the NB-LR table on the training part, then the blend weights on validation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from worker.model.cnn import BLEND_LAYER, NGRAM_BAG_LAYER
+    from worker.model.ngrams import bag_scores, fit_nb_logreg
+    from worker.model.predictor import batched_probs, make_forward
+
+    started = time.perf_counter()
+    vocab_size = len(prepared.vocab)
+    table, intercept = fit_nb_logreg(prepared.fit_rows, prepared.y_fit, vocab_size, hp.buckets)
+    built.model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
+    cnn = log_odds(batched_probs(make_forward(built.trainable), prepared.val_rows))
+    bag = bag_scores(prepared.val_rows, table, vocab_size, hp.buckets)
+    blend = LogisticRegression(C=1e4).fit(np.stack([cnn, bag], axis=1), prepared.y_val)
+    coef = [float(blend.coef_[0, 0]), float(blend.coef_[0, 1]), float(blend.intercept_[0])]
+    built.model.get_layer(BLEND_LAYER).set_weights([np.array(coef, dtype=np.float32)])
+    log.info("ngram_branch_fitted", seconds=round(time.perf_counter() - started, 1), blend=coef)
+    return {"table": table, "intercept": intercept, "blend": coef}
+
+
+def log_odds(probs: np.ndarray) -> np.ndarray:
+    """log P(positive) - log P(negative), clipped away from infinities."""
+    p = np.clip(probs.astype(np.float64), 1e-7, 1.0)
+    return np.log(p[:, 1]) - np.log(p[:, 0])
+
+
+def evaluate(
+    built: Any, prepared: Prepared, ngram: dict[str, Any], hp: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The servable model and its metrics on validation, test and (kim_ngram) each branch."""
+    import keras
+
+    from worker.model.evaluate import classification_metrics
+    from worker.model.ngrams import bag_scores
+    from worker.model.predictor import batched_probs, make_forward
+
+    served = keras.Model(built.model.inputs, built.model.outputs, name=built.model.name)
+    forward = make_forward(served)
+    metrics: dict[str, Any] = {
+        "validation": classification_metrics(
+            prepared.y_val, batched_probs(forward, prepared.val_rows, progress="validate")
+        )
+    }
+    if prepared.test_rows is not None and prepared.y_test is not None:
+        rows, labels = prepared.test_rows, prepared.y_test
+        metrics["test"] = classification_metrics(
+            labels, batched_probs(forward, rows, progress="test")
+        )
+        if ngram:  # how much each branch contributes to the served blend
+            cnn = batched_probs(make_forward(built.trainable), rows)
+            bag = bag_scores(rows, ngram["table"], len(prepared.vocab), hp.buckets)
+            metrics["test_components"] = {
+                "cnn_only": float((cnn.argmax(axis=1) == labels).mean()),
+                "ngram_only": float(((bag + ngram["intercept"] > 0) == labels).mean()),
+            }
+    return served, metrics
+
+
+def train(config: TrainConfig, settings: Settings, store: ModelStore | None = None) -> TrainResult:
+    """Run the whole recipe; publish unless ``config.publish`` is off."""
+    import keras
+
+    from worker.model.cnn import HParams, build_model
+    from worker.model.evaluate import plot_confusion, plot_training_curves
+    from worker.model.predictor import configure_tensorflow
+
+    started = time.perf_counter()
+    configure_tensorflow(settings.tf_threads)
+    keras.utils.set_random_seed(config.seed)
+    prepared = prepare(config, settings)
+    hp = HParams.from_json(config.hparams)
+    built = build_model(config.arch, len(prepared.vocab), hp)
+    pretrained = None
+    if config.pretrain == "word2vec":
+        pretrained = pretrain_embeddings(built, config, prepared, hp)
+    history = fit(built, prepared, config)
+    ngram = fit_ngram(built, prepared, hp) if config.arch == "kim_ngram" else {}
+    served, metrics = evaluate(built, prepared, ngram, hp)
+    seconds = time.perf_counter() - started
+    epochs = history["epochs"]
+    best_epoch = int(np.argmin([e.get("val_loss", np.inf) for e in epochs])) + 1
+    log.info(
+        "training_finished",
+        seconds=round(seconds, 1),
+        best_epoch=best_epoch,
+        **{
+            k: {"accuracy": v["accuracy"], "loss": v["loss"]}
+            for k, v in metrics.items()
+            if "n" in v
+        },
+    )
+    manifest: dict[str, Any] = {
+        "architecture": config.arch,
+        "hparams": hp.to_json(),
+        "preprocessing": PREPROCESSING,
+        "vocab": {"size": len(prepared.vocab), "fingerprint": prepared.vocab.fingerprint},
+        "sequence_length": prepared.max_len,
+        "head_fraction": config.head_fraction,
+        "labels": list(LABELS),
+        "data": prepared.sources,
+        "training": {
+            "epochs_run": len(epochs),
+            "best_epoch": best_epoch,
+            "max_epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "patience": config.patience,
+            "train_reviews": len(prepared.fit_rows),
+            "validation_reviews": len(prepared.val_rows),
+            "seconds": round(seconds, 1),
+            "ngram_branch": {k: v for k, v in ngram.items() if k != "table"} or None,
+            "pretrained_embeddings": pretrained,
+        },
+        "metrics": {
+            k: {m: v[m] for m in ("accuracy", "loss", "n")} if "n" in v else v
+            for k, v in metrics.items()
+        },
+    }
+
+    def write(folder: Path) -> dict[str, Any]:
+        served.save(folder / MODEL_FILE)
+        prepared.vocab.save(folder / VOCAB_FILE)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (folder / "history.json").write_text(json.dumps(history) + "\n")
+        plot_training_curves(history, folder / "training_curves.png")
+        if "test" in metrics:
+            plot_confusion(metrics["test"], folder / "confusion_matrix.png")
+        return manifest
+
+    published = None
+    if config.publish:
+        store = store or ModelStore(settings.model_dir, settings.model_name)
+        published = store.publish(write, min_accuracy=config.min_accuracy)
+        log.info("model_published", model_version=published.model_version, path=str(published.path))
+    return TrainResult(metrics, manifest, published)
+
+
+def pretrain_embeddings(
+    built: Any, config: TrainConfig, prepared: Prepared, hp: Any
+) -> dict[str, Any]:
+    """Initialise the embedding layer with word2vec on the training part + unlabelled reviews."""
+    from tqdm import tqdm
+
+    from worker.model.cnn import EMBEDDING_LAYER
+    from worker.model.embeddings import word2vec_matrix
+
+    started = time.perf_counter()
+    unsup_path = config.unsup_data
+    if unsup_path is None and detect_format(prepared.data_path).startswith("aclimdb"):
+        unsup_path = prepared.data_path
+    extra_tokens: list[list[str]] = []
+    if unsup_path is not None:
+        reviews = read_reviews(unsup_path, split="unsup", errors="keep")
+        extra_tokens = [
+            tokenize(r.text) for r in tqdm(reviews, desc="tokenize unsup", unit=" reviews")
+        ]
+    texts = prepared.fit_tokens + extra_tokens
+    matrix, covered = word2vec_matrix(texts, prepared.vocab, hp.embed_dim, config.seed)
+    built.trainable.get_layer(EMBEDDING_LAYER).set_weights([matrix])
+    return {
+        "method": "word2vec (gensim CBOW)",
+        "texts": len(texts),
+        "unlabelled": len(extra_tokens),
+        "vocabulary_covered": round(covered, 4),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
