@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.fake_telegram import TOKEN, FakeTelegramServer
 from bench.infra import model_arguments
-from shared.config import PROJECT_ROOT, Settings
+from shared.config import Settings
 from shared.datasets import read_reviews
-from shared.local import RedisServer, stop_processes, worker_env, workers
+from shared.local import RedisServer, start, stop_processes, worker_env, workers
 
 
 def main() -> int:
@@ -58,24 +57,18 @@ def main() -> int:
         )
         with workers(env, args.workers), FakeTelegramServer() as fake:
             log = tmp / "bot.log"
-            bot = subprocess.Popen(
-                [sys.executable, "-m", "bot"],
-                env={**env, "TELEGRAM_API_URL": fake.url},
-                cwd=PROJECT_ROOT,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+            bot = start("bot", [], {**env, "TELEGRAM_API_URL": fake.url}, log)
             try:
                 fake.wait_for(lambda: fake.calls_to("deleteWebhook"), timeout=60)
                 sent: dict[int, int] = {}  # update id -> message id
-                start = time.monotonic()
+                began = time.monotonic()
                 for i in range(n):
-                    due = start + i / args.rate
+                    due = began + i / args.rate
                     time.sleep(max(0.0, due - time.monotonic()))
                     user = 1000 + i % args.users
                     message = fake.message(user, texts[i % len(texts)])
                     sent[fake.push("message", message)] = message["message_id"]
-                push_s = time.monotonic() - start
+                push_s = time.monotonic() - began
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     if all(_final_edit(fake, m) for m in sent.values()):

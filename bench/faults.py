@@ -31,30 +31,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from redis import Redis
 
-from shared.config import PROJECT_ROOT, Settings
+from shared.config import Settings
 from shared.datasets import read_reviews
-from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers, worker_env
+from shared.local import (
+    RedisServer,
+    start_producer,
+    start_worker,
+    stop_processes,
+    wait_for_workers,
+    worker_env,
+)
 
 QUEUE = "rq:queue:sentiment-bulk"
 
 
 def producer(env: dict[str, str], src: Path, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shared.commands.enqueue",
-            str(src),
-            "-o",
-            str(out),
-            "--timeout",
-            "600",
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return start_producer(env, src, out, "--timeout", "600")
 
 
 def finished(conn: Redis) -> int:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from shared.batches import DEFAULT_CHUNK_SIZE
-from shared.config import PROJECT_ROOT, Settings
+from shared.config import Settings
 from shared.datasets import read_reviews
-from shared.local import RedisServer, worker_env, workers
+from shared.local import RedisServer, start_producer, worker_env, workers
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 
@@ -67,23 +66,11 @@ def forget_jobs(url: str) -> None:
 def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> float:
     forget_jobs(env["REDIS_URL"])
     t = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shared.commands.enqueue",
-            str(src),
-            "-o",
-            str(out),
-            "--chunk-size",
-            str(chunk),
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=True,
-        capture_output=True,
-    )
+    producer = start_producer(env, src, out, "--chunk-size", str(chunk))
+    output = producer.communicate()[0]
     elapsed = time.perf_counter() - t
+    if producer.returncode != 0:
+        raise RuntimeError(output.decode(errors="replace")[-2000:])
     assert sum(1 for _ in out.open()) == sum(1 for _ in src.open())
     return elapsed
 

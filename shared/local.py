@@ -182,18 +182,31 @@ def worker_env(
     return env
 
 
+def start(
+    module: str, args: Sequence[str], env: Mapping[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m module args`` from the project root; output to ``log``, else to a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=dict(env),
+        cwd=PROJECT_ROOT,
+        stdout=log.open("ab") if log is not None else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def start_worker(
     env: Mapping[str, str], name: str | None, log: Path, *args: str
 ) -> subprocess.Popen[bytes]:
-    """One ``python -m worker`` process (named ``name``), its output in ``log``."""
-    named = ["--name", name] if name else []
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", *named, *args],
-        env=dict(env),
-        cwd=PROJECT_ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    """One worker process (named ``name``), its output in ``log``."""
+    return start("worker", [*(["--name", name] if name else []), *args], env, log)
+
+
+def start_producer(
+    env: Mapping[str, str], src: Path, out: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """``sentiment-enqueue src -o out args``; its output in a pipe (``communicate()``)."""
+    return start("shared.commands.enqueue", [str(src), "-o", str(out), *args], env)
 
 
 def wait_for_workers(

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from shared.local import RedisServer, start_worker, wait_for_workers
-from shared.local import stop_processes as stop
+from shared.local import RedisServer, workers
 from shared.store import ModelStore
 from tests.conftest import REPO, copy_store, env_for, publish_copy
 from tests.test_redis_integration import events, run_producer, write_input
@@ -50,10 +49,8 @@ def test_redis_restarts_during_enqueue_and_processing(
     server: RedisServer, tiny_store: ModelStore, tmp_path: Path
 ) -> None:
     env = env_for(server.url, tiny_store)
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, "w1", log)
-    try:
-        wait_for_workers(server.url, [worker], [log])
+    log = tmp_path / "worker0.log"
+    with workers(env, 1, tmp_path) as (worker,):
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 4000, words=3)
         # 1. Restart while the producer enqueues (small jobs: many pipelines) and the worker runs.
@@ -110,8 +107,6 @@ def test_redis_restarts_during_enqueue_and_processing(
         done_jobs = [e["job_id"] for e in events(log, "job_done")]
         # A job runs twice only if its result was lost in a kill (a handful at most).
         assert len(done_jobs) - len(set(done_jobs)) <= 3
-    finally:
-        stop([worker])
 
 
 def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
@@ -124,8 +119,7 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
     store = copy_store(tiny_store, tmp_path / "models")
     good = store.resolve("LATEST")
     env = env_for(server.url, store)
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, "w1", log)
+    log = tmp_path / "worker0.log"
 
     def corrupt_model(folder: Path, manifest: dict[str, Any]) -> None:
         (folder / "model.keras").write_bytes(b"PK\x03\x04 not really a model")
@@ -137,8 +131,7 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
     def under_the_bar(folder: Path, manifest: dict[str, Any]) -> None:
         manifest["metrics"] = {"test": {"accuracy": 0.5}}
 
-    try:
-        wait_for_workers(server.url, [worker], [log])
+    with workers(env, 1, tmp_path) as (worker,):
         src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
         lines = write_input(src, 3000, words=3)
         producer = run_producer(env, src, out, "--chunk-size", "16")
@@ -165,8 +158,6 @@ def test_broken_versions_published_under_load_are_refused_with_zero_failed_jobs(
         from rq.registry import FailedJobRegistry
 
         assert FailedJobRegistry("sentiment-bulk", connection=conn).count == 0
-    finally:
-        stop([worker])
 
 
 def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
@@ -176,10 +167,7 @@ def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
     from rq.serializers import JSONSerializer
 
     env = env_for(server.url, tiny_store)
-    log = tmp_path / "worker.log"
-    worker = start_worker(env, "graceful", log)
-    try:
-        wait_for_workers(server.url, [worker], [log])
+    with workers(env, 1, tmp_path, prefix="graceful") as (worker,):
         info = subprocess.run(
             [str(Path(sys.executable).with_name("rq")), "info", "--url", server.url, "-W"],
             capture_output=True,
@@ -195,5 +183,3 @@ def test_sigterm_lets_the_running_job_finish_and_rq_info_shows_the_heartbeat(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         assert job.get_status(refresh=True).value == "finished"  # finished, not abandoned
-    finally:
-        stop([worker])

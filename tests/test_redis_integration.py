@@ -22,7 +22,7 @@ from redis import Redis
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared.local import RedisServer, free_port, start_worker, wait_for_workers
+from shared.local import RedisServer, free_port, start_producer, start_worker, wait_for_workers
 from shared.local import stop_processes as stop
 from shared.queues import QUEUE_BULK
 from shared.store import ModelStore
@@ -63,23 +63,7 @@ def events(log: Path, name: str) -> list[dict[str, Any]]:
 
 
 def run_producer(env: dict[str, str], src: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shared.commands.enqueue",
-            str(src),
-            "-o",
-            str(out),
-            "--timeout",
-            "120",
-            *extra,
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return start_producer(env, src, out, "--timeout", "120", *extra)
 
 
 def check_output(out: Path, lines: list[str]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
-from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers
+from shared.local import RedisServer, start, start_worker, stop_processes, wait_for_workers
 from shared.store import ModelStore
 from tests.conftest import REPO, env_for
 
@@ -64,13 +64,7 @@ def _start_bot(env: dict[str, str], tmp: Path, name: str) -> Iterator[Bot]:
     server = FakeTelegramServer()
     with server as fake:
         log = tmp / f"{name}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"],
-            env={**env, "TELEGRAM_API_URL": fake.url},
-            cwd=REPO,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        proc = start("bot", [], {**env, "TELEGRAM_API_URL": fake.url}, log)
         try:
             fake.wait_for(lambda: fake.calls_to("deleteWebhook"), timeout=60)
             yield Bot(fake, proc, log)
