@@ -46,7 +46,7 @@ def main() -> int:
     with RedisServer.temporary() as redis:
         url = redis.url
         for count in (int(w) for w in args.workers.split(",")):
-            env = worker_env(url, max(1, cores // count))
+            env = worker_env(url, max(1, cores // count), LOG_LEVEL="WARNING")
             with workers(env, count):
                 times = [
                     through_redis(src, env, DEFAULT_CHUNK_SIZE, tmp / "out.jsonl")

@@ -120,7 +120,7 @@ def main() -> int:
     with RedisServer.temporary() as redis:
         url = redis.url
         for count, threads in ((1, 2), (2, 1)):
-            env = worker_env(url, threads)
+            env = worker_env(url, threads, LOG_LEVEL="WARNING")
             with workers(env, count):
                 times = [
                     through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl")

@@ -70,12 +70,15 @@ class SentimentBot:
 
     # -- commands ---------------------------------------------------------------------------
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Answer /start with the welcome and usage."""
         await self._reply(update, render.START)
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Answer /help with usage and an example."""
         await self._reply(update, render.HELP)
 
     async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Answer /model with the version the workers announce."""
         try:
             info = await self.client.served_model()
         except RedisError as exc:
@@ -84,6 +87,7 @@ class SentimentBot:
         await self._reply(update, render.model_info(info))
 
     async def analyze(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Analyse the text after /analyze, or the message it replies to."""
         message = update.effective_message
         assert message is not None
         text = _after_command(message)
@@ -111,11 +115,13 @@ class SentimentBot:
 
     # -- messages ---------------------------------------------------------------------------
     async def review(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A text message in a private chat: analyse it as a review."""
         message = update.effective_message
         assert message is not None
         await self.classify(update, message.text or "")
 
     async def not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo, sticker, voice note...: say that only text is read."""
         log.info("update_not_text", update_id=update.update_id)
         await self._reply(update, render.NOT_TEXT)
 
@@ -211,6 +217,7 @@ class SentimentBot:
             await placeholder.edit_text(render.FAILED)
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log an error no handler caught (the update is dropped, never retried)."""
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("handler_error", update_id=update_id, reason=repr(context.error))
 
@@ -232,9 +239,11 @@ def build_application(settings: BotSettings, client: QueueClient) -> AnyApplicat
     bot = SentimentBot(settings, client)
 
     async def post_init(app: AnyApplication) -> None:
+        """Register the command menu once the bot is up."""
         await app.bot.set_my_commands(COMMANDS)
 
     async def post_shutdown(app: AnyApplication) -> None:
+        """Close the Redis connections on the way out."""
         await client.close()
 
     app = (

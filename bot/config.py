@@ -17,6 +17,8 @@ TOKEN_FORMAT = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
 
 @dataclass(frozen=True)
 class BotSettings:
+    """The bot's settings (the token never appears in ``repr``)."""
+
     token: str
     api_url: str = DEFAULT_API_URL
     rate_per_minute: int = 10
@@ -37,10 +39,12 @@ class BotSettings:
 
     @property
     def base_file_url(self) -> str:
+        """What python-telegram-bot's ``base_file_url`` expects."""
         return self.api_url.rstrip("/") + "/file/bot"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
+        """Build from ``env`` (default: ``os.environ``); ConfigError when unusable."""
         env = os.environ if env is None else env
         token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
         if not token:

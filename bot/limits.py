@@ -14,6 +14,8 @@ NOTICE_EVERY_S = 10.0
 
 @dataclass
 class Decision:
+    """Whether a review may go ahead, and if not why and whether to say so."""
+
     allowed: bool
     reason: str = ""  # "rate" or "in_flight" when refused
     retry_in: float = 0.0
@@ -36,6 +38,7 @@ class RateLimiter:
         self._users: dict[int, _User] = {}
 
     def acquire(self, user_id: int) -> Decision:
+        """Admit one review for ``user_id`` now, or refuse it (rate or in flight)."""
         now = self.clock()
         user = self._users.setdefault(user_id, _User())
         while user.times and now - user.times[0] >= WINDOW_S:
@@ -49,6 +52,7 @@ class RateLimiter:
         return Decision(True)
 
     def release(self, user_id: int) -> None:
+        """The user's review in flight has been answered."""
         if user_id in self._users:
             self._users[user_id].in_flight = False
 

@@ -48,10 +48,12 @@ def utf16_len(text: str) -> int:
 
 
 def escape(text: str) -> str:
+    """Escape user text for Telegram HTML."""
     return html.escape(text, quote=False)
 
 
 def rate_limited(per_minute: int, retry_in: float) -> str:
+    """The polite refusal when a user sends too fast."""
     return (
         f"🐢 You are sending reviews faster than I can read them ({per_minute} per minute). "
         f"Please try again in {max(1, round(retry_in))} s."
@@ -59,6 +61,7 @@ def rate_limited(per_minute: int, retry_in: float) -> str:
 
 
 def model_info(info: Mapping[str, str]) -> str:
+    """The /model answer from a worker's announcement."""
     if not info:
         return "No worker has announced a model yet: is a worker running?"
     lines = [f"🧠 Model <b>{escape(info.get('model_version', '?'))}</b>"]

@@ -38,6 +38,8 @@ BLOCK_SLICE_S = 5.0
 
 
 class QueueClient:
+    """Enqueue reviews and await their results from the bot's event loop."""
+
     def __init__(self, redis_url: str, job_timeout: int = 60) -> None:
         self.conn = connect(redis_url, check=False)
         self.aconn = aioredis.Redis.from_url(
@@ -47,6 +49,7 @@ class QueueClient:
         self.job_timeout = job_timeout
 
     async def submit(self, review_id: str, text: str, top_words: int) -> str:
+        """Enqueue one review on the interactive queue; return the job id."""
         payload = make_payload([(review_id, text)], top_words)
         (job_id,) = await asyncio.to_thread(
             enqueue_payloads, self.queue, [payload], timeout=self.job_timeout
@@ -89,9 +92,11 @@ class QueueClient:
         await asyncio.to_thread(cancel)
 
     async def served_model(self) -> dict[str, str]:
+        """The workers' latest announcement of the version they serve."""
         raw: dict[bytes, bytes] = await self.aconn.hgetall(SERVED_MODEL_KEY)  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def close(self) -> None:
+        """Close both Redis connections."""
         await self.aconn.aclose()
         self.conn.close()

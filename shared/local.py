@@ -113,6 +113,7 @@ class RedisServer:
                 server.stop()
 
     def command(self) -> list[str]:
+        """The redis-server command line for this server."""
         args = [self.binary, "--port", str(self.port), "--dir", str(self.dir), "--save", ""]
         if self.socket is not None:
             args += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
@@ -139,6 +140,7 @@ class RedisServer:
             time.sleep(0.05)
 
     def answers(self) -> bool:
+        """Whether the server answers PING now."""
         try:
             with Redis.from_url(self.url, socket_timeout=1) as conn:
                 return bool(conn.ping())
@@ -152,6 +154,7 @@ class RedisServer:
             self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit."""
         if self.proc is not None:
             stop_processes([self.proc], timeout=10)
 

@@ -31,6 +31,7 @@ def register_secret(value: str) -> None:
 
 
 def scrub(text: str) -> str:
+    """``text`` with registered secrets and anything shaped like a bot token replaced."""
     for secret in _SECRETS:
         text = text.replace(secret, "***")
     return _BOT_TOKEN.sub("***", text)

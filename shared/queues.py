@@ -93,6 +93,7 @@ def connect(url: str, socket_timeout: float = SOCKET_TIMEOUT_S, check: bool = Tr
 
 
 def wait_for_redis(conn: Redis, url: str, attempts: int = CONNECT_ATTEMPTS) -> None:
+    """PING until Redis answers; RedisUnavailable after ``attempts`` tries with backoff."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
@@ -109,6 +110,7 @@ def wait_for_redis(conn: Redis, url: str, attempts: int = CONNECT_ATTEMPTS) -> N
 
 
 def get_queue(name: str, conn: Redis) -> Queue:
+    """An RQ queue with our serializer (JSON) and default job timeout."""
     return Queue(name, connection=conn, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT_S)
 
 

@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 #: The job function's dotted path: a contract stored in Redis with every job.
 JOB_FUNCTION = "worker.jobs.classify_batch"
 LABELS = ("negative", "positive")
-#: Longest review accepted, in characters (~20x the longest IMDB review).  The model reads at
+#: Longest review accepted, in characters (far beyond the longest IMDB review).  The model reads at
 #: most the sequence length of tokens (head and tail); longer input only costs tokenizing.
 MAX_REVIEW_CHARS = 100_000
 MAX_REVIEWS_PER_JOB = 1024

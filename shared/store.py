@@ -61,11 +61,13 @@ class Published:
 
     @property
     def test_accuracy(self) -> float | None:
+        """The test accuracy recorded at training time, if any."""
         value = self.manifest.get("metrics", {}).get("test", {}).get("accuracy")
         return float(value) if value is not None else None
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -216,6 +218,7 @@ class ModelStore:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the version folder ``path``; StoreError when unreadable."""
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

@@ -67,7 +67,7 @@ def normalize(text: str) -> str:
     return text.casefold()
 
 
-# The same rules for ASCII text, done by the regex alone (most reviews; about 2x faster): ASCII
+# The same rules for ASCII text, done by the regex alone (most reviews; much faster): ASCII
 # has no pictographs, so single symbols are never kept; only the first of a run of ! and ? is
 # taken; a word stops before a final clitic 's, which is then its own token.
 _ASCII_TOKEN = re.compile(

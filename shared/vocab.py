@@ -5,8 +5,8 @@ frequency (ties broken alphabetically, so building is deterministic).
 
 Truncation policy (``encode(..., max_len)``): a review longer than ``max_len`` tokens keeps its
 first ``head`` tokens and its last ``max_len - head`` tokens, where ``head = round(max_len *
-head_fraction)``.  Reviews often open with the premise and end with the verdict; keeping the tail
-measured +0.5 pt accuracy over head-only truncation here (see ``FINDINGS.md``).
+head_fraction)``.  Reviews often open with the premise and end with the verdict, so the tail is
+worth keeping.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Vocabulary:
         return hash(self.fingerprint)
 
     def id_of(self, token: str) -> int:
+        """The id of ``token`` (OOV when unknown)."""
         return self._index.get(token, OOV_ID)
 
     @property
@@ -118,6 +119,7 @@ class Vocabulary:
         }
 
     def save(self, path: Path) -> None:
+        """Write the vocabulary as JSON (checked again by ``load``)."""
         path.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod

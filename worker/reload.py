@@ -53,6 +53,7 @@ class ModelHolder:
             self._watcher.start()
 
     def stop(self) -> None:
+        """Stop the watcher thread (at its next wake-up)."""
         self._stop.set()
 
     def _watch(self, interval: float) -> None:

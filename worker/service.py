@@ -34,6 +34,7 @@ class ReloadingWorker(SimpleWorker):  # type: ignore[misc]
     """SimpleWorker that hot-reloads the model between jobs and beats while a job runs."""
 
     def execute_job(self, job: Any, queue: Any) -> Any:
+        """Swap in a newly loaded model, then run the job with the heartbeat thread."""
         if jobs.serving().maybe_reload():
             self.announce()
         execution = self.prepare_execution(job)

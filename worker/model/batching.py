@@ -13,6 +13,7 @@ from shared.vocab import PAD_ID, Encoded, Vocabulary
 def encode_texts(
     tokenized: Sequence[Sequence[str]], vocab: Vocabulary, max_len: int, head_fraction: float
 ) -> list[Encoded]:
+    """Encode tokenized texts with ``vocab`` (truncation included)."""
     return [vocab.encode(tokens, max_len, head_fraction) for tokens in tokenized]
 
 

@@ -60,6 +60,7 @@ class HParams:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HParams:
+        """From a manifest's ``hparams`` (unknown keys ignored)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "kernel_sizes" in known:
             known["kernel_sizes"] = tuple(known["kernel_sizes"])
@@ -130,6 +131,7 @@ def build_model(arch: str, vocab_size: int, hp: HParams | None = None) -> Built:
 
 
 def compile_for_training(model: keras.Model, learning_rate: float = 1e-3) -> None:
+    """Adam and sparse cross-entropy, with accuracy reported."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",

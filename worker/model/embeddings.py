@@ -1,8 +1,8 @@
 """Word2vec initialisation of the embedding layer from training + unlabelled reviews.
 
 Initialising the CNN's embeddings with word2vec vectors trained on the training part and the 50k
-unlabelled IMDB reviews measured +1.9 pt test accuracy for the Kim CNN here (``FINDINGS.md``):
-the labelled 25k are too few to learn good vectors for rare words.  Test reviews are never used.
+unlabelled IMDB reviews helps the Kim CNN: the labelled 25k are too few to learn good vectors for
+rare words.  Test reviews are never used.
 gensim is the well-kept reference implementation (C-optimised, seeded, multi-threaded).
 """
 
@@ -20,8 +20,8 @@ log = structlog.get_logger(__name__)
 W2V_EPOCHS = 5
 W2V_WINDOW = 5
 W2V_MIN_COUNT = 2
-#: word2vec vectors have a std near 0.5; fed raw they blew the first epoch's loss up to ~2 here.
-#: Rescaled to the std of Keras' default embedding initialiser, they keep their geometry.
+#: word2vec vectors are an order of magnitude larger than Keras' default embedding initialiser,
+#: which makes the first epoch unstable; rescaled to its std, they keep their geometry.
 TARGET_STD = 0.05
 
 

@@ -77,6 +77,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
 
 
 def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "test split") -> None:
+    """The confusion matrix with counts and row shares, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")

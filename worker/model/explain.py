@@ -385,4 +385,5 @@ def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, in
 def phrase_texts(
     tokens: Sequence[str], phrases: Sequence[tuple[int, int, float]]
 ) -> list[list[Any]]:
+    """Token spans as ``[text, weight]`` pairs."""
     return [[" ".join(tokens[s:e]), round(w, 4)] for s, e, w in phrases]

@@ -27,6 +27,7 @@ def feature_ids(ids: Sequence[int], vocab_size: int, buckets: int) -> np.ndarray
 
 
 def feature_matrix(rows: Sequence[Sequence[int]], vocab_size: int, buckets: int) -> sp.csr_matrix:
+    """Binary (rows x features) matrix of the unique n-gram features of each row."""
     cols = [feature_ids(r, vocab_size, buckets) for r in rows]
     indptr = np.cumsum([0] + [len(c) for c in cols])
     data = np.ones(indptr[-1], dtype=np.float32)

@@ -30,6 +30,8 @@ DEFAULT_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class Prediction:
+    """One text's label and class scores, with its encoding's counts."""
+
     label: str
     scores: dict[str, float]
     n_tokens: int
@@ -122,6 +124,7 @@ class Predictor:
     def predict_texts(
         self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> list[Prediction]:
+        """Labels and scores for raw texts (tokenized exactly as in training)."""
         encoded = self.encode(texts)
         probs = self.probs([e.ids for e in encoded], batch_size)
         return [

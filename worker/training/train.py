@@ -11,11 +11,9 @@ The command line is ``sentiment-train`` (``worker.training.commands.train``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,12 @@ import numpy as np
 import structlog
 
 from shared.config import Settings
-from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
+from shared.datasets import detect_format, read_reviews
 from shared.schema import LABELS
 from shared.store import MODEL_FILE, VOCAB_FILE, ModelStore, Published
 from shared.text import PREPROCESSING, tokenize
-from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
+from shared.vocab import DEFAULT_HEAD_FRACTION
+from worker.training.data import Prepared, prepare
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +37,6 @@ DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_PATIENCE = 1
-#: The sequence length is this percentile of the training reviews' token counts.
-DEFAULT_LENGTH_PERCENTILE = 95.0
 #: Batch size for evaluation passes (no gradients: larger batches are cheaper).
 EVAL_BATCH_SIZE = 256
 
@@ -71,131 +68,12 @@ class TrainConfig:
 
 
 @dataclass
-class Split:
-    """One labelled split, read and tokenized."""
-
-    reviews: list[Review]
-    tokens: list[list[str]]
-    labels: np.ndarray
-    source: dict[str, Any]
-
-
-@dataclass
-class Prepared:
-    """The data of one run, encoded: what ``fit``, ``fit_ngram`` and ``evaluate`` work on."""
-
-    data_path: Path
-    vocab: Vocabulary
-    max_len: int
-    fit_tokens: list[list[str]]
-    fit_rows: list[list[int]]
-    y_fit: np.ndarray
-    val_rows: list[list[int]]
-    y_val: np.ndarray
-    test_rows: list[list[int]] | None
-    y_test: np.ndarray | None
-    sources: dict[str, Any]
-
-
-@dataclass
 class TrainResult:
     """What a run produced: its metrics and manifest, and the version if it was published."""
 
     metrics: dict[str, Any]
     manifest: dict[str, Any]
     published: Published | None
-
-
-def _fingerprint(reviews: Sequence[Review]) -> str:
-    digest = hashlib.sha256()
-    for r in reviews:
-        digest.update(f"{r.id}\t{r.label}\t{r.text}\n".encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:16]
-
-
-def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
-    """Read, optionally subsample (seeded), and tokenize one labelled split, with progress."""
-    from tqdm import tqdm
-
-    reviews = [
-        r
-        for r in tqdm(
-            read_reviews(path, split=split, labelled=True), desc=f"read {split}", unit=" reviews"
-        )
-        if r.text.strip()
-    ]
-    if not reviews:
-        raise DataError(path, f"no labelled reviews in split {split!r}")
-    if limit is not None and limit < len(reviews):
-        keep = np.sort(np.random.default_rng(seed).choice(len(reviews), limit, replace=False))
-        reviews = [reviews[i] for i in keep]
-    tokens = [tokenize(r.text) for r in tqdm(reviews, desc=f"tokenize {split}", unit=" reviews")]
-    labels = np.array([r.label for r in reviews], dtype=np.int64)
-    source = {
-        "path": str(path.name if path.is_file() else path),
-        "split": split if detect_format(path).startswith("aclimdb") else None,
-        "n": len(reviews),
-        "positive": int(labels.sum()),
-        "fingerprint": _fingerprint(reviews),
-    }
-    return Split(reviews, tokens, labels, source)
-
-
-def sequence_length(tokens: Sequence[Sequence[str]], requested: int | None) -> int:
-    """The token cap: as requested, else a high percentile of the training lengths."""
-    if requested is not None:
-        return requested
-    lengths = np.array([len(t) for t in tokens])
-    return max(8, int(np.ceil(np.percentile(lengths, DEFAULT_LENGTH_PERCENTILE))))
-
-
-def prepare(config: TrainConfig, settings: Settings) -> Prepared:
-    """Read the splits, carve the seeded validation split, build the vocabulary, encode."""
-    from worker.model.batching import encode_texts
-
-    data_path = ensure_aclimdb(config.data, settings.data_dir, config.download)
-    train_split = load_split(data_path, "train", config.limit, config.seed)
-    test_path = config.test_data or (
-        data_path if detect_format(data_path).startswith("aclimdb") else None
-    )
-    test_split = None
-    if test_path is not None and not config.no_test:
-        test_split = load_split(test_path, "test", config.limit, config.seed)
-
-    order = np.random.default_rng(config.seed).permutation(len(train_split.reviews))
-    n_val = max(1, round(len(order) * config.val_fraction))
-    val_idx, fit_idx = order[:n_val], order[n_val:]
-    fit_tokens = [train_split.tokens[i] for i in fit_idx]
-    vocab = Vocabulary.build(fit_tokens, config.vocab_size)
-    max_len = sequence_length(fit_tokens, config.seq_len)
-    log.info(
-        "vocabulary_built",
-        size=len(vocab),
-        sequence_length=max_len,
-        train=len(fit_idx),
-        validation=n_val,
-    )
-    rows = [e.ids for e in encode_texts(train_split.tokens, vocab, max_len, config.head_fraction)]
-    test_rows = None
-    if test_split is not None:
-        encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
-        test_rows = [e.ids for e in encoded]
-    return Prepared(
-        data_path=data_path,
-        vocab=vocab,
-        max_len=max_len,
-        fit_tokens=fit_tokens,
-        fit_rows=[rows[i] for i in fit_idx],
-        y_fit=train_split.labels[fit_idx],
-        val_rows=[rows[i] for i in val_idx],
-        y_val=train_split.labels[val_idx],
-        test_rows=test_rows,
-        y_test=test_split.labels if test_split is not None else None,
-        sources={
-            "train": train_split.source,
-            "test": test_split.source if test_split is not None else None,
-        },
-    )
 
 
 class _History:
@@ -272,6 +150,8 @@ def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
     vocab_size = len(prepared.vocab)
     table, intercept = fit_nb_logreg(prepared.fit_rows, prepared.y_fit, vocab_size, hp.buckets)
     built.model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
+    # The blend is fitted on validation, which neither branch was trained on: on the training
+    # part both branches are overconfident and the blend would trust the wrong one.
     cnn = log_odds(batched_probs(make_forward(built.trainable), prepared.val_rows))
     bag = bag_scores(prepared.val_rows, table, vocab_size, hp.buckets)
     blend = LogisticRegression(C=1e4).fit(np.stack([cnn, bag], axis=1), prepared.y_val)
@@ -297,6 +177,8 @@ def evaluate(
     from worker.model.ngrams import bag_scores
     from worker.model.predictor import batched_probs, make_forward
 
+    # A fresh Model over the same layers: the saved file holds the serving graph only, without
+    # the training model's compiled optimizer state.
     served = keras.Model(built.model.inputs, built.model.outputs, name=built.model.name)
     forward = make_forward(served)
     metrics: dict[str, Any] = {
@@ -324,7 +206,6 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     import keras
 
     from worker.model.cnn import HParams, build_model
-    from worker.model.evaluate import plot_confusion, plot_training_curves
     from worker.model.predictor import configure_tensorflow
 
     started = time.perf_counter()
@@ -340,19 +221,37 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     ngram = fit_ngram(built, prepared, hp) if config.arch == "kim_ngram" else {}
     served, metrics = evaluate(built, prepared, ngram, hp)
     seconds = time.perf_counter() - started
-    epochs = history["epochs"]
-    best_epoch = int(np.argmin([e.get("val_loss", np.inf) for e in epochs])) + 1
+    manifest = describe(config, hp, prepared, history, metrics, seconds)
+    manifest["training"]["ngram_branch"] = {k: v for k, v in ngram.items() if k != "table"} or None
+    manifest["training"]["pretrained_embeddings"] = pretrained
     log.info(
         "training_finished",
         seconds=round(seconds, 1),
-        best_epoch=best_epoch,
+        best_epoch=manifest["training"]["best_epoch"],
         **{
             k: {"accuracy": v["accuracy"], "loss": v["loss"]}
             for k, v in metrics.items()
             if "n" in v
         },
     )
-    manifest: dict[str, Any] = {
+    published = None
+    if config.publish:
+        store = store or ModelStore(settings.model_dir, settings.model_name)
+        published = publish(store, served, prepared, manifest, metrics, history, config)
+    return TrainResult(metrics, manifest, published)
+
+
+def describe(
+    config: TrainConfig,
+    hp: Any,
+    prepared: Prepared,
+    history: dict[str, Any],
+    metrics: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """The manifest of a run: everything needed to load, check and reproduce the version."""
+    epochs = history["epochs"]
+    return {
         "architecture": config.arch,
         "hparams": hp.to_json(),
         "preprocessing": PREPROCESSING,
@@ -363,7 +262,7 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
         "data": prepared.sources,
         "training": {
             "epochs_run": len(epochs),
-            "best_epoch": best_epoch,
+            "best_epoch": int(np.argmin([e.get("val_loss", np.inf) for e in epochs])) + 1,
             "max_epochs": config.epochs,
             "batch_size": config.batch_size,
             "learning_rate": config.learning_rate,
@@ -373,14 +272,26 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
             "train_reviews": len(prepared.fit_rows),
             "validation_reviews": len(prepared.val_rows),
             "seconds": round(seconds, 1),
-            "ngram_branch": {k: v for k, v in ngram.items() if k != "table"} or None,
-            "pretrained_embeddings": pretrained,
         },
+        # The manifest keeps the headline numbers; metrics.json has the confusion matrices.
         "metrics": {
             k: {m: v[m] for m in ("accuracy", "loss", "n")} if "n" in v else v
             for k, v in metrics.items()
         },
     }
+
+
+def publish(
+    store: ModelStore,
+    served: Any,
+    prepared: Prepared,
+    manifest: dict[str, Any],
+    metrics: dict[str, Any],
+    history: dict[str, Any],
+    config: TrainConfig,
+) -> Published:
+    """Write the version's files into the store's staging folder and publish it atomically."""
+    from worker.model.evaluate import plot_confusion, plot_training_curves
 
     def write(folder: Path) -> dict[str, Any]:
         served.save(folder / MODEL_FILE)
@@ -392,12 +303,9 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
             plot_confusion(metrics["test"], folder / "confusion_matrix.png")
         return manifest
 
-    published = None
-    if config.publish:
-        store = store or ModelStore(settings.model_dir, settings.model_name)
-        published = store.publish(write, min_accuracy=config.min_accuracy)
-        log.info("model_published", model_version=published.model_version, path=str(published.path))
-    return TrainResult(metrics, manifest, published)
+    published = store.publish(write, min_accuracy=config.min_accuracy)
+    log.info("model_published", model_version=published.model_version, path=str(published.path))
+    return published
 
 
 def pretrain_embeddings(

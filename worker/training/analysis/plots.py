@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from shared.schema import LABELS
-from worker.training.analysis.sections import EPS, Clusters, Comparison, Exploration, Population
+from worker.training.analysis.clusters import Clusters
+from worker.training.analysis.run import EPS
+from worker.training.analysis.sections import Comparison, Exploration, Population
 
 
 def _pyplot() -> Any:

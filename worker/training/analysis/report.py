@@ -26,14 +26,14 @@ import structlog
 from shared.datasets import DataError, Review
 from shared.store import ModelStore
 from worker.training.analysis import plots
+from worker.training.analysis.clusters import Clusters
+from worker.training.analysis.run import forward
 from worker.training.analysis.sections import (
-    Clusters,
     Comparison,
     Exploration,
     Population,
     Samples,
     Training,
-    forward,
 )
 
 log = structlog.get_logger(__name__)
@@ -191,6 +191,7 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def render_html(analysis: dict[str, Any], images: dict[str, Path]) -> str:
+    """The self-contained report page from the analysis JSON and its images."""
     t = analysis["training"]
     ev = t["evaluation"]
     parts = [

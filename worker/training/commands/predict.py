@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> str:
+    """One line: how many reviews, per label and errors."""
     counts = label_counts(rows)
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     return f"{len(rows)} reviews ({parts})"

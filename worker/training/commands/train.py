@@ -103,6 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the command-line options describe."""
     return TrainConfig(
         data=args.data,
         test_data=args.test_data,

@@ -1,0 +1,145 @@
+"""The ``prepare`` step: read the labelled splits, carve the validation split, build the
+vocabulary and encode every review for the model."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+
+from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
+from shared.text import tokenize
+from shared.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from worker.training.train import TrainConfig
+
+log = structlog.get_logger(__name__)
+
+#: The sequence length is this percentile of the training reviews' token counts.
+DEFAULT_LENGTH_PERCENTILE = 95.0
+
+
+@dataclass
+class Split:
+    """One labelled split, read and tokenized."""
+
+    reviews: list[Review]
+    tokens: list[list[str]]
+    labels: np.ndarray
+    source: dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """The data of one run, encoded: what ``fit``, ``fit_ngram`` and ``evaluate`` work on."""
+
+    data_path: Path
+    vocab: Vocabulary
+    max_len: int
+    fit_tokens: list[list[str]]
+    fit_rows: list[list[int]]
+    y_fit: np.ndarray
+    val_rows: list[list[int]]
+    y_val: np.ndarray
+    test_rows: list[list[int]] | None
+    y_test: np.ndarray | None
+    sources: dict[str, Any]
+
+
+def _fingerprint(reviews: Sequence[Review]) -> str:
+    digest = hashlib.sha256()
+    for r in reviews:
+        digest.update(f"{r.id}\t{r.label}\t{r.text}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
+    """Read, optionally subsample (seeded), and tokenize one labelled split, with progress."""
+    from tqdm import tqdm
+
+    reviews = [
+        r
+        for r in tqdm(
+            read_reviews(path, split=split, labelled=True), desc=f"read {split}", unit=" reviews"
+        )
+        if r.text.strip()
+    ]
+    if not reviews:
+        raise DataError(path, f"no labelled reviews in split {split!r}")
+    if limit is not None and limit < len(reviews):
+        keep = np.sort(np.random.default_rng(seed).choice(len(reviews), limit, replace=False))
+        reviews = [reviews[i] for i in keep]
+    tokens = [tokenize(r.text) for r in tqdm(reviews, desc=f"tokenize {split}", unit=" reviews")]
+    labels = np.array([r.label for r in reviews], dtype=np.int64)
+    source = {
+        "path": str(path.name if path.is_file() else path),
+        "split": split if detect_format(path).startswith("aclimdb") else None,
+        "n": len(reviews),
+        "positive": int(labels.sum()),
+        "fingerprint": _fingerprint(reviews),
+    }
+    return Split(reviews, tokens, labels, source)
+
+
+def sequence_length(tokens: Sequence[Sequence[str]], requested: int | None) -> int:
+    """The token cap: as requested, else a high percentile of the training lengths."""
+    if requested is not None:
+        return requested
+    lengths = np.array([len(t) for t in tokens])
+    return max(8, int(np.ceil(np.percentile(lengths, DEFAULT_LENGTH_PERCENTILE))))
+
+
+def prepare(config: TrainConfig, settings: Settings) -> Prepared:
+    """Read the splits, carve the seeded validation split, build the vocabulary, encode."""
+    from worker.model.batching import encode_texts
+
+    data_path = ensure_aclimdb(config.data, settings.data_dir, config.download)
+    train_split = load_split(data_path, "train", config.limit, config.seed)
+    test_path = config.test_data or (
+        data_path if detect_format(data_path).startswith("aclimdb") else None
+    )
+    test_split = None
+    if test_path is not None and not config.no_test:
+        test_split = load_split(test_path, "test", config.limit, config.seed)
+
+    order = np.random.default_rng(config.seed).permutation(len(train_split.reviews))
+    n_val = max(1, round(len(order) * config.val_fraction))
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    fit_tokens = [train_split.tokens[i] for i in fit_idx]
+    vocab = Vocabulary.build(fit_tokens, config.vocab_size)
+    max_len = sequence_length(fit_tokens, config.seq_len)
+    log.info(
+        "vocabulary_built",
+        size=len(vocab),
+        sequence_length=max_len,
+        train=len(fit_idx),
+        validation=n_val,
+    )
+    rows = [e.ids for e in encode_texts(train_split.tokens, vocab, max_len, config.head_fraction)]
+    test_rows = None
+    if test_split is not None:
+        encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
+        test_rows = [e.ids for e in encoded]
+    return Prepared(
+        data_path=data_path,
+        vocab=vocab,
+        max_len=max_len,
+        fit_tokens=fit_tokens,
+        fit_rows=[rows[i] for i in fit_idx],
+        y_fit=train_split.labels[fit_idx],
+        val_rows=[rows[i] for i in val_idx],
+        y_val=train_split.labels[val_idx],
+        test_rows=test_rows,
+        y_test=test_split.labels if test_split is not None else None,
+        sources={
+            "train": train_split.source,
+            "test": test_split.source if test_split is not None else None,
+        },
+    )
