@@ -3,15 +3,17 @@
 A version folder explains itself: the Keras model, ``vocab.json``, ``manifest.json`` (version,
 created, architecture, preprocessing, sequence length, labels, data fingerprint, metrics, and a
 SHA-256 of every file), plus metrics and plots.  Publishing writes everything into a hidden
-staging folder, checks it, makes the files read-only and renames the folder into place in one
-``rename(2)``; then ``LATEST`` is replaced with ``os.replace``.  A crash at any point leaves either
-nothing visible or a complete version; a published version is never modified.
+staging folder, checks it, makes the files read-only, fsyncs them and renames the folder into
+place in one ``rename(2)``; then ``LATEST`` is replaced with ``os.replace`` (under a lock, and
+only forward: concurrent publishers never move it back).  A crash or a power loss at any point
+leaves either nothing visible or a complete version; a published version is never modified.
 
 This module never imports TensorFlow: the caller passes a function that writes the files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +21,8 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +76,14 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -152,20 +163,41 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if set_latest:
-            self.set_latest(published.version)
+            self.set_latest(published.version, only_forward=True)
         return published
 
-    def set_latest(self, version: str) -> None:
-        """Point ``LATEST`` at ``version`` with an atomic replace."""
+    def set_latest(self, version: str, only_forward: bool = False) -> bool:
+        """Point ``LATEST`` at ``version`` with an atomic replace; returns whether it moved.
+
+        ``only_forward`` (publishing) leaves a newer LATEST alone: of two concurrent
+        publishers, the later version wins whatever order they finish in.  The check and the
+        replace happen under a lock on the store folder.
+        """
         if not (self.base / version / MANIFEST).is_file():
             raise StoreError(f"{self.base / version}: not a published version")
-        tmp = self.base / f".{LATEST}.{uuid.uuid4().hex}"
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.base / LATEST)
-        _fsync_dir(self.base)
+        with self._locked():
+            current = self.latest()
+            if only_forward and current is not None and int(current[1:]) > int(version[1:]):
+                return False
+            tmp = self.base / f".{LATEST}.{uuid.uuid4().hex}"
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write(version + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.base / LATEST)
+            _fsync_dir(self.base)
+        return True
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the store folder (``flock``: released if the process dies)."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        with (self.base / ".lock").open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _check_bar(self, manifest: dict[str, Any], min_accuracy: float | None) -> None:
         if min_accuracy is None:
@@ -199,6 +231,8 @@ class ModelStore:
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             for file in staging.iterdir():
                 file.chmod(0o444)
+                _fsync_file(file)  # the data is on disk before the rename makes it visible
+            _fsync_dir(staging)
             try:
                 os.rename(staging, self.base / version)
             except OSError:  # another publisher took this number: take the next one

@@ -58,7 +58,11 @@ class ModelHolder:
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            candidate = self._check()
+            try:
+                candidate = self._check()
+            except Exception as exc:  # never let the watcher die: this worker would never reload
+                log.exception("model_watcher_error", reason=repr(exc))
+                continue
             if candidate is not None:
                 with self._lock:
                     self._ready = candidate
@@ -70,18 +74,20 @@ class ModelHolder:
             return None
         self._stamp = stamp
         started = time.perf_counter()
+        target: str | None = None
         try:
             target = self.store.latest()
             with self._lock:
                 serving = self._ready[0] if self._ready else self.current
             published = serving.published if serving is not None else None
-            if published is not None and target == published.version:
+            if target is None or (published is not None and target == published.version):
                 return None
-            return load_served(self.store), started
-        except (StoreError, OSError) as exc:
+            return load_served(self.store, target), started
+        except Exception as exc:  # a version that cannot be served, for whatever reason
             log.error(
                 "model_reload_failed",
-                reason=str(exc),
+                reason=str(exc) if isinstance(exc, StoreError | OSError) else repr(exc),
+                refused=target,
                 keeps_serving=self.current.model_version if self.current else None,
             )
             return None

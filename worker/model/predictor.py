@@ -21,7 +21,7 @@ import numpy as np
 from shared.schema import LABELS
 from shared.store import MODEL_FILE, VOCAB_FILE, Published, StoreError, verify_files
 from shared.text import PREPROCESSING, tokenize
-from shared.vocab import Encoded, Vocabulary, VocabularyError
+from shared.vocab import DEFAULT_HEAD_FRACTION, Encoded, Vocabulary, VocabularyError
 from worker.model.batching import length_batches, pad_batch
 from worker.model.cnn import EMBEDDING_LAYER
 
@@ -172,16 +172,15 @@ def load_predictor(published: Published, verify: bool = True) -> Predictor:
         model = keras.models.load_model(path / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for a corrupt file
         raise StoreError(f"{path}: cannot load model: {exc}") from exc
-    embedding_rows = model.get_layer(EMBEDDING_LAYER).input_dim
+    try:
+        embedding_rows = model.get_layer(EMBEDDING_LAYER).input_dim
+        max_len = int(manifest["sequence_length"])
+        head_fraction = float(manifest.get("head_fraction", DEFAULT_HEAD_FRACTION))
+    except (KeyError, ValueError, TypeError) as exc:  # an incomplete manifest or model
+        raise StoreError(f"{path}: not a servable version: {exc!r}") from exc
     if embedding_rows != len(vocab):
         raise StoreError(f"{path}: model embeds {embedding_rows} ids, vocabulary has {len(vocab)}")
-    predictor = Predictor(
-        model,
-        vocab,
-        max_len=int(manifest["sequence_length"]),
-        head_fraction=float(manifest.get("head_fraction", 0.25)),
-        published=published,
-    )
+    predictor = Predictor(model, vocab, max_len, head_fraction, published=published)
     smoke = predictor.predict_texts(list(SMOKE_TEXTS))
     if any(not np.isfinite(list(p.scores.values())).all() for p in smoke):
         raise StoreError(f"{path}: smoke prediction is not finite")
