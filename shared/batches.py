@@ -1,28 +1,37 @@
-"""Bulk batches: plan a file's reviews into jobs, record the batch, enqueue, gather, write.
+"""Bulk batches, streamed: plan an input into jobs, record the batch, enqueue, collect, write.
 
-A batch answers every input row: an invalid one with its error at once, the valid ones through
-jobs of up to ``DEFAULT_CHUNK_SIZE`` reviews with deterministic ids (re-running enqueues nothing
-twice and picks up finished results).  The output has exactly one line per input line, in input
-order: the result, or the error for that line.  Used by ``sentiment-enqueue``, ``sentiment-run``
-and the benchmarks.
+A batch answers every input record: an invalid one with its error at once, the valid ones
+through jobs of up to ``chunk_size`` reviews with deterministic ids (re-running enqueues nothing
+twice and picks up finished results).  The output has exactly one line per input record, in
+input order: the result, or the error for that record.
+
+Memory stays flat whatever the input size: the input is read twice as a stream (a first pass
+counts and fingerprints it, the second plans it), planned in windows of ``WINDOW_ROWS`` records,
+and each window is recorded in Redis as one list element and enqueued before the next is read;
+results are collected and written window by window.  Within a window, reviews of similar
+length share a job (a job's forward pass is padded to its longest review).  Used by
+``sentiment-enqueue``, ``sentiment-run``, the HTTP API and the benchmarks.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import structlog
 from redis import Redis
 
 from shared.datasets import DataError, Review, read_reviews
 from shared.queues import (
+    FAILURE_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_BULK,
     RESULT_TTL_S,
@@ -31,14 +40,19 @@ from shared.queues import (
     get_queue,
     job_id_for,
 )
-from shared.schema import DEFAULT_TOP_WORDS, make_payload, review_error
+from shared.schema import DEFAULT_TOP_WORDS, MAX_ID_CHARS, make_payload, review_error
 
 log = structlog.get_logger(__name__)
 
 #: Reviews per job: each job costs a fixed few dozen Redis commands, so tiny jobs are slow
 #: (``bench/throughput.py`` sweeps the chunk size; this is the best of its sweep).
 DEFAULT_CHUNK_SIZE = 256
+#: Records planned, recorded and collected together (memory is bounded by one window).
+WINDOW_ROWS = 4096
+#: ... or fewer, when their texts add up to this many characters.
+WINDOW_CHARS = 8_000_000
 BATCH_KEY = "sentiment:batch:{}"
+WINDOWS_KEY = "sentiment:batch:{}:windows"
 OUTPUT_FIELDS = [
     "id",
     "line",
@@ -51,175 +65,301 @@ OUTPUT_FIELDS = [
     "error",
 ]
 
+#: Something that yields the input's records, afresh at every call (it is read twice).
+Source = Callable[[], Iterable[Review]]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a batch is planned and enqueued (part of its fingerprint)."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    top_words: int = DEFAULT_TOP_WORDS
+    queue: str = QUEUE_BULK
+    job_timeout: int = JOB_TIMEOUT_S
+    result_ttl: int = RESULT_TTL_S
+    failure_ttl: int = FAILURE_TTL_S
+
 
 @dataclass
-class Batch:
-    """The plan for one input: every input row, and which job answers it."""
+class Window:
+    """Consecutive input records and the jobs that answer the valid ones."""
 
-    rows: list[dict[str, Any]]  # {"id", "line", "source", "error"?}
-    jobs: list[tuple[str, list[int]]]  # job id -> row indices, in payload order
-    payloads: list[dict[str, Any]]
+    rows: list[list[Any]] = field(default_factory=list)  # [id, line, error or None]
+    jobs: list[tuple[str, list[int]]] = field(default_factory=list)  # job id -> row offsets
 
-    @property
-    def batch_id(self) -> str:
-        digest = hashlib.sha256()
-        for job_id, rows in self.jobs:
-            digest.update(f"{job_id}:{','.join(map(str, rows))};".encode())
-        digest.update(json.dumps([r.get("error") for r in self.rows]).encode())
-        return digest.hexdigest()[:24]
+    def to_json(self) -> str:
+        return json.dumps({"rows": self.rows, "jobs": self.jobs}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Window:
+        data = json.loads(raw)
+        return cls(data["rows"], [(j, list(r)) for j, r in data["jobs"]])
 
 
-def plan(reviews: Sequence[Review], chunk_size: int, top_words: int) -> Batch:
-    """Answer every input row: invalid ones now, valid ones by jobs of ``chunk_size`` reviews.
+@dataclass(frozen=True)
+class BatchInfo:
+    """A recorded batch: its id and size."""
 
-    Jobs group reviews of similar length (input order is restored when writing the output): a
-    job's forward pass is padded to its longest review, so mixing a 20-word and a 600-word review
-    in one job wastes most of the work.
-    """
-    rows: list[dict[str, Any]] = []
+    batch_id: str
+    rows: int
+    jobs: int
+    windows: int
+    invalid: int
+
+
+def file_source(files: Sequence[Path], split: str = "test") -> Source:
+    """The records of ``files`` in order (unreadable ones carry their error)."""
+
+    def records() -> Iterator[Review]:
+        for file in files:
+            yield from read_reviews(file, split=split, errors="keep")
+
+    return records
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=" reviews", disable=not enabled)
+
+
+def fingerprint(source: Source, options: Options, progress: bool = False) -> tuple[str, int]:
+    """The batch id (a hash of every record and of the options) and the number of records."""
+    digest = hashlib.sha256(
+        json.dumps([options.chunk_size, options.top_words, options.queue]).encode()
+    )
+    count = 0
+    with _progress(None, "read", progress) as bar:
+        for review in source():
+            digest.update(
+                json.dumps([review.id, review.line, review.text, review.error]).encode(
+                    "utf-8", "surrogatepass"
+                )
+            )
+            count += 1
+            bar.update(1)
+    return digest.hexdigest()[:24], count
+
+
+def row_error(review: Review) -> str | None:
+    """Why a record gets no answer from a worker (read error, bad id, bad text), or None."""
+    if review.error:
+        return review.error
+    if not review.id or len(review.id) > MAX_ID_CHARS:
+        return f"review id must have 1-{MAX_ID_CHARS} characters (has {len(review.id)})"
+    return review_error(review.text)
+
+
+def plan_window(
+    reviews: Sequence[Review], chunk_size: int, top_words: int
+) -> tuple[Window, list[dict[str, Any]]]:
+    """Rows for every record, and jobs of ``chunk_size`` valid reviews of similar length."""
+    window = Window()
     valid: list[int] = []
-    for review in reviews:
-        row: dict[str, Any] = {"id": review.id, "line": review.line, "source": review.source}
-        error = review.error or review_error(review.text)
-        if error:
-            row["error"] = error
-        else:
-            valid.append(len(rows))
-        rows.append(row)
+    for offset, review in enumerate(reviews):
+        error = row_error(review)
+        window.rows.append([review.id, review.line, error])
+        if error is None:
+            valid.append(offset)
     valid.sort(key=lambda i: len(reviews[i].text))  # stable: ties keep input order
-    jobs, payloads = [], []
+    payloads = []
     for start in range(0, len(valid), chunk_size):
         idx = valid[start : start + chunk_size]
-        payload = make_payload([(reviews[i].id or str(i), reviews[i].text) for i in idx], top_words)
-        jobs.append((job_id_for(payload), idx))
+        payload = make_payload([(reviews[i].id, reviews[i].text) for i in idx], top_words)
+        window.jobs.append((job_id_for(payload), idx))
         payloads.append(payload)
-    return Batch(rows, jobs, payloads)
+    return window, payloads
 
 
-def save_batch(conn: Redis, batch: Batch) -> str:
-    """Record the batch (rows and jobs) in Redis, so ``--collect`` can write it later."""
-    record = {"rows": batch.rows, "jobs": batch.jobs}
-    conn.set(BATCH_KEY.format(batch.batch_id), json.dumps(record), ex=RESULT_TTL_S)
-    return batch.batch_id
-
-
-def load_batch(conn: Redis, batch_id: str) -> Batch:
-    """The recorded batch, or DataError when the id is unknown or expired."""
-    raw = conn.get(BATCH_KEY.format(batch_id))
-    if raw is None:
-        raise DataError(batch_id, "unknown or expired batch id")
-    record = json.loads(raw)
-    return Batch(record["rows"], [(j, list(r)) for j, r in record["jobs"]], [])
-
-
-def gather(
-    conn: Redis, batch: Batch, timeout: float | None, progress: bool = True
-) -> list[dict[str, Any]]:
-    """Wait for the batch's jobs and return one output row per input row, in order."""
-    from tqdm import tqdm
-
-    out = [dict(row) for row in batch.rows]
-    sizes = {job_id: len(idx) for job_id, idx in batch.jobs}
-    bar = tqdm(total=sum(sizes.values()), desc="results", unit=" reviews", disable=not progress)
-    outcomes = collect(
-        conn,
-        [j for j, _ in batch.jobs],
-        timeout=timeout,
-        on_done=lambda o: bar.update(sizes[o.job_id]),
-    )
-    bar.close()
-    for job_id, idx in batch.jobs:
-        outcome = outcomes[job_id]
-        answers = outcome.result["results"] if outcome.result else [None] * len(idx)
-        version = outcome.result["model_version"] if outcome.result else None
-        for i, answer in zip(idx, answers, strict=True):
-            if answer is None:
-                out[i]["error"] = outcome.error
-            else:
-                out[i].update({k: v for k, v in answer.items() if k != "id"}, model_version=version)
-    return out
-
-
-def write_output(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """CSV or JSONL by extension; one line (CSV: one record) per input row."""
-    tmp = path.with_name(path.name + ".part")
-    if path.suffix.lower() == ".csv":
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, OUTPUT_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                scores = row.get("scores") or {}
-                writer.writerow(
-                    {
-                        **row,
-                        "negative": scores.get("negative"),
-                        "positive": scores.get("positive"),
-                        "top_words": " ".join(w for w, _ in row.get("top_words") or []),
-                        "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
-                    }
-                )
-    else:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                clean = {k: v for k, v in row.items() if k != "source"}
-                clean.setdefault("error", None)
-                fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_inputs(files: Sequence[Path], split: str) -> list[Review]:
-    """Every record of the files (unreadable ones carry their error), with progress."""
-    from tqdm import tqdm
-
-    reviews: list[Review] = []
-    for file in files:
-        reviews.extend(
-            tqdm(
-                read_reviews(file, split=split, errors="keep"),
-                desc=f"read {file.name}",
-                unit=" reviews",
-                disable=not sys.stderr.isatty(),
-            )
-        )
-    return reviews
+def windows_of(
+    reviews: Iterable[Review], options: Options
+) -> Iterator[tuple[Window, list[dict[str, Any]]]]:
+    """The input cut into windows (``WINDOW_ROWS`` records or ``WINDOW_CHARS`` characters)."""
+    chunk: list[Review] = []
+    chars = 0
+    for review in reviews:
+        chunk.append(review)
+        chars += len(review.text)
+        if len(chunk) >= WINDOW_ROWS or chars >= WINDOW_CHARS:
+            yield plan_window(chunk, options.chunk_size, options.top_words)
+            chunk, chars = [], 0
+    if chunk:
+        yield plan_window(chunk, options.chunk_size, options.top_words)
 
 
 def submit(
-    conn: Redis,
-    reviews: Sequence[Review],
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    top_words: int = DEFAULT_TOP_WORDS,
-    queue_name: str = QUEUE_BULK,
-    job_timeout: int = JOB_TIMEOUT_S,
-) -> Batch:
-    """Plan the jobs for ``reviews``, record the batch, enqueue (with a progress bar)."""
-    from tqdm import tqdm
-
-    batch = plan(reviews, chunk_size, top_words)
-    batch_id = save_batch(conn, batch)
-    with tqdm(total=len(batch.payloads), desc="enqueue", unit=" jobs") as bar:
-        enqueue_payloads(
-            get_queue(queue_name, conn),
-            batch.payloads,
-            timeout=job_timeout,
-            progress=bar,
-            ids=[job_id for job_id, _ in batch.jobs],
-        )
+    conn: Redis, source: Source, options: Options | None = None, progress: bool = True
+) -> BatchInfo:
+    """Fingerprint the input, then plan, enqueue and record it window by window."""
+    options = options or Options()
+    batch_id, total = fingerprint(source, options, progress=progress and sys.stderr.isatty())
+    if total == 0:
+        raise DataError("input", "no reviews found")
+    key, windows_key = BATCH_KEY.format(batch_id), WINDOWS_KEY.format(batch_id)
+    conn.delete(key, windows_key)
+    queue = get_queue(options.queue, conn)
+    jobs = windows = invalid = 0
+    with _progress(total, "enqueue", progress) as bar:
+        for window, payloads in windows_of(source(), options):
+            enqueue_payloads(
+                queue,
+                payloads,
+                timeout=options.job_timeout,
+                ids=[job_id for job_id, _ in window.jobs],
+                result_ttl=options.result_ttl,
+                failure_ttl=options.failure_ttl,
+            )
+            with conn.pipeline(transaction=False) as pipe:
+                pipe.rpush(windows_key, window.to_json())
+                pipe.expire(windows_key, options.result_ttl)
+                pipe.execute()
+            jobs += len(window.jobs)
+            windows += 1
+            invalid += sum(1 for row in window.rows if row[2])
+            bar.update(len(window.rows))
+    info = BatchInfo(batch_id, total, jobs, windows, invalid)
+    conn.hset(
+        key,
+        mapping={
+            "rows": total,
+            "jobs": jobs,
+            "windows": windows,
+            "invalid": invalid,
+            "at": time.time(),
+        },
+    )
+    conn.expire(key, options.result_ttl)
     log.info(
         "batch_enqueued",
         batch_id=batch_id,
-        reviews=len(batch.rows),
-        jobs=len(batch.jobs),
-        queue=queue_name,
+        reviews=total,
+        jobs=jobs,
+        invalid=invalid,
+        queue=options.queue,
     )
-    return batch
+    return info
 
 
-def label_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """How many output rows are positive, negative, or carry an error."""
-    counts = {"positive": 0, "negative": 0, "error": 0}
-    for row in rows:
+def load(conn: Redis, batch_id: str) -> BatchInfo:
+    """The recorded batch; DataError when the id is unknown, expired or was never completed."""
+    raw: Any = conn.hgetall(BATCH_KEY.format(batch_id))
+    if not raw:
+        raise DataError(batch_id, "unknown or expired batch id")
+    meta = {k.decode(): v.decode() for k, v in raw.items()}
+    return BatchInfo(
+        batch_id, int(meta["rows"]), int(meta["jobs"]), int(meta["windows"]), int(meta["invalid"])
+    )
+
+
+def results(
+    conn: Redis,
+    batch_id: str,
+    timeout: float | None = None,
+    progress: bool = True,
+    on_window: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One output row per input record, in order, as each window's jobs end."""
+    info = load(conn, batch_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _progress(info.rows, "results", progress) as bar:
+        for index in range(info.windows):
+            raw = conn.lindex(WINDOWS_KEY.format(batch_id), index)
+            if raw is None:
+                raise DataError(batch_id, "the batch record expired while it was collected")
+            window = Window.from_json(raw)  # type: ignore[arg-type]
+            sizes = {job_id: len(idx) for job_id, idx in window.jobs}
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            outcomes = collect(
+                conn,
+                [job_id for job_id, _ in window.jobs],
+                timeout=remaining,
+                on_done=lambda o, sizes=sizes: bar.update(sizes[o.job_id]),
+            )
+            bar.update(sum(1 for row in window.rows if row[2]))
+            out: list[dict[str, Any]] = [
+                {"id": rid, "line": line, "error": error} for rid, line, error in window.rows
+            ]
+            for job_id, idx in window.jobs:
+                outcome = outcomes[job_id]
+                if outcome.result is None:
+                    for i in idx:
+                        out[i]["error"] = outcome.error
+                    continue
+                version = outcome.result["model_version"]
+                for i, answer in zip(idx, outcome.result["results"], strict=True):
+                    out[i].update({k: v for k, v in answer.items() if k != "id"})
+                    out[i]["model_version"] = version
+            if on_window is not None:
+                on_window(index)
+            yield from out
+
+
+class OutputFile:
+    """An output file written as rows arrive: CSV or JSONL by extension, one line (CSV: one
+    record) per input row.  Created at once (an unwritable path fails before any work), written
+    to ``<name>.part`` and renamed into place only when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.part = path.with_name(path.name + ".part")
+        try:
+            self._fh: IO[str] = self.part.open("w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise DataError(path, f"cannot write the output file: {exc.strerror or exc}") from exc
+        self.csv = path.suffix.lower() == ".csv"
+        self._writer: Any = None
+        if self.csv:
+            self._writer = csv.DictWriter(self._fh, OUTPUT_FIELDS, extrasaction="ignore")
+            self._writer.writeheader()
+        self.counts = {"positive": 0, "negative": 0, "error": 0}
+
+    def write(self, row: dict[str, Any]) -> None:
         key = "error" if row.get("error") else row.get("label")
-        if key in counts:
-            counts[key] += 1
-    return counts
+        if key in self.counts:
+            self.counts[key] += 1
+        if self._writer is not None:
+            scores = row.get("scores") or {}
+            self._writer.writerow(
+                {
+                    **row,
+                    "negative": scores.get("negative"),
+                    "positive": scores.get("positive"),
+                    "top_words": " ".join(w for w, _ in row.get("top_words") or []),
+                    "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
+                }
+            )
+        else:
+            clean = {k: v for k, v in row.items() if k != "source"}
+            clean.setdefault("error", None)
+            self._fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+
+    def commit(self) -> dict[str, int]:
+        """Close and move into place; returns the label counts."""
+        self._fh.close()
+        self.part.replace(self.path)
+        return self.counts
+
+    def abort(self) -> None:
+        self._fh.close()
+        self.part.unlink(missing_ok=True)
+
+
+def write_output(rows: Iterable[dict[str, Any]], path: Path) -> dict[str, int]:
+    """Write ``rows`` to ``path`` (see ``OutputFile``); returns the label counts."""
+    out = OutputFile(path)
+    try:
+        for row in rows:
+            out.write(row)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit()
+
+
+def first(rows: Iterator[dict[str, Any]], n: int, keep: list[dict[str, Any]]) -> Iterator[Any]:
+    """Pass ``rows`` through, keeping the first ``n`` in ``keep`` (for a summary)."""
+    for row in itertools.islice(rows, n):
+        keep.append(row)
+        yield row
+    yield from rows

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 import tarfile
 import urllib.request
 from collections.abc import Iterator
@@ -47,7 +46,9 @@ ACLIMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 SPLITS = ("train", "test", "unsup")
 _ACL_NAME = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
 _SNIFF_BYTES = 8192
-csv.field_size_limit(sys.maxsize)
+#: The largest record read: a line, a CSV field or an archive member (the longest review the
+#: queue accepts is far shorter; a larger record gets an error and is skipped, not loaded).
+MAX_RECORD_BYTES = 1 << 20
 
 Errors = Literal["raise", "keep"]
 
@@ -108,9 +109,9 @@ def read_reviews(
         raise DataError(path, "no such file or directory")
     fmt = detect_format(path)
     if fmt == "aclimdb-dir":
-        yield from _read_aclimdb_dir(path, split)
+        yield from _apply_policy(_read_aclimdb_dir(path, split), errors)
     elif fmt == "aclimdb-tar":
-        yield from _read_aclimdb_tar(path, split)
+        yield from _apply_policy(_read_aclimdb_tar(path, split), errors)
     else:
         _check_text_file(path)
         reader = {"csv": _read_csv, "jsonl": _read_jsonl, "txt": _read_txt}[fmt]
@@ -145,26 +146,48 @@ def _decode(raw: bytes, path: Path, line: int) -> tuple[str, str | None]:
         return raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start} of the line"
 
 
+def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line without its end) for each line; ``None`` for a line over the limit,
+    whose rest is skipped without being held in memory."""
+    number = 0
+    while raw := fh.readline(MAX_RECORD_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+            while (rest := fh.readline(1 << 16)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        yield number, raw.rstrip(b"\r\n")
+
+
+_TOO_LONG = f"record longer than {MAX_RECORD_BYTES:,} bytes; skipped"
+
+
 def _read_txt(path: Path, labelled: bool | None) -> Iterator[Review]:
     if labelled:
         raise DataError(path, "plain-text files hold unlabelled reviews; use CSV or JSONL")
     with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            text, error = _decode(raw.rstrip(b"\r\n"), path, number)
+        for number, raw in _lines(fh):
+            review_id = f"{path.name}:{number}"
+            if raw is None:
+                yield Review(review_id, "", source=str(path), line=number, error=_TOO_LONG)
+                continue
+            text, error = _decode(raw, path, number)
             if error is None and "\x00" in text:
                 error = "line contains NUL bytes"
-            yield Review(f"{path.name}:{number}", text, source=str(path), line=number, error=error)
+            yield Review(review_id, text, source=str(path), line=number, error=error)
 
 
 def _read_jsonl(path: Path, labelled: bool | None) -> Iterator[Review]:
     with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
+        for number, raw in _lines(fh):
             default_id = f"{path.name}:{number}"
-            text, error = _decode(raw.rstrip(b"\r\n"), path, number)
+            if raw is None:
+                yield Review(default_id, "", source=str(path), line=number, error=_TOO_LONG)
+                continue
+            text, error = _decode(raw, path, number)
             if error is not None:
                 yield Review(default_id, "", source=str(path), line=number, error=error)
                 continue
@@ -201,9 +224,21 @@ def _jsonl_record(
     return Review(review_id, body, label=label, source=str(path), line=number)
 
 
+def _bounded(fh: IO[str]) -> Iterator[str]:
+    """The file's lines for the CSV parser; a line over the limit is cut just past it (the
+    parser then reports that record's field as too large and goes on)."""
+    while line := fh.readline(MAX_RECORD_BYTES + 1):
+        if len(line) > MAX_RECORD_BYTES and not line.endswith("\n"):
+            while (rest := fh.readline(1 << 16)) and not rest.endswith("\n"):
+                pass
+            line += "\n"
+        yield line
+
+
 def _read_csv(path: Path, labelled: bool | None) -> Iterator[Review]:
+    csv.field_size_limit(MAX_RECORD_BYTES)
     with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(_bounded(fh))
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         if "review" not in fields:
             raise DataError(path, f"missing column 'review' (header has {fields})", 1)
@@ -211,12 +246,20 @@ def _read_csv(path: Path, labelled: bool | None) -> Iterator[Review]:
             raise DataError(path, "missing column 'sentiment' for labelled data", 1)
         reader.fieldnames = fields
         start = 2
-        try:
-            for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if "field larger than field limit" not in str(exc):
+                    raise DataError(path, f"malformed CSV: {exc}", reader.line_num) from exc
+                yield Review(
+                    f"{path.name}:{start}", "", source=str(path), line=start, error=_TOO_LONG
+                )
+            else:
                 yield _csv_record(row, path, start, f"{path.name}:{start}")
-                start = reader.line_num + 1
-        except csv.Error as exc:
-            raise DataError(path, f"malformed CSV: {exc}", reader.line_num) from exc
+            start = reader.line_num + 1
 
 
 def _csv_record(row: dict[str, str | None], path: Path, line: int, default_id: str) -> Review:
@@ -241,23 +284,22 @@ def _csv_record(row: dict[str, str | None], path: Path, line: int, default_id: s
 # --- aclImdb -------------------------------------------------------------------------------
 
 
-def _acl_review(name: str, raw: bytes, source: Path) -> Review | None:
+def _acl_review(name: str, raw: bytes | None, source: Path) -> Review | None:
+    """The review a member or file named like ``<split>/<pos|neg|unsup>/<id>_<rating>.txt``
+    holds; ``raw`` is None when the file is over the size limit (an error record)."""
     match = _ACL_NAME.search(name)
     if match is None:
         return None
     split, polarity, number, rating = match.groups()
+    review_id = f"{split}/{polarity}/{number}_{rating}"
+    label = None if polarity == "unsup" else int(polarity == "pos")
+    if raw is None:
+        return Review(review_id, "", label=label, source=str(source), error=_TOO_LONG)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{source}/{name}", f"invalid UTF-8 at byte {exc.start}") from exc
-    label = None if polarity == "unsup" else int(polarity == "pos")
-    return Review(
-        id=f"{split}/{polarity}/{number}_{rating}",
-        text=text,
-        label=label,
-        rating=int(rating) or None,
-        source=str(source),
-    )
+    return Review(review_id, text, label=label, rating=int(rating) or None, source=str(source))
 
 
 def _wanted(name: str, split: str) -> bool:
@@ -275,7 +317,8 @@ def _read_aclimdb_dir(path: Path, split: str) -> Iterator[Review]:
         name = file.as_posix()
         if not _wanted(name, split):
             continue
-        review = _acl_review(name, file.read_bytes(), path)
+        raw = file.read_bytes() if file.stat().st_size <= MAX_RECORD_BYTES else None
+        review = _acl_review(name, raw, path)
         if review is not None:
             seen += 1
             yield review
@@ -297,7 +340,9 @@ def _read_aclimdb_tar(path: Path, split: str) -> Iterator[Review]:
                 fh: IO[bytes] | None = archive.extractfile(member)
                 if fh is None:
                     continue
-                review = _acl_review(member.name, fh.read(), path)
+                # The size in the header is what the member inflates to: checked before reading.
+                raw = fh.read() if member.size <= MAX_RECORD_BYTES else None
+                review = _acl_review(member.name, raw, path)
                 if review is not None:
                     seen += 1
                     yield review

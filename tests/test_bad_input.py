@@ -26,7 +26,7 @@ from shared.schema import (
     review_error,
     validate_payload,
 )
-from tests.test_queue_contract import conn, serving, work  # noqa: F401  (fixtures)
+from tests.conftest import work
 
 GOOD = "A wonderful, superb film."
 # (kind, file name, content, {record number: expected error fragment (None: a label)})
@@ -90,18 +90,17 @@ def test_the_corpus_has_at_least_30_kinds() -> None:
 
 
 def _through_the_queue(redis: Any, files: list[Path], tmp_path: Path) -> list[dict[str, Any]]:
-    reviews = batches.read_inputs(files, "test")
-    batch = batches.submit(redis, reviews, chunk_size=8, top_words=3)
+    options = batches.Options(chunk_size=8, top_words=3)
+    info = batches.submit(redis, batches.file_source(files), options, progress=False)
     work(redis)
-    rows = batches.gather(redis, batch, timeout=30, progress=False)
     out = tmp_path / "out.jsonl"
-    batches.write_output(rows, out)
+    batches.write_output(batches.results(redis, info.batch_id, timeout=30, progress=False), out)
     return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
 
 
 def test_every_bad_record_gets_a_clear_error_or_a_result_and_nothing_is_lost(
-    conn: Any,  # noqa: F811
-    serving: Any,  # noqa: F811
+    conn: Any,
+    serving: Any,
     tmp_path: Path,
 ) -> None:
     files = []
@@ -133,13 +132,13 @@ def test_unusable_files_get_one_clear_error(
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as raised:
-        batches.read_inputs([path], "test")
+        list(batches.file_source([path])())
     assert name in str(raised.value) and "Traceback" not in str(raised.value)
 
 
 def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        batches.read_inputs([tmp_path / "nope.txt"], "test")
+        list(batches.file_source([tmp_path / "nope.txt"])())
 
 
 # -- the job schema, property-based ---------------------------------------------------------

@@ -4,53 +4,26 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
-from rq import Retry
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared import batches
-from shared.datasets import read_reviews
 from shared.queues import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
-    WORKER_QUEUES,
     collect,
     enqueue_payloads,
     get_queue,
 )
 from shared.schema import JOB_FUNCTION, SchemaError, make_payload, validate_result
 from shared.store import ModelStore
-from tests.conftest import copy_store, publish_copy
+from tests.conftest import copy_store, publish_copy, work
 from worker import jobs
 from worker.reload import ModelHolder
-from worker.service import ReloadingWorker
-
-
-@pytest.fixture
-def conn() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
-
-
-@pytest.fixture
-def serving(tiny_store: ModelStore) -> Iterator[ModelHolder]:
-    holder = ModelHolder(tiny_store)
-    holder.load()
-    jobs.SERVING = holder
-    yield holder
-    jobs.SERVING = None
-
-
-def work(conn: fakeredis.FakeRedis) -> None:
-    worker = ReloadingWorker(
-        [get_queue(q, conn) for q in WORKER_QUEUES], connection=conn, serializer=JSONSerializer
-    )
-    worker.work(burst=True)
 
 
 def test_job_function_path_is_the_contract() -> None:
@@ -121,11 +94,10 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
         + [b"superb"] * 130
     )
     src.write_bytes(b"\n".join(lines) + b"\n")
-    batch = batches.plan(list(read_reviews(src, errors="keep")), chunk_size=16, top_words=3)
-    batch_id = batches.save_batch(conn, batch)
-    enqueue_payloads(get_queue(QUEUE_BULK, conn), batch.payloads)
+    options = batches.Options(chunk_size=16, top_words=3)
+    info = batches.submit(conn, batches.file_source([src]), options, progress=False)
     work(conn)
-    rows = batches.gather(conn, batches.load_batch(conn, batch_id), timeout=5, progress=False)
+    rows = list(batches.results(conn, info.batch_id, timeout=5, progress=False))
     out = tmp_path / "out.jsonl"
     batches.write_output(rows, out)
     written = [json.loads(x) for x in out.read_text().splitlines()]
@@ -189,59 +161,3 @@ def test_schema_rejects_bad_envelopes() -> None:
                 ],
             }
         )
-
-
-def test_a_long_job_keeps_its_heartbeat_and_is_not_taken_for_abandoned(
-    conn: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The heartbeat thread keeps a running job alive in the started registry past its TTL."""
-    import threading
-    import time
-
-    from rq.registry import StartedJobRegistry
-
-    import worker.service
-
-    monkeypatch.setattr(worker.service, "HEARTBEAT_EVERY_S", 0.2)
-    # RQ scores registry entries in whole seconds, so a TTL of N s means N-1 to N s.
-    monkeypatch.setattr(worker.service, "HEARTBEAT_TTL_S", 3)
-    queue = get_queue(QUEUE_BULK, conn)
-    job = queue.enqueue("time.sleep", 6.0)
-    registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
-    expired_during_run: list[list[str]] = []
-
-    def clean_while_running() -> None:
-        deadline = time.monotonic() + 60
-        while job.get_status(refresh=True).value != "started" and time.monotonic() < deadline:
-            time.sleep(0.01)  # the worker starts (imports, registers) at its own pace
-        time.sleep(4.0)  # past the 3 s TTL: only heartbeats keep the job there
-        registry.cleanup()
-        expired_during_run.append(registry.get_job_ids())
-
-    cleaner = threading.Thread(target=clean_while_running)
-    cleaner.start()
-    work(conn)
-    cleaner.join()
-    assert expired_during_run == [[job.id]]  # still registered as running, not abandoned
-    assert job.get_status(refresh=True).value == "finished"
-    assert FailedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer).count == 0
-
-
-def test_a_worker_killed_between_registering_and_starting_a_job_loses_nothing(conn: Any) -> None:
-    """The window where RQ has registered the execution but not yet marked the job STARTED."""
-    import time
-
-    from rq.registry import StartedJobRegistry
-
-    queue = get_queue(QUEUE_BULK, conn)
-    job = queue.enqueue("time.sleep", 0.0, retry=Retry(max=2))
-    worker = ReloadingWorker([queue], connection=conn, serializer=JSONSerializer)
-    dequeued, _ = worker.dequeue_job_and_maintain_ttl(timeout=1)
-    worker.prepare_execution(dequeued)  # ... and the process dies here (SIGKILL)
-    registry = StartedJobRegistry(QUEUE_BULK, connection=conn, serializer=JSONSerializer)
-    assert registry.get_job_ids(cleanup=False) == [job.id]
-    registry.cleanup(timestamp=time.time() + 3600)  # long after its heartbeat expired
-    assert job.get_status(refresh=True).value == "queued"  # retried, not dropped
-    assert queue.get_job_ids() == [job.id]
-    work(conn)
-    assert job.get_status(refresh=True).value == "finished"

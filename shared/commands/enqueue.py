@@ -20,42 +20,63 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
-    gather,
-    label_counts,
-    load_batch,
-    read_inputs,
+    Options,
+    OutputFile,
+    file_source,
+    load,
+    results,
     submit,
-    write_output,
 )
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
-from shared.queues import QUEUE_BULK, RedisUnavailable, connect
-from shared.schema import DEFAULT_TOP_WORDS
+from shared.queues import QUEUE_BULK, RedisUnavailable, connect, redis_out_of_memory
+from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = connect(settings.redis_url)
-    if args.collect:
-        batch = load_batch(conn, args.collect)
-    else:
-        reviews = read_inputs(args.files, args.split)
-        if not reviews:
-            raise DataError(", ".join(map(str, args.files)), "no reviews found")
-        batch = submit(
-            conn, reviews, args.chunk_size, args.top_words, args.queue, settings.job_timeout
-        )
-        if not args.wait:
-            print(batch.batch_id)
-            return 0
-    rows = gather(conn, batch, args.timeout)
-    if args.output:
-        write_output(rows, args.output)
-    counts = label_counts(rows)
+    # The output file is created first: an unwritable path fails before any work is queued.
+    out = OutputFile(args.output) if args.output else None
+    try:
+        conn = connect(settings.redis_url)
+        if args.collect:
+            batch_id = load(conn, args.collect).batch_id
+        else:
+            options = Options(
+                chunk_size=args.chunk_size,
+                top_words=args.top_words,
+                queue=args.queue,
+                job_timeout=settings.job_timeout,
+                result_ttl=settings.result_ttl,
+                failure_ttl=settings.failure_ttl,
+            )
+            batch_id = submit(conn, file_source(args.files, args.split), options).batch_id
+            if not args.wait:
+                if out is not None:
+                    out.abort()
+                print(batch_id)
+                return 0
+        rows = 0
+        counts = {"positive": 0, "negative": 0, "error": 0}
+        for row in results(conn, batch_id, args.timeout):
+            rows += 1
+            if out is not None:
+                out.write(row)
+            else:
+                key = "error" if row.get("error") else str(row.get("label"))
+                counts[key] = counts.get(key, 0) + 1
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    if out is not None:
+        counts = out.commit()
     print(
-        f"{len(rows)} lines: {counts['positive']} positive, {counts['negative']} negative, "
+        f"{rows} lines: {counts['positive']} positive, {counts['negative']} negative, "
         f"{counts['error']} errors" + (f"; wrote {args.output}" if args.output else "")
     )
     return 0
@@ -86,6 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("give input files, or --collect BATCH")
     if not 1 <= args.chunk_size <= 1024:
         p.error("--chunk-size must be in 1..1024")
+    if not 0 <= args.top_words <= MAX_TOP_WORDS:
+        p.error(f"--top-words must be in 0..{MAX_TOP_WORDS}")
     return args
 
 
@@ -98,6 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, RedisUnavailable) as exc:
         print(f"sentiment-enqueue: {exc}", file=sys.stderr)
         return 2
+    except RedisError as exc:
+        if not redis_out_of_memory(exc):
+            raise
+        print(
+            "sentiment-enqueue: Redis is out of memory (maxmemory reached) and refuses new work; "
+            "nothing was lost: free memory or raise maxmemory, then run the same command again",
+            file=sys.stderr,
+        )
+        return 3
     except KeyboardInterrupt:
         print(
             "sentiment-enqueue: interrupted; run the same command again to resume", file=sys.stderr

@@ -15,6 +15,7 @@ also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import sys
@@ -29,11 +30,12 @@ import structlog
 
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
-    gather,
-    label_counts,
-    read_inputs,
+    Options,
+    OutputFile,
+    file_source,
+    first,
+    results,
     submit,
-    write_output,
 )
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
@@ -49,63 +51,74 @@ log = structlog.get_logger(__name__)
 PREVIEW_CHARS = 110
 
 
-def summary(rows: Sequence[dict[str, Any]], texts: dict[int, str], show: int, color: bool) -> str:
-    """Label counts and a few results with their top words marked."""
-    counts = label_counts(rows)
-    total = max(len(rows), 1)
+def summary(
+    rows: Sequence[dict[str, Any]], texts: Sequence[str], counts: dict[str, int], color: bool
+) -> str:
+    """Label counts, and the first results with their top words marked."""
+    total = max(sum(counts.values()), 1)
     lines = [f"{'label':<10} {'lines':>6} {'share':>6}"]
     for label in ("positive", "negative", "error"):
         lines.append(f"{label:<10} {counts.get(label, 0):>6} {counts.get(label, 0) / total:>6.0%}")
     lines.append("")
     lines.append(f"{'line':>4}  {'label':<8} {'conf':>5}  review, top words marked")
-    for i, row in enumerate(rows[:show]):
-        line = row.get("line", i + 1)
+    for i, (row, raw) in enumerate(zip(rows, texts, strict=False)):
+        line = row.get("line") or i + 1
         if row.get("error"):
             lines.append(f"{line:>4}  {'error':<8} {'':>5}  {row['error']}")
-        else:
-            text = " ".join(texts.get(i, "").split())  # one line: newlines and tabs as spaces
-            if len(text) > PREVIEW_CHARS:  # cut before marking: never inside a colour code
-                text = text[: PREVIEW_CHARS - 3] + "..."
-            marked = for_terminal(text, (row.get("top_words") or [])[:4], color)
-            conf = row["scores"][row["label"]]
-            lines.append(f"{line:>4}  {row['label']:<8} {conf:>5.0%}  {marked}")
+            continue
+        text = " ".join(raw.split())  # one line: newlines and tabs as spaces
+        if len(text) > PREVIEW_CHARS:  # cut before marking: never inside a colour code
+            text = text[: PREVIEW_CHARS - 3] + "..."
+        marked = for_terminal(text, (row.get("top_words") or [])[:4], color)
+        conf = row["scores"][row["label"]]
+        lines.append(f"{line:>4}  {row['label']:<8} {conf:>5.0%}  {marked}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Read the files, start what is missing, send everything through the queue, report."""
+    """Start what is missing, send the files through the queue, write and summarise."""
     started = time.monotonic()
-    reviews = read_inputs(args.files, args.split)
-    if not reviews:
-        raise DataError(", ".join(map(str, args.files)), "no reviews found")
-    with tempfile.TemporaryDirectory(prefix="sentiment-run-") as tmp:
-        workdir = Path(tmp)
-        with _redis(args, settings, workdir) as redis_url, ExitStack() as stack:
-            conn = connect(redis_url)
-            if args.workers:
-                print(
-                    f"starting {args.workers} worker process(es) (loading the model)...",
-                    file=sys.stderr,
-                    flush=True,
+    source = file_source(args.files, args.split)
+    out = OutputFile(args.output)  # an unwritable path fails before anything starts
+    shown: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="sentiment-run-") as tmp:
+            workdir = Path(tmp)
+            with _redis(args, settings, workdir) as redis_url, ExitStack() as stack:
+                conn = connect(redis_url)
+                if args.workers:
+                    print(
+                        f"starting {args.workers} worker process(es) (loading the model)...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    # The cores are shared: each worker gets its slice of TensorFlow threads.
+                    threads = settings.tf_threads or max(1, (os.cpu_count() or 1) // args.workers)
+                    env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
+                    procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
+                    log.info("workers_ready", pids=[p.pid for p in procs])
+                options = Options(
+                    chunk_size=args.chunk_size,
+                    top_words=args.top_words,
+                    job_timeout=settings.job_timeout,
+                    result_ttl=settings.result_ttl,
+                    failure_ttl=settings.failure_ttl,
                 )
-                # The cores are shared: each worker gets its slice of TensorFlow threads.
-                threads = settings.tf_threads or max(1, (os.cpu_count() or 1) // args.workers)
-                env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
-                procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
-                log.info("workers_ready", pids=[p.pid for p in procs])
-            batch = submit(
-                conn, reviews, args.chunk_size, args.top_words, job_timeout=settings.job_timeout
-            )
-            rows = gather(conn, batch, args.timeout)
-    write_output(rows, args.output)
-    versions = sorted({str(r["model_version"]) for r in rows if r.get("model_version")})
-    texts = {i: r.text for i, r in enumerate(reviews)}
+                info = submit(conn, source, options)
+                for row in first(results(conn, info.batch_id, args.timeout), args.show, shown):
+                    out.write(row)
+    except BaseException:
+        out.abort()
+        raise
+    counts = out.commit()
+    texts = [r.text for r in itertools.islice(source(), len(shown))]
+    versions = sorted({str(r["model_version"]) for r in shown if r.get("model_version")})
     print()
     print(
-        f"{len(rows)} lines from {', '.join(str(f) for f in args.files)} -> {args.output} "
+        f"{info.rows} lines from {', '.join(str(f) for f in args.files)} -> {args.output} "
         f"in {time.monotonic() - started:.1f} s; model {', '.join(versions) or '-'}"
     )
-    print(summary(rows, texts, args.show, color=sys.stdout.isatty()))
+    print(summary(shown, texts, counts, color=sys.stdout.isatty()))
     return 0
 
 

@@ -6,8 +6,9 @@ every path answers a review the same way (label, scores, top words and phrases, 
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,27 +93,29 @@ def explain_reviews(
 
 def classify_reviews(
     reviews: Iterable[Review], served: Served, progress: bool = True, top_k: int = DEFAULT_TOP_WORDS
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """One output row per review, in order, shaped like the queue's (see ``shared.batches``).
 
     Rows carry the job's fields (label, scores, top words and phrases, OOV count, truncation)
     or ``error``: a read error from the file, or the queue contract's rules for the text.
+    Reviews are read and answered ``MAX_REVIEWS_PER_JOB`` at a time: memory stays flat.
     """
     from tqdm import tqdm
 
-    items = list(reviews)
-    rows: list[dict[str, Any]] = [
-        {"id": r.id, "line": r.line, "model_version": served.model_version} for r in items
-    ]
-    readable = [i for i, r in enumerate(items) if r.error is None]
-    for i, r in enumerate(items):
-        if r.error is not None:
-            rows[i]["error"] = r.error
-    with tqdm(total=len(readable), desc="classify", unit=" reviews", disable=not progress) as bar:
-        for start in range(0, len(readable), MAX_REVIEWS_PER_JOB):
-            chunk = readable[start : start + MAX_REVIEWS_PER_JOB]
-            payload = [{"id": items[i].id, "text": items[i].text} for i in chunk]
-            for i, result in zip(chunk, explain_reviews(served, payload, top_k), strict=True):
+    records = iter(reviews)
+    with tqdm(desc="classify", unit=" reviews", disable=not progress) as bar:
+        while chunk := list(itertools.islice(records, MAX_REVIEWS_PER_JOB)):
+            rows: list[dict[str, Any]] = [
+                {"id": r.id, "line": r.line, "model_version": served.model_version} for r in chunk
+            ]
+            readable = []
+            for i, r in enumerate(chunk):
+                if r.error is not None:
+                    rows[i]["error"] = r.error
+                else:
+                    readable.append(i)
+            payload = [{"id": chunk[i].id, "text": chunk[i].text} for i in readable]
+            for i, result in zip(readable, explain_reviews(served, payload, top_k), strict=True):
                 rows[i].update({k: v for k, v in result.items() if k != "id"})
             bar.update(len(chunk))
-    return rows
+            yield from rows

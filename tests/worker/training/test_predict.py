@@ -41,8 +41,10 @@ def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) ->
     from shared.datasets import Review
     from worker.model.served import classify_reviews, load_served
 
-    rows = classify_reviews(
-        [Review("a", "loved it"), Review("b", " ")], load_served(tiny_store), progress=False
+    rows = list(
+        classify_reviews(
+            [Review("a", "loved it"), Review("b", " ")], load_served(tiny_store), progress=False
+        )
     )
     out = tmp_path / "o.csv"
     write_output(rows, out)

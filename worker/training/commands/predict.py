@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from shared.batches import label_counts, write_output
+from shared.batches import first, write_output
 from shared.config import settings_or_exit
 from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
@@ -27,11 +28,8 @@ from shared.store import ModelStore, StoreError
 log = structlog.get_logger(__name__)
 
 
-def summary(rows: Sequence[dict[str, Any]]) -> str:
-    """One line: how many reviews, per label and errors."""
-    counts = label_counts(rows)
-    parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    return f"{len(rows)} reviews ({parts})"
+#: Results printed to the terminal.
+SHOWN = 10
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,30 +44,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_or_exit("sentiment-predict")
     configure_logging(settings.log_level, settings.log_format)
+    shown: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
     try:
         from worker.model.predictor import configure_tensorflow
         from worker.model.served import classify_reviews, load_served
 
         configure_tensorflow(settings.tf_threads)
         served = load_served(ModelStore(settings.model_dir, settings.model_name), args.version)
-        rows = classify_reviews(read_reviews(args.file, split=args.split, errors="keep"), served)
+        reviews = read_reviews(args.file, split=args.split, errors="keep")
+        rows = first(classify_reviews(reviews, served), SHOWN, shown)
+        if args.output:
+            counts.update(write_output(rows, args.output))
+        else:
+            counts.update("error" if r.get("error") else str(r["label"]) for r in rows)
     except (DataError, StoreError) as exc:
         print(f"sentiment-predict: {exc}", file=sys.stderr)
         return 2
-    if args.output:
-        write_output(rows, args.output)
-    for r in rows[:10]:
+    for r in shown:
         if r.get("error"):
             print(f"{r['id']:>24}  error: {r['error']}")
             continue
         words = ", ".join(f"{w} {v:+.2f}" for w, v in r["top_words"][:4])
         print(f"{r['id']:>24}  {r['label']} {max(r['scores'].values()):.2f}  ({words})")
-    print(summary(rows) + (f"; wrote {args.output}" if args.output else ""))
+    parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v)
+    total = sum(counts.values())
+    print(f"{total} reviews ({parts})" + (f"; wrote {args.output}" if args.output else ""))
     log.info(
-        "file_classified",
-        file=str(args.file),
-        reviews=len(rows),
-        model_version=served.model_version,
+        "file_classified", file=str(args.file), reviews=total, model_version=served.model_version
     )
     return 0
 
