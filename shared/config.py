@@ -14,8 +14,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: The password in .env.example: refused, so a copied example never runs in production.
+PLACEHOLDER_PASSWORD = "change-me"
 DEFAULT_MODEL_NAME = "sentiment-cnn"
 DEFAULT_LOG_LEVEL = "INFO"
 LOG_FORMATS = ("auto", "json", "console")
@@ -67,6 +70,9 @@ class Settings:
     log_format: str = "auto"
     tf_threads: int = 0
     job_timeout: int = 60
+    result_ttl: int = 24 * 3600
+    failure_ttl: int = 24 * 3600
+    interactive_result_ttl: int = 600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,8 +84,14 @@ class Settings:
         fmt = env.get("LOG_FORMAT", "auto").strip().lower() or "auto"
         if fmt not in LOG_FORMATS:
             raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+        redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+        if urlsplit(redis_url).password == PLACEHOLDER_PASSWORD:
+            raise ConfigError(
+                "REDIS_URL carries the placeholder password from .env.example: "
+                "set REDIS_PASSWORD (compose) or REDIS_URL to a real secret"
+            )
         return cls(
-            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            redis_url=redis_url,
             model_dir=Path(env.get("MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
             model_name=env.get("MODEL_NAME", "").strip() or DEFAULT_MODEL_NAME,
             data_dir=Path(env.get("DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
@@ -87,4 +99,7 @@ class Settings:
             log_format=fmt,
             tf_threads=env_int(env, "TF_THREADS", 0),
             job_timeout=env_int(env, "JOB_TIMEOUT", 60, minimum=1),
+            result_ttl=env_int(env, "RESULT_TTL_S", 24 * 3600, minimum=60),
+            failure_ttl=env_int(env, "FAILURE_TTL_S", 24 * 3600, minimum=60),
+            interactive_result_ttl=env_int(env, "INTERACTIVE_RESULT_TTL_S", 600, minimum=10),
         )

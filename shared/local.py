@@ -82,6 +82,7 @@ class RedisServer:
         binary: str | None = None,
         unix_socket: bool = False,
         appendfsync: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         found = redis_binary(binary)
         if found is None:
@@ -92,6 +93,7 @@ class RedisServer:
         self.binary, self.source = found
         self.dir = Path(workdir)
         self.appendfsync = appendfsync
+        self.extra = list(extra)  # more redis-server options, e.g. --maxmemory 8mb
         self.socket = self.dir / "redis.sock" if unix_socket else None
         self.port = 0 if unix_socket else free_port()
         self.url = (
@@ -123,7 +125,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
             args += ["--appendonly", "no"]
-        return args
+        return args + self.extra
 
     def start(self, timeout: float = REDIS_START_TIMEOUT_S) -> None:
         """Start the server and wait until it answers PING."""

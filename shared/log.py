@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -93,3 +94,26 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    _route_uncaught_exceptions()
+
+
+def _route_uncaught_exceptions() -> None:
+    """Uncaught exceptions (main thread and others) go through the scrubbing pipeline, not
+    straight to stderr, where a secret in an exception's message would be printed in clear."""
+    logger = logging.getLogger("uncaught")
+
+    def main_hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        logger.critical("uncaught_exception", exc_info=(kind, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            logger.critical(
+                "uncaught_exception_in_thread",
+                exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            )
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis.exceptions
 import structlog
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
@@ -31,6 +33,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from shared import reliable
 from shared.schema import JOB_FUNCTION, SchemaError, validate_result
 
 log = structlog.get_logger(__name__)
@@ -40,8 +43,11 @@ QUEUE_BULK = "sentiment-bulk"
 #: What a worker listens to by default, in priority order.
 WORKER_QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
 JOB_TIMEOUT_S = 60
+#: Default retention (settings RESULT_TTL_S, FAILURE_TTL_S, INTERACTIVE_RESULT_TTL_S): how long
+#: a finished bulk job keeps its result, a failed job its record, an interactive answer its text.
 RESULT_TTL_S = 24 * 3600
-FAILURE_TTL_S = 7 * 24 * 3600
+FAILURE_TTL_S = 24 * 3600
+INTERACTIVE_RESULT_TTL_S = 600
 JOB_RETRIES = 2
 #: redis-py 8 defaults to a 5 s read timeout; blocking waits must stay below this.
 SOCKET_TIMEOUT_S = 30.0
@@ -55,11 +61,27 @@ DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCE
 
 #: Hash where workers announce the model version they serve (read by the bot's /model).
 SERVED_MODEL_KEY = "sentiment:served-model"
+ANNOUNCEMENT_TTL_S = 7 * 24 * 3600
 
 
 def announce_model(conn: Redis, info: dict[str, Any]) -> None:
-    """Record the version a worker serves now (the latest announcement wins)."""
-    conn.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
+    """Record the version a worker serves now (the latest announcement wins; it expires when no
+    worker has announced anything for ``ANNOUNCEMENT_TTL_S``)."""
+    with conn.pipeline() as pipe:
+        pipe.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
+        pipe.expire(SERVED_MODEL_KEY, ANNOUNCEMENT_TTL_S)
+        pipe.execute()
+
+
+def redis_out_of_memory(exc: BaseException) -> bool:
+    """Whether Redis refused a write because it reached ``maxmemory`` (policy noeviction).
+
+    redis-py 5.1+ raises ``OutOfMemoryError`` (message without the ``OOM`` prefix); older
+    versions a plain ``ResponseError`` whose message starts with ``OOM``."""
+    oom = getattr(redis.exceptions, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("OOM")
+    )
 
 
 class RedisUnavailable(RuntimeError):
@@ -89,7 +111,26 @@ def connect(url: str, socket_timeout: float = SOCKET_TIMEOUT_S, check: bool = Tr
     )
     if check:
         wait_for_redis(conn, url)
+        check_memory_policy(conn)
     return conn
+
+
+def check_memory_policy(conn: Redis) -> str | None:
+    """Warn unless Redis refuses writes when full (``maxmemory-policy noeviction``, as Sidekiq
+    and BullMQ require): any other policy silently evicts queued jobs and results."""
+    try:
+        policy = str(conn.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except (ResponseError, RedisConnectionError, RedisTimeoutError):  # CONFIG may be disabled
+        log.info("redis_memory_policy_unknown")
+        return None
+    if policy != "noeviction":
+        log.warning(
+            "redis_memory_policy",
+            policy=policy,
+            required="noeviction",
+            risk="a full Redis evicts queued jobs and results instead of refusing new work",
+        )
+    return policy
 
 
 def wait_for_redis(conn: Redis, url: str, attempts: int = CONNECT_ATTEMPTS) -> None:
@@ -127,17 +168,22 @@ def enqueue_payloads(
     pipeline_size: int = PIPELINE_JOBS,
     progress: Any = None,
     ids: Sequence[str] | None = None,
+    result_ttl: int = RESULT_TTL_S,
+    failure_ttl: int = FAILURE_TTL_S,
 ) -> list[str]:
     """Enqueue payloads whose job is not already queued, running or finished; return all ids.
 
-    Failed or missing jobs are (re)created.  Pipelines of ``pipeline_size`` jobs keep round trips
-    low while letting workers start on the first jobs before the whole file is enqueued.
+    Failed or missing jobs are (re)created.  A finished job that is reused keeps its result at
+    least ``result_ttl`` more seconds, like the batch that now counts on it.  Pipelines of
+    ``pipeline_size`` jobs keep round trips low while letting workers start on the first jobs
+    before the whole file is enqueued.
     """
-    ids = list(ids) if ids is not None else [job_id_for(p) for p in payloads]  # ids: precomputed
+    ids = list(ids) if ids is not None else [job_id_for(p) for p in payloads]
     for start in range(0, len(payloads), pipeline_size):
         part_ids = ids[start : start + pipeline_size]
         existing = Job.fetch_many(part_ids, connection=queue.connection, serializer=JSONSerializer)
         datas = []
+        reused: list[str] = []
         seen: set[str] = set()
         for job_id, job, payload in zip(
             part_ids, existing, payloads[start : start + pipeline_size], strict=True
@@ -151,6 +197,8 @@ def enqueue_payloads(
                 JobStatus.STOPPED,
                 JobStatus.CANCELED,
             ):
+                if status == JobStatus.FINISHED:
+                    reused.append(job_id)
                 continue
             datas.append(
                 Queue.prepare_data(
@@ -158,8 +206,8 @@ def enqueue_payloads(
                     args=(payload,),
                     job_id=job_id,
                     timeout=timeout,
-                    result_ttl=RESULT_TTL_S,
-                    failure_ttl=FAILURE_TTL_S,
+                    result_ttl=result_ttl,
+                    failure_ttl=failure_ttl,
                     retry=Retry(max=JOB_RETRIES),
                     description=f"{len(payload['reviews'])} reviews",
                 )
@@ -168,9 +216,24 @@ def enqueue_payloads(
             with queue.connection.pipeline() as pipe:
                 queue.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
+        if reused:
+            extend_results(queue.connection, reused, result_ttl)
         if progress is not None:
             progress.update(len(part_ids))
     return ids
+
+
+def extend_results(conn: Redis, job_ids: Sequence[str], ttl: int) -> None:
+    """Keep finished jobs (their record and result) for at least ``ttl`` more seconds."""
+    keys = [k for job_id in job_ids for k in (Job.key_for(job_id), Result.get_key(job_id))]
+    with conn.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.ttl(key)
+        remaining = pipe.execute()
+        for key, left in zip(keys, remaining, strict=True):
+            if 0 <= left < ttl:  # -1: no expiry (nothing to extend), -2: gone
+                pipe.expire(key, ttl)
+        pipe.execute()
 
 
 @dataclass
@@ -265,6 +328,10 @@ def result_outcome(job_id: str, result: Result | None, what: str = "") -> Outcom
 
 
 def recover_abandoned(conn: Redis) -> None:
-    """Retry (or fail) jobs whose worker died: RQ's registry cleanup, run now."""
+    """Jobs whose worker died go back to work: what it had taken but not started returns to
+    its queue; a started job whose heartbeat expired (judged on Redis's clock, not this host's)
+    is retried, or failed once its retries are used up."""
+    reliable.recover(conn)
+    now = reliable.redis_time(conn)
     for name in WORKER_QUEUES:
-        StartedJobRegistry(name, connection=conn, serializer=JSONSerializer).cleanup()
+        StartedJobRegistry(name, connection=conn, serializer=JSONSerializer).cleanup(timestamp=now)

@@ -127,6 +127,53 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]
     return store
 
 
+@pytest.fixture(autouse=True)
+def rq_clock() -> Any:
+    """Workers make RQ take its timestamps from Redis's clock for the whole process; a test
+    leaves RQ's own clock behind for the next one."""
+    import rq.executions
+    import rq.registry
+    import rq.utils
+
+    modules = (rq.utils, rq.registry, rq.executions)
+    saved = [m.current_timestamp for m in modules]
+    yield
+    for module, function in zip(modules, saved, strict=True):
+        module.current_timestamp = function  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def conn() -> Any:
+    """A fakeredis client on a server of its own (clients of one test must share it)."""
+    import fakeredis
+
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+def work(conn: Any) -> None:
+    """Drain both queues with a real (in-process, burst) worker of the service."""
+    from rq.serializers import JSONSerializer
+
+    from shared.queues import WORKER_QUEUES, get_queue
+    from worker.service import ReloadingWorker
+
+    queues = [get_queue(q, conn) for q in WORKER_QUEUES]
+    ReloadingWorker(queues, connection=conn, serializer=JSONSerializer).work(burst=True)
+
+
+@pytest.fixture
+def serving(tiny_store: Any) -> Any:
+    """The process's served model (what a worker loads at start) is the tiny store's LATEST."""
+    from worker import jobs
+    from worker.reload import ModelHolder
+
+    holder = ModelHolder(tiny_store)
+    holder.load()
+    jobs.SERVING = holder
+    yield holder
+    jobs.SERVING = None
+
+
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_store: Any) -> Any:
     from worker.model.predictor import load_predictor
