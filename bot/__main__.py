@@ -14,8 +14,8 @@ import structlog
 
 from bot.config import BotSettings
 from shared.config import ConfigError, settings_or_exit
-from shared.log import configure_logging, register_secret
-from shared.queues import RedisUnavailable, redact_url, wait_for_redis
+from shared.log import configure_logging, register_secret, scrub
+from shared.queues import RedisUnavailable, check_memory_policy, redact_url, wait_for_redis
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
 
     from telegram import Update
+    from telegram.error import InvalidToken
 
     from bot.app import build_application
     from bot.service import QueueClient
 
-    client = QueueClient(settings.redis_url, settings.job_timeout)
+    client = QueueClient(
+        settings.redis_url,
+        settings.job_timeout,
+        result_ttl=settings.interactive_result_ttl,
+        failure_ttl=settings.interactive_result_ttl,
+    )
     try:
         wait_for_redis(client.conn, settings.redis_url)
+        check_memory_policy(client.conn)
     except RedisUnavailable as exc:
         print(f"sentiment-bot: {exc}", file=sys.stderr)
         return 2
@@ -54,7 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_per_minute=bot_settings.rate_per_minute,
         allowlist=len(bot_settings.allowed_users),
     )
-    app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=False)
+    try:
+        app.run_polling(allowed_updates=Update.ALL_TYPES, close_loop=False)
+    except InvalidToken:
+        # python-telegram-bot puts the token in this error's message: never print it.
+        log.error("bot_token_rejected", api_url=bot_settings.api_url)
+        print(
+            "sentiment-bot: the Bot API server rejected TELEGRAM_BOT_TOKEN (revoked, or mistyped?)",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:  # every other exit path goes through the scrubbing logger too
+        log.exception("bot_failed")
+        print(f"sentiment-bot: stopped: {scrub(str(exc))}", file=sys.stderr)
+        return 1
     log.info("bot_stopped")
     return 0
 

@@ -53,6 +53,7 @@ class SentimentBot:
         self.settings = settings
         self.client = client
         self.limiter = RateLimiter(settings.rate_per_minute)
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- gate -------------------------------------------------------------------------------
     async def gate(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -150,20 +151,19 @@ class SentimentBot:
                 )
             return
         outcome_name, job_id, version = "error", None, None
+        placeholder: Message | None = None
         typing = asyncio.ensure_future(self._typing(chat))
         try:
-            placeholder, submitted = await asyncio.gather(
+            sent, submitted = await asyncio.gather(
                 message.reply_text(render.PLACEHOLDER, do_quote=True),
                 self.client.submit(f"tg-{update.update_id}", text, self.settings.top_words),
                 return_exceptions=True,
             )
-            if isinstance(placeholder, BaseException):
-                raise placeholder
+            if isinstance(sent, BaseException):
+                raise sent
+            placeholder = sent
             if isinstance(submitted, BaseException):
-                log.error("enqueue_failed", **fields, reason=str(submitted))
-                await self._edit(placeholder, render.BUSY)
-                outcome_name = "redis_error"
-                return
+                raise submitted
             job_id = submitted
             outcome = await self.client.wait(job_id, self.settings.reply_timeout_s)
             if outcome is None:
@@ -182,7 +182,18 @@ class SentimentBot:
                 else:
                     await self._edit(placeholder, render.answer(text, answer, version))
                     outcome_name = answer["label"]
-        except (TelegramError, RedisError) as exc:
+        except RedisError as exc:
+            # Redis went away while we enqueued or waited: say so, and drop the job (best
+            # effort: Redis may still be away; the job's text then expires with its result).
+            outcome_name = "redis_error"
+            log.error("redis_failed", **fields, job_id=job_id, reason=str(exc))
+            if placeholder is not None:
+                await self._edit_quietly(placeholder, render.BUSY)
+            if job_id is not None:  # in the background: Redis may take a while to come back
+                cancelling = asyncio.ensure_future(self.client.cancel(job_id))
+                self._background.add(cancelling)
+                cancelling.add_done_callback(self._background.discard)
+        except TelegramError as exc:
             log.error("update_failed", **fields, job_id=job_id, reason=str(exc))
         finally:
             self.limiter.release(user_id)
@@ -208,6 +219,13 @@ class SentimentBot:
         message = update.effective_message
         if message is not None:
             await message.reply_text(text, parse_mode=ParseMode.HTML, do_quote=True)
+
+    async def _edit_quietly(self, placeholder: Message, text: str) -> None:
+        """Edit, logging (not raising) a Telegram error: we are already handling one."""
+        try:
+            await self._edit(placeholder, text)
+        except TelegramError as exc:
+            log.error("edit_failed", reason=str(exc))
 
     async def _edit(self, placeholder: Message, text: str) -> None:
         try:

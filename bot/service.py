@@ -16,11 +16,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from shared.queues import (
+    INTERACTIVE_RESULT_TTL_S,
+    JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
     SERVED_MODEL_KEY,
     Outcome,
@@ -35,24 +37,38 @@ log = structlog.get_logger(__name__)
 
 #: Longest single XREAD BLOCK (the client's socket timeout must be longer).
 BLOCK_SLICE_S = 5.0
+#: Tries to cancel a job while Redis is away (about a minute with the growing pause).
+CANCEL_ATTEMPTS = 15
 
 
 class QueueClient:
     """Enqueue reviews and await their results from the bot's event loop."""
 
-    def __init__(self, redis_url: str, job_timeout: int = 60) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        job_timeout: int = JOB_TIMEOUT_S,
+        result_ttl: int = INTERACTIVE_RESULT_TTL_S,
+        failure_ttl: int = INTERACTIVE_RESULT_TTL_S,
+    ) -> None:
         self.conn = connect(redis_url, check=False)
         self.aconn = aioredis.Redis.from_url(
             redis_url, socket_timeout=BLOCK_SLICE_S + 10, socket_connect_timeout=5
         )
         self.queue = get_queue(QUEUE_INTERACTIVE, self.conn)
         self.job_timeout = job_timeout
+        self.result_ttl, self.failure_ttl = result_ttl, failure_ttl
 
     async def submit(self, review_id: str, text: str, top_words: int) -> str:
         """Enqueue one review on the interactive queue; return the job id."""
         payload = make_payload([(review_id, text)], top_words)
         (job_id,) = await asyncio.to_thread(
-            enqueue_payloads, self.queue, [payload], timeout=self.job_timeout
+            enqueue_payloads,
+            self.queue,
+            [payload],
+            timeout=self.job_timeout,
+            result_ttl=self.result_ttl,
+            failure_ttl=self.failure_ttl,
         )
         return job_id
 
@@ -75,21 +91,30 @@ class QueueClient:
                     return result_outcome(job_id, result)
         return None
 
-    async def cancel(self, job_id: str) -> None:
-        """Drop a job nobody waits for any more (its late result would be discarded anyway)."""
+    async def cancel(self, job_id: str, attempts: int = CANCEL_ATTEMPTS) -> None:
+        """Drop a job nobody waits for any more: a job still queued is deleted with its text; one
+        already running finishes and its result expires with the interactive retention.  While
+        Redis is away, the cancellation is retried (with a growing pause) ``attempts`` times."""
 
         def cancel() -> None:
             try:
-                Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer).cancel()
-            except (
-                NoSuchJobError,
-                InvalidJobOperation,
-                RedisError,
-                ValueError,
-            ) as exc:  # finished or gone
+                job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
+                if job.get_status(refresh=False) == JobStatus.QUEUED:
+                    job.delete(remove_from_queue=True)
+            except (NoSuchJobError, InvalidJobOperation, ValueError) as exc:
                 log.debug("cancel_skipped", job_id=job_id, reason=str(exc))
 
-        await asyncio.to_thread(cancel)
+        pause = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.to_thread(cancel)
+                return
+            except RedisError as exc:
+                if attempt == attempts:
+                    log.warning("cancel_failed", job_id=job_id, reason=str(exc))
+                    return
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 5.0)
 
     async def served_model(self) -> dict[str, str]:
         """The workers' latest announcement of the version they serve."""

@@ -256,3 +256,67 @@ def test_missing_or_placeholder_token_fails_at_start_with_one_line() -> None:
         assert done.returncode == 2
         assert done.stderr.startswith("sentiment-bot: TELEGRAM_BOT_TOKEN")
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_redis_restarting_while_the_bot_waits_gives_busy_and_the_job_is_cancelled(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    """No worker: the bot waits on the result stream; Redis is killed and comes back."""
+    from redis import Redis
+
+    server = RedisServer(tmp_path / "redis", appendfsync="always")  # the queued job survives
+    server.start()
+    try:
+        env = {
+            **env_for(server.url, tiny_store),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "BOT_TIMEOUT_S": "60",
+        }
+        for bot in _start_bot(env, tmp_path, "restart"):
+            message = bot.fake.message(301, "A superb film")
+            bot.fake.push("message", message)
+            conn = Redis.from_url(server.url)
+            queue = "rq:queue:sentiment-interactive"
+            bot.fake.wait_for(lambda c=conn, q=queue: c.llen(q) == 1, timeout=30)
+            (job_id,) = [x.decode() for x in conn.lrange(queue, 0, -1)]
+            server.kill()
+            busy = bot.final_reply(message["message_id"], timeout=30)
+            assert "busy" in busy["text"]  # not "Analysing…" forever
+            server.start()
+            conn = Redis.from_url(server.url)
+            key = f"rq:job:{job_id}"
+            assert bot.fake.wait_for(lambda c=conn, k=key: not c.exists(k), 60)
+            assert conn.llen(queue) == 0  # cancelled: its text is gone from Redis
+            events = [e.get("event") for e in bot.log_lines()]
+            assert "redis_failed" in events and bot.proc.poll() is None
+    finally:
+        server.stop()
+
+
+def test_a_token_the_api_rejects_is_never_printed(tmp_path: Path) -> None:
+    """python-telegram-bot puts the token in InvalidToken's message; no exit path prints it."""
+    rejected = "987654321:AAtheApiRejectsThisOne_0123456789abcdef"
+    with RedisServer.temporary() as server, FakeTelegramServer() as fake:  # it accepts TOKEN only
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "TELEGRAM_BOT_TOKEN": rejected,
+            "TELEGRAM_API_URL": fake.url,
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "json",
+            "REDIS_URL": server.url,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "bot"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-2000:]
+    assert rejected not in output and rejected.split(":")[1] not in output
+    assert done.stderr.strip().splitlines()[-1].startswith("sentiment-bot: the Bot API server")
