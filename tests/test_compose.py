@@ -37,6 +37,8 @@ HADOLINT = shutil.which("hadolint") or (
     else None
 )
 OUR_SERVICES = ("worker", "bot", "trainer", "producer")
+# Compose refuses to start without a Redis password; the tests pass one as .env would.
+PASSWORD_ENV = {"REDIS_PASSWORD": "s3cret-for-tests"}
 
 
 def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
         return dict(yaml.safe_load(COMPOSE.read_text()))
     done = subprocess.run(
         [COMPOSE_BIN, "-f", str(COMPOSE), "--profile", "bot", "--profile", "tools", "config"],
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **PASSWORD_ENV, **(env or {})},
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -61,11 +63,22 @@ def test_a_real_compose_implementation_accepts_the_file() -> None:
     for profiles in ([], ["--profile", "bot"], ["--profile", "bot", "--profile", "tools"]):
         done = subprocess.run(
             [str(COMPOSE_BIN), "-f", str(COMPOSE), *profiles, "config", "-q"],
+            env={**os.environ, **PASSWORD_ENV},
             capture_output=True,
             text=True,
             cwd=REPO,
         )
         assert done.returncode == 0, done.stderr
+    # Without a password compose refuses to start, naming the setting.
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
+    done = subprocess.run(
+        [str(COMPOSE_BIN), "-f", str(COMPOSE), "config", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode != 0 and "REDIS_PASSWORD" in done.stderr
 
 
 def test_compose_shape_scaling_health_restart_profiles() -> None:
@@ -74,6 +87,15 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
     assert set(services) == {"redis", "worker", "bot", "rq-dashboard", "trainer", "producer"}
     redis = services["redis"]
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
+    # Password, memory cap and noeviction; every URL carries the password.
+    started = " ".join(redis["command"])
+    assert "--requirepass" in started and "--maxmemory-policy noeviction" in started
+    assert "--appendfsync everysec" in started
+    for name in ("worker", "bot", "trainer", "producer"):
+        url = services[name]["environment"]["REDIS_URL"]
+        if COMPOSE_BIN is not None:
+            assert url == "redis://:s3cret-for-tests@redis:6379/0", name
+    assert services["bot"]["environment"]["BOT_TOP_WORDS"] == "10" or COMPOSE_BIN is None
     assert any("/data" in str(v) for v in redis["volumes"])  # persistence
     for name in ("worker", "bot", "rq-dashboard", "producer"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,12 +20,13 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from rq.registry import StartedJobRegistry
+from rq import Queue, Worker
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared.local import RedisServer, free_port, start_producer, start_worker, wait_for_workers
 from shared.local import stop_processes as stop
-from shared.queues import QUEUE_BULK
+from shared.queues import QUEUE_BULK, WORKER_QUEUES
 from shared.store import ModelStore
 from tests.conftest import REPO, copy_store, env_for, publish_copy, synthetic_review
 
@@ -110,6 +112,29 @@ def test_producer_two_workers_output_and_rerun(
         )
         assert one.returncode == 0, one.stderr
         assert one.stdout.startswith("positive (") and "[+superb]" in one.stdout
+        # Anyone who can write to Redis can enqueue a job naming any function: refused.
+        conn = Redis.from_url(redis_url)
+        marker = tmp_path / "pwned"
+        for name in WORKER_QUEUES:
+            Queue(name, connection=conn, serializer=JSONSerializer).enqueue(
+                "os.system", f"touch {marker}"
+            )
+        failed = [FailedJobRegistry(q, connection=conn) for q in WORKER_QUEUES]
+        deadline = time.monotonic() + 30
+        while sum(f.count for f in failed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(f.count for f in failed) == 2 and not marker.exists()
+        refused = [e for log in logs for e in events(log, "job_refused")]
+        assert {e["function"] for e in refused} == {"os.system"}
+        again = subprocess.run(  # the same workers go on answering reviews
+            [sys.executable, "-m", "shared.commands.classify", "Dull and boring"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 0 and again.stdout.startswith("negative ("), again.stderr
     finally:
         stop(workers)
 
@@ -140,6 +165,11 @@ def test_hot_reload_while_jobs_flow(redis_url: str, store_copy: ModelStore, tmp_
         }
         failed = conn.zcard(f"rq:registry:failed:{QUEUE_BULK}")
         assert failed == 0
+        # The supervisor starts a worker process again when one dies.
+        before = {w.name: w.pid for w in Worker.all(connection=conn)}
+        os.kill(next(iter(before.values())), signal.SIGKILL)
+        wait_for_workers(redis_url, workers, [log], count=len(before) + 1)
+        assert workers[0].poll() is None
     finally:
         stop(workers)
 

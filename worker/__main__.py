@@ -31,6 +31,9 @@ from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
 
+#: Pause before restarting a dead worker process: doubles while it keeps dying within a minute.
+RESTART_PAUSE_S = (1.0, 30.0)
+
 
 def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str | None) -> int:
     """Load the model, then work; returns the exit code."""
@@ -68,18 +71,42 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
 
 
 def supervise(argv: Sequence[str], processes: int) -> int:
-    """Start ``processes`` workers as fresh interpreters; forward SIGTERM/SIGINT; wait for all."""
-    children = [subprocess.Popen([sys.executable, "-m", "worker", *argv]) for _ in range(processes)]
+    """Run ``processes`` workers as fresh interpreters (never forked after TensorFlow is loaded).
+
+    A worker that dies is started again (after a pause that grows while it keeps dying young);
+    SIGTERM/SIGINT are forwarded, and then every worker is waited for.
+    """
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "worker", *argv])
+
+    children = [spawn() for _ in range(processes)]
+    started = [time.monotonic()] * processes
+    pauses = [RESTART_PAUSE_S[0]] * processes
+    stopping: list[int] = []
 
     def forward(signum: int, _: Any) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    while any(c.poll() is None for c in children):
+    while not stopping:
+        for i, child in enumerate(children):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            lived = time.monotonic() - started[i]
+            pauses[i] = RESTART_PAUSE_S[0] if lived > 60 else min(2 * pauses[i], RESTART_PAUSE_S[1])
+            log.error("worker_process_died", pid=child.pid, exit_code=code, restart_in_s=pauses[i])
+            time.sleep(pauses[i])
+            if not stopping:
+                children[i], started[i] = spawn(), time.monotonic()
         time.sleep(0.2)
+    for child in children:
+        child.wait()
     return max((c.returncode or 0) for c in children)
 
 
