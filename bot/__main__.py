@@ -39,11 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from telegram.error import InvalidToken
 
     from bot.app import build_application
-    from bot.service import QueueClient
+    from shared.aqueue import AsyncQueueClient
 
-    client = QueueClient(
+    client = AsyncQueueClient(
         settings.redis_url,
-        settings.job_timeout,
+        job_timeout=settings.job_timeout,
         result_ttl=settings.interactive_result_ttl,
         failure_ttl=settings.interactive_result_ttl,
     )

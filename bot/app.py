@@ -31,7 +31,7 @@ from telegram.ext import (
 from bot import render
 from bot.config import BotSettings
 from bot.limits import RateLimiter
-from bot.service import QueueClient
+from shared.aqueue import AsyncQueueClient
 from shared.schema import review_error
 
 log = structlog.get_logger(__name__)
@@ -49,7 +49,7 @@ CONCURRENT_UPDATES = 256
 class SentimentBot:
     """Handler callbacks sharing the settings, the queue client and the rate limiter."""
 
-    def __init__(self, settings: BotSettings, client: QueueClient) -> None:
+    def __init__(self, settings: BotSettings, client: AsyncQueueClient) -> None:
         self.settings = settings
         self.client = client
         self.limiter = RateLimiter(settings.rate_per_minute)
@@ -252,7 +252,7 @@ def _after_command(message: Message) -> str:
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 
 
-def build_application(settings: BotSettings, client: QueueClient) -> AnyApplication:
+def build_application(settings: BotSettings, client: AsyncQueueClient) -> AnyApplication:
     """The python-telegram-bot Application, ready for ``run_polling()``."""
     bot = SentimentBot(settings, client)
 
