@@ -2,7 +2,7 @@
 # Two images from one file, installed the way .ci/run installs (pip install of this project's
 # extras from pyproject.toml):
 #   --target worker : TensorFlow, the workers and the training job; ships the published models
-#   --target light  : the bot and the producers, no TensorFlow (about a tenth of the size)
+#   --target light  : the bot, the HTTP API and the producers, no TensorFlow (about a tenth of the size)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
@@ -24,7 +24,7 @@ FROM base AS light
 # This project itself, with the version ranges of pyproject.toml (DL3013 is about pinning a
 # named package from the index).
 # hadolint ignore=DL3013
-RUN pip install ".[bot]"
+RUN pip install ".[bot,api]"
 USER 10001
 CMD ["sentiment-bot"]
 

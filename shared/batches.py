@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import sys
@@ -295,6 +296,49 @@ def results(
             yield from out
 
 
+class RowFormat:
+    """Output rows as lines of JSONL or CSV (one record per input row, CSV-quoted as needed):
+    the producer's file and the API's download are the same bytes."""
+
+    def __init__(self, fmt: str) -> None:
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"unknown output format {fmt!r}")
+        self.csv = fmt == "csv"
+        self._buffer = io.StringIO()
+        self._writer = csv.DictWriter(self._buffer, OUTPUT_FIELDS, extrasaction="ignore")
+
+    def header(self) -> str:
+        """What comes before the first row (the CSV header; nothing for JSONL)."""
+        if not self.csv:
+            return ""
+        self._writer.writeheader()
+        return self._take()
+
+    def line(self, row: dict[str, Any]) -> str:
+        """One row, with its line ending."""
+        if not self.csv:
+            clean = {k: v for k, v in row.items() if k != "source"}
+            clean.setdefault("error", None)
+            return json.dumps(clean, ensure_ascii=False) + "\n"
+        scores = row.get("scores") or {}
+        self._writer.writerow(
+            {
+                **row,
+                "negative": scores.get("negative"),
+                "positive": scores.get("positive"),
+                "top_words": " ".join(w for w, _ in row.get("top_words") or []),
+                "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
+            }
+        )
+        return self._take()
+
+    def _take(self) -> str:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+
 class OutputFile:
     """An output file written as rows arrive: CSV or JSONL by extension, one line (CSV: one
     record) per input row.  Created at once (an unwritable path fails before any work), written
@@ -307,32 +351,15 @@ class OutputFile:
             self._fh: IO[str] = self.part.open("w", newline="", encoding="utf-8")
         except OSError as exc:
             raise DataError(path, f"cannot write the output file: {exc.strerror or exc}") from exc
-        self.csv = path.suffix.lower() == ".csv"
-        self._writer: Any = None
-        if self.csv:
-            self._writer = csv.DictWriter(self._fh, OUTPUT_FIELDS, extrasaction="ignore")
-            self._writer.writeheader()
+        self.format = RowFormat("csv" if path.suffix.lower() == ".csv" else "jsonl")
+        self._fh.write(self.format.header())
         self.counts = {"positive": 0, "negative": 0, "error": 0}
 
     def write(self, row: dict[str, Any]) -> None:
         key = "error" if row.get("error") else row.get("label")
         if key in self.counts:
             self.counts[key] += 1
-        if self._writer is not None:
-            scores = row.get("scores") or {}
-            self._writer.writerow(
-                {
-                    **row,
-                    "negative": scores.get("negative"),
-                    "positive": scores.get("positive"),
-                    "top_words": " ".join(w for w, _ in row.get("top_words") or []),
-                    "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
-                }
-            )
-        else:
-            clean = {k: v for k, v in row.items() if k != "source"}
-            clean.setdefault("error", None)
-            self._fh.write(json.dumps(clean, ensure_ascii=False) + "\n")
+        self._fh.write(self.format.line(row))
 
     def commit(self) -> dict[str, int]:
         """Close and move into place; returns the label counts."""

@@ -214,6 +214,30 @@ def start_producer(
     return start("shared.commands.enqueue", [str(src), "-o", str(out), *args], env)
 
 
+def start_api(
+    env: Mapping[str, str], args: Sequence[str], log: Path, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """``sentiment-api args``, ready (``/healthz`` answers) on return; output to ``log``."""
+    import urllib.request
+
+    port = args[args.index("--port") + 1] if "--port" in args else "8000"
+    proc = start("api", args, env, log)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise LaunchError(f"sentiment-api exited at start:\n{_tail(log, 2000)}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise LaunchError(f"sentiment-api did not answer on port {port}:\n{_tail(log, 2000)}")
+        time.sleep(0.1)
+
+
 def wait_for_workers(
     redis_url: str,
     procs: Sequence[subprocess.Popen[bytes]],

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pytest
 import yaml
 
 from bench.fake_telegram import TOKEN, FakeTelegramServer
-from shared.local import RedisServer, stop_processes
+from shared.local import RedisServer, free_port, stop_processes
 from shared.store import ModelStore
 from tests.conftest import REPO
 
@@ -36,9 +37,13 @@ HADOLINT = shutil.which("hadolint") or (
     if Path(sys.executable).with_name("hadolint").exists()
     else None
 )
-OUR_SERVICES = ("worker", "bot", "trainer", "producer")
-# Compose refuses to start without a Redis password; the tests pass one as .env would.
-PASSWORD_ENV = {"REDIS_PASSWORD": "s3cret-for-tests"}
+OUR_SERVICES = ("worker", "bot", "api", "trainer", "producer")
+# Compose refuses to start without a Redis password (or the API without tokens); the tests pass
+# them as .env would.
+PASSWORD_ENV = {"REDIS_PASSWORD": "s3cret-for-tests", "API_TOKENS": "ops=api-token-for-tests-0123"}
+
+
+ALL_PROFILES = ["--profile", "bot", "--profile", "api", "--profile", "tools"]
 
 
 def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
     if COMPOSE_BIN is None:
         return dict(yaml.safe_load(COMPOSE.read_text()))
     done = subprocess.run(
-        [COMPOSE_BIN, "-f", str(COMPOSE), "--profile", "bot", "--profile", "tools", "config"],
+        [COMPOSE_BIN, "-f", str(COMPOSE), *ALL_PROFILES, "config"],
         env={**os.environ, **PASSWORD_ENV, **(env or {})},
         capture_output=True,
         text=True,
@@ -60,7 +65,7 @@ def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
     COMPOSE_BIN is None, reason="docker-compose not installed (.ci/run installs it)"
 )
 def test_a_real_compose_implementation_accepts_the_file() -> None:
-    for profiles in ([], ["--profile", "bot"], ["--profile", "bot", "--profile", "tools"]):
+    for profiles in ([], ["--profile", "bot"], ["--profile", "api"], ALL_PROFILES):
         done = subprocess.run(
             [str(COMPOSE_BIN), "-f", str(COMPOSE), *profiles, "config", "-q"],
             env={**os.environ, **PASSWORD_ENV},
@@ -84,7 +89,15 @@ def test_a_real_compose_implementation_accepts_the_file() -> None:
 def test_compose_shape_scaling_health_restart_profiles() -> None:
     spec = resolved()
     services = spec["services"]
-    assert set(services) == {"redis", "worker", "bot", "rq-dashboard", "trainer", "producer"}
+    assert set(services) == {
+        "redis",
+        "worker",
+        "bot",
+        "api",
+        "rq-dashboard",
+        "trainer",
+        "producer",
+    }
     redis = services["redis"]
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
     # Password, memory cap and noeviction; every URL carries the password.
@@ -97,9 +110,9 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
             assert url == "redis://:s3cret-for-tests@redis:6379/0", name
     assert services["bot"]["environment"]["BOT_TOP_WORDS"] == "10" or COMPOSE_BIN is None
     assert any("/data" in str(v) for v in redis["volumes"])  # persistence
-    for name in ("worker", "bot", "rq-dashboard", "producer"):
+    for name in ("worker", "bot", "api", "rq-dashboard", "producer"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
-    for name in ("redis", "worker", "bot", "rq-dashboard"):
+    for name in ("redis", "worker", "bot", "api", "rq-dashboard"):
         assert services[name]["restart"] == "unless-stopped", name
     worker = services["worker"]
     # Scalable with --scale worker=N: no fixed name, no host port.
@@ -110,6 +123,14 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
     assert services["producer"]["profiles"] == ["tools"]
     assert services["bot"]["profiles"] == ["bot"]
     assert worker["build"]["target"] == "worker" and services["bot"]["build"]["target"] == "light"
+    # The API: the light image, published on loopback only, healthy when /readyz answers.
+    api = services["api"]
+    assert api["build"]["target"] == "light" and services["api"]["profiles"] == ["api"]
+    assert all(
+        str(p.get("host_ip", p) if isinstance(p, dict) else p).startswith("127.0.0.1")
+        for p in api["ports"]
+    )
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
 
 
 def test_env_example_lists_every_variable() -> None:
@@ -123,6 +144,7 @@ def test_env_example_lists_every_variable() -> None:
     for path in [
         *REPO.glob("shared/**/*.py"),
         *REPO.glob("bot/*.py"),
+        *REPO.glob("api/*.py"),
         *REPO.glob("worker/**/*.py"),
     ]:
         in_code |= set(
@@ -140,7 +162,7 @@ def test_the_dockerfile_lints_clean_and_builds_both_images_from_the_project() ->
     assert done.returncode == 0, done.stdout + done.stderr
     text = (REPO / "Dockerfile").read_text()
     # The images install this project's extras, as .ci/run does (make install).
-    assert 'pip install ".[worker]"' in text and 'pip install ".[bot]"' in text
+    assert 'pip install ".[worker]"' in text and 'pip install ".[bot,api]"' in text
     assert "AS worker" in text and "AS light" in text
     # ... and .ci/run's `make install` installs `.[all,dev]`, which includes both extras.
     assert "'.[$(EXTRAS)]'" in (REPO / "Makefile").read_text()
@@ -170,6 +192,23 @@ def _local(
         "NO_PROXY": "127.0.0.1,localhost",
         "TF_THREADS": "1",
     }
+
+
+def _post_review(url: str, token: str, review: str) -> dict[str, Any]:
+    """``curl -u TOKEN: -F review=...`` against an API that may still be starting."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            answer = httpx.post(
+                f"{url}/v1/classify", auth=(token, ""), files={"review": (None, review)}, timeout=60
+            )
+            return dict(answer.json())
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _exe(argv: list[str]) -> list[str]:
@@ -227,6 +266,15 @@ def test_each_service_command_runs_locally_and_a_review_goes_through(
                 timeout=60,
             )
             assert answer
+            # The API service answers the tutorial's request through the same worker.
+            argv, env = _local(services["api"], url, paths)
+            port = str(free_port())
+            argv = [a if a != "0.0.0.0" else "127.0.0.1" for a in argv]
+            argv[argv.index("--port") + 1] = port
+            procs.append(subprocess.Popen(_exe(argv), env=env, stderr=subprocess.DEVNULL))
+            token = env["API_TOKENS"].partition("=")[2]
+            body = _post_review(f"http://127.0.0.1:{port}", token, "A superb, wonderful film.")
+            assert body["results"][0]["label"] == "positive"
         finally:
             stop_processes(procs, timeout=15)
     assert all(p.returncode is not None for p in procs)

@@ -3,6 +3,7 @@
 * ``shared`` imports no project package and nothing heavy (TensorFlow, Keras, Telegram, ...):
   the bot and the producers install and start without them.
 * ``bot`` imports ``shared`` only, never the worker or TensorFlow.
+* ``api`` (the HTTP API) imports ``shared`` only, never the worker, the bot or TensorFlow.
 * ``worker.model`` (the TensorFlow library) is imported only by ``worker``, ``worker.training``
   and ``bench``; the worker service does not import the offline tools (``worker.training``).
 * Nothing imports a command module (a console script's module, or a ``__main__``): commands are
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("shared", "worker", "bot", "bench", "tests")
-HEAVY = {"tensorflow", "keras", "telegram", "sklearn", "scipy", "matplotlib", "gensim"}
+PACKAGES = ("shared", "worker", "bot", "api", "bench", "tests")
+WEB = {"fastapi", "starlette", "uvicorn", "prometheus_client"}
+HEAVY = {"tensorflow", "keras", "telegram", "sklearn", "scipy", "matplotlib", "gensim", *WEB}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -77,8 +79,12 @@ def violations(root: Path) -> list[str]:
                     ),
                     (
                         pkg == "bot"
-                        and (top in HEAVY - {"telegram"} or top in ("worker", "bench")),
+                        and (top in HEAVY - {"telegram"} or top in ("worker", "api", "bench")),
                         "the bot never loads the worker or TensorFlow",
+                    ),
+                    (
+                        pkg == "api" and (top in HEAVY - WEB or top in ("worker", "bot", "bench")),
+                        "the API never loads the worker, the bot or TensorFlow",
                     ),
                     (
                         _within(target, "worker.model")
@@ -122,6 +128,11 @@ def test_models_is_data_not_a_package() -> None:
         ("worker/model/x.py", "from shared.commands.enqueue import run\n", "a command module"),
         ("worker/training/x.py", "from .commands import train\n", "a command module"),
         ("bench/x.py", "from tests.conftest import REPO\n", "bench never imports a test"),
+        ("api/x.py", "from shared.aqueue import AsyncQueueClient\n", None),
+        ("api/x.py", "import fastapi\n", None),
+        ("api/x.py", "def f():\n    import tensorflow\n", "the API never loads"),
+        ("api/x.py", "from bot.render import answer\n", "the API never loads"),
+        ("shared/x.py", "import fastapi\n", "shared stays light"),
     ],
 )
 def test_a_deliberate_violation_is_reported_and_an_allowed_import_is_not(

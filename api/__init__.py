@@ -1,0 +1,1 @@
+"""The HTTP API and its web page: a third producer on the workers' queues (no TensorFlow)."""

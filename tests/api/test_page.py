@@ -1,0 +1,122 @@
+"""The API's page in a real headless chromium (Selenium + chromedriver): type a review and see
+the label and the coloured words; upload a file, watch it finish and download the results.
+A screenshot of the answered page is kept as a test artifact."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.local import RedisServer, free_port, start_api, stop_processes, workers
+from shared.store import ModelStore
+from tests.conftest import env_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.redis_server,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="no chromium/chromedriver (.ci/run installs Debian's)",
+    ),
+]
+TOKEN = "page-token-0123456789abcdef"
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def site(tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("page")
+    with RedisServer.temporary() as server:
+        env = env_for(server.url, tiny_store)
+        with workers(env, 1, tmp):
+            port = free_port()
+            api = start_api({**env, "API_TOKENS": TOKEN}, ["--port", str(port)], tmp / "api.log")
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                stop_processes([api])
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1400"):
+        options.add_argument(arg)
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(tmp_path), "download.prompt_for_download": False},
+    )
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_type_a_review_see_label_and_heat_map_then_upload_and_download(
+    site: str, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(site + "/")
+    assert "Text classifier API tester" in browser.page_source
+    token = browser.find_element(By.ID, "token")  # the server requires a token: the page asks
+    assert token.is_displayed()
+    token.send_keys(TOKEN)
+    review = "A superb, wonderful film. <b>Not</b> boring at all!"
+    browser.find_element(By.ID, "review").send_keys(review)
+    browser.find_element(By.ID, "classify").click()
+    label = wait.until(ec.visibility_of_element_located((By.ID, "label")))
+    assert label.text == "positive"
+    assert "% confident" in browser.find_element(By.ID, "confidence").text
+    heat = browser.find_element(By.ID, "heatmap")
+    assert heat.text == review  # the review as typed: markup shown as text, not rendered
+    marked = heat.find_elements(By.CSS_SELECTOR, "span.w")
+    assert {m.text for m in marked} >= {"superb", "wonderful"}
+    assert all("background" in (m.get_attribute("style") or "") for m in marked)
+    assert browser.find_element(By.ID, "version").text.startswith("model tiny/")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "api-page.png"))
+    assert (ARTIFACTS / "api-page.png").stat().st_size > 10_000
+
+    src = tmp_path / "reviews.txt"
+    src.write_text("A superb film.\nAwful and boring.\n\n<i>great</i> acting\n")
+    browser.find_element(By.ID, "file").send_keys(str(src))
+    browser.find_element(By.ID, "upload").click()
+    link = wait.until(ec.visibility_of_element_located((By.ID, "download-jsonl")))
+    assert browser.find_element(By.ID, "batch-status").text.strip() == "4 / 4 lines"
+    link.click()
+    downloaded = tmp_path / f"{link.get_attribute('download')}"
+    wait.until(lambda _: downloaded.exists())  # chromium renames its .crdownload when done
+    lines = downloaded.read_text().splitlines()
+    assert len(lines) == 4 and '"error": "empty review"' in lines[2]
+    browser.save_screenshot(str(ARTIFACTS / "api-page-batch.png"))
+
+
+def test_a_wrong_token_shows_a_clear_error(site: str, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(site + "/")
+    browser.find_element(By.ID, "token").send_keys("not-the-token-at-all")
+    browser.find_element(By.ID, "review").send_keys("fine")
+    browser.find_element(By.ID, "classify").click()
+    error = WebDriverWait(browser, 30).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#result .error"))
+    )
+    assert "not valid" in error.text
