@@ -61,6 +61,7 @@ def test_no_job_is_lost_over_hundreds_of_random_kills_and_stops(
 
     ids = _enqueue(conn, 1500, 0)
     procs = [spawn() for _ in range(WORKERS)]
+    stopped: list[subprocess.Popen[bytes]] = []  # SIGTERMed: each must exit by itself
     kills = stops = 0
     try:
         while kills + stops < INTERRUPTIONS:
@@ -73,6 +74,7 @@ def test_no_job_is_lost_over_hundreds_of_random_kills_and_stops(
                 kills += 1
             else:
                 procs[victim].send_signal(signal.SIGTERM)  # finishes its job, then exits
+                stopped.append(procs[victim])
                 stops += 1
             procs[victim] = spawn()
         # Calm: steady workers finish everything, the dead workers' jobs included (their
@@ -83,8 +85,16 @@ def test_no_job_is_lost_over_hundreds_of_random_kills_and_stops(
             statuses = [Job(i, connection=conn).get_status(refresh=True) for i in pending]
             pending = [i for i, s in zip(pending, statuses, strict=True) if s not in DONE]
             time.sleep(0.5)
+        # A warm shutdown ends the worker whatever it was doing when the signal came.
+        lingering = []
+        for proc in stopped:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                lingering.append(proc.args[-1])
+        assert lingering == [], f"SIGTERMed workers still running: {lingering}"
     finally:
-        stop_processes(procs, timeout=15)
+        stop_processes(procs + stopped, timeout=15)
     jobs = Job.fetch_many(ids, connection=conn, serializer=JSONSerializer)
     statuses = collections.Counter(j.get_status() if j else None for j in jobs)
     runs = collections.Counter(x.decode() for x in conn.lrange(EXECUTIONS, 0, -1))

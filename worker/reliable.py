@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.worker import WorkerStatus
@@ -65,6 +65,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         self._redis_trouble: str | None = None
         self._backoff = BACKOFF_S[0]
         self._housekept = float("-inf")
+        self._busy = False  # between registering a job and its end (read by the signal handler)
 
     # -- taking jobs ----------------------------------------------------------------------
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -80,6 +81,8 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         self.procline("Listening on " + ",".join(self.queue_names()))
         keys = [q.key for q in self._ordered_queues]
         while True:
+            if self._stop_requested:
+                return None  # the work loop ends, teardown releases nothing (nothing taken)
             try:
                 self.housekeeping()
                 found = reliable.take(self.connection, self.name, keys)
@@ -136,6 +139,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             reliable.started(pipeline, self.name, job.id)
             pipeline.execute()
         self.executions[execution.id] = execution
+        self._busy = True
         return execution
 
     # -- running jobs ---------------------------------------------------------------------
@@ -166,6 +170,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             log.error("job_result_not_saved", job_id=job.id, reason=str(exc))
             self._redis_trouble_wait(exc)
         finally:
+            self._busy = False
             done.set()
             beat.join()
         self._set_idle()
@@ -205,6 +210,15 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         return HEARTBEAT_TTL_S
 
     # -- stopping, and Redis trouble --------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Warm shutdown (first SIGTERM/SIGINT), decided without Redis: RQ's version asks Redis
+        for the worker's state from inside the signal handler, on a client the interrupted code
+        may be using, and a worker was seen looping on after such a signal.  Busy: finish the
+        job, then stop.  Otherwise stop now (what was taken goes back in ``register_death``)."""
+        self._stop_requested = True
+        if not self._busy:
+            raise StopRequested()
+
     def register_death(self) -> None:
         """Put back what we took but did not start, then deregister (RQ's)."""
         try:
