@@ -188,6 +188,39 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         )
         self._set_idle()
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check of ``rq suspend`` at the top of its loop (it writes the heartbeat in the
+        same transaction): a full or absent Redis is waited out here, not a reason to quit."""
+        while True:
+            try:
+                super().check_for_suspension(burst)
+                return
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not redis_out_of_memory(exc):
+                    raise
+                self._redis_trouble_wait(exc)
+                if self._stop_requested:
+                    return
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's registry cleaning (top of its loop): skipped, not fatal, while Redis refuses."""
+        try:
+            super().run_maintenance_tasks()
+        except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and not redis_out_of_memory(exc):
+                raise
+            log.warning("maintenance_failed", reason=str(exc))
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's heartbeat (also called by its work loop after every job), tolerating a Redis
+        that refuses writes or is away: the worker carries on and the next one succeeds."""
+        try:
+            super().heartbeat(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and not redis_out_of_memory(exc):
+                raise
+            log.warning("heartbeat_failed", reason=str(exc))
+
     def _set_idle(self) -> None:
         """Mark the worker idle; a Redis that refuses the write (full, away) is waited out by
         the loop, not a reason to quit (the state is cosmetic: ``rq info``)."""
