@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 #: Upload names keep only their format suffix (the producer picks the reader by it).
 SUFFIXES = (".tar.gz", ".tgz", ".csv", ".jsonl", ".ndjson", ".txt", ".tsv")
 BATCH_ID = re.compile(r"^[0-9a-f]{24}$")
+STREAM_PIECE_CHARS = 1 << 16
 OPEN_PATHS = {
     "/",
     "/healthz",
@@ -434,9 +435,17 @@ def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = Fals
         formatter = batches.RowFormat(format)
 
         def lines() -> Iterator[str]:
-            yield formatter.header()
+            # Starlette hops to a thread for each item of a sync iterator: yield ~64 KB pieces.
+            piece = [formatter.header()]
+            size = len(piece[0])
             for row in batches.results(state["conn"], batch_id, progress=False):
-                yield formatter.line(row)
+                line = formatter.line(row)
+                piece.append(line)
+                size += len(line)
+                if size >= STREAM_PIECE_CHARS:
+                    yield "".join(piece)
+                    piece, size = [], 0
+            yield "".join(piece)
 
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(

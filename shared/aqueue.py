@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 
 #: Longest single XREAD BLOCK (the client's socket timeout must be longer).
 BLOCK_SLICE_S = 5.0
+#: Connections to Redis at most (Redis's own default limit is 10,000 clients).
+MAX_CONNECTIONS = 2000
+#: How long a request waits for a free connection when all are in use.
+POOL_WAIT_S = 20.0
 #: Tries to cancel a job while Redis is away (about a minute with the growing pause).
 CANCEL_ATTEMPTS = 15
 #: Statuses of a job that is in flight or answered: enqueueing it again would run it twice.
@@ -90,12 +94,17 @@ class AsyncQueueClient:
         # The sync client is used at start (readiness checks) and by cancel(); RQ's Queue needs
         # one to build jobs, but never talks to Redis through it when enqueueing here.
         self.conn = connect(redis_url, check=False)
-        self.aconn = aioredis.Redis.from_url(
+        # Each waiting request holds a connection in XREAD BLOCK.  A blocking pool makes a
+        # burst beyond ``max_connections`` wait for a free connection (up to POOL_WAIT_S)
+        # instead of failing with "Too many connections" (redis-py's default cap is 100).
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
+            max_connections=max_connections or MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             socket_timeout=BLOCK_SLICE_S + 10,
             socket_connect_timeout=5,
-            max_connections=max_connections,
         )
+        self.aconn = aioredis.Redis.from_pool(pool)
         self.queue = get_queue(queue, self.conn)
         self.job_timeout = job_timeout
         self.result_ttl, self.failure_ttl = result_ttl, failure_ttl
