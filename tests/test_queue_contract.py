@@ -134,6 +134,51 @@ def test_hot_reload_swaps_only_to_a_version_that_loads(
     assert holder.get().model_version == "tiny/v0002"  # kept serving the good version
 
 
+def test_the_watcher_refuses_any_broken_version_and_then_serves_a_good_one(
+    tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    """A manifest without ``sequence_length`` (KeyError before the fix) and a model file that is
+    not a model (an unexpected error while loading) are refused with a log line; the watcher
+    thread keeps watching and serves the good version published next."""
+    import time
+
+    import structlog.testing
+
+    store = copy_store(tiny_store, tmp_path / "store")
+    holder = ModelHolder(store)
+    holder.load()
+    holder.watch(interval=0.05)
+    try:
+
+        def no_sequence_length(folder: Path, manifest: dict[str, Any]) -> None:
+            manifest.pop("sequence_length", None)
+            manifest.get("preprocessing", {}).pop("sequence_length", None)
+
+        def not_a_model(folder: Path, manifest: dict[str, Any]) -> None:
+            (folder / "model.keras").write_bytes(b"PK\x03\x04 not a model")
+
+        for edit in (no_sequence_length, not_a_model):
+            with structlog.testing.capture_logs() as logs:
+                broken = publish_copy(store, edit=edit)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not [
+                    e for e in logs if e.get("refused") == broken.version
+                ]:
+                    time.sleep(0.05)
+            refusals = [e for e in logs if e.get("refused") == broken.version]
+            assert refusals and refusals[0]["event"] == "model_reload_failed", logs
+            assert not holder.maybe_reload()
+            assert holder.get().model_version == "tiny/v0001"
+        good = publish_copy(store)
+        deadline = time.monotonic() + 60
+        while not holder.maybe_reload() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder.get().model_version == f"tiny/{good.version}"
+        assert holder._watcher is not None and holder._watcher.is_alive()
+    finally:
+        holder.stop()
+
+
 def test_schema_rejects_bad_envelopes() -> None:
     for bad in [
         None,

@@ -320,3 +320,18 @@ def test_a_token_the_api_rejects_is_never_printed(tmp_path: Path) -> None:
     assert done.returncode == 2, output[-2000:]
     assert rejected not in output and rejected.split(":")[1] not in output
     assert done.stderr.strip().splitlines()[-1].startswith("sentiment-bot: the Bot API server")
+
+
+def test_a_top_words_setting_out_of_range_is_refused_at_start() -> None:
+    """BOT_TOP_WORDS=101 used to be accepted and then turn every review into "workers busy"."""
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "BOT_TOP_WORDS": "101",
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "sentiment-bot: BOT_TOP_WORDS must be <= 100, got 101"

@@ -120,3 +120,21 @@ def test_an_archive_member_that_inflates_too_far_is_refused_unread(tmp_path: Pat
     assert "longer than" in (got[1].error or "")
     with pytest.raises(DataError, match="longer than"):
         list(read_reviews(archive, split="test"))
+
+
+def test_top_words_over_the_limit_is_refused_before_any_work(tmp_path: Path) -> None:
+    """``--top-words 101`` used to raise SchemaError mid-run; now the command line says no."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_text("fine\n")
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:9/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.commands.enqueue", str(src), "--top-words", "101"],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--top-words must be in 0..100" in done.stderr
