@@ -10,8 +10,6 @@ line give the same results (and share the same jobs).
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import shutil
 import tempfile
 import time
@@ -25,23 +23,21 @@ from fastapi import Depends, FastAPI, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
-from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics
 from api.auth import Denied, RateLimiter, Tokens
 from api.config import ApiSettings
+from api.errors import ApiError, BodyLimit, error_response
+from api.inputs import CLASSIFY_BODY, read_reviews_from, upload_name, with_highlights
 from api.page import render_page
+from api.progress import batch_progress, check_batch_id
 from shared import batches
 from shared.aqueue import AsyncQueueClient
 from shared.config import Settings
 from shared.datasets import DataError
-from shared.highlight import word_spans
 from shared.queues import QUEUE_BULK, connect, redis_out_of_memory
 from shared.schema import (
-    MAX_ID_CHARS,
-    MAX_REVIEWS_PER_JOB,
     MAX_TOP_WORDS,
     make_payload,
     review_error,
@@ -49,77 +45,7 @@ from shared.schema import (
 
 log = structlog.get_logger(__name__)
 
-#: Upload names keep only their format suffix (the producer picks the reader by it).
-SUFFIXES = (".tar.gz", ".tgz", ".csv", ".jsonl", ".ndjson", ".txt", ".tsv")
-BATCH_ID = re.compile(r"^[0-9a-f]{24}$")
 STREAM_PIECE_CHARS = 1 << 16
-OPEN_PATHS = {
-    "/",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/docs",
-    "/openapi.json",
-    "/docs/oauth2-redirect",
-}
-
-
-class ApiError(Exception):
-    """An answer other than 2xx: status, message (the JSON body's ``error``), headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """413 for a body over the limit, whether announced (Content-Length) or streamed."""
-
-    class TooLarge(Exception):
-        pass
-
-    def __init__(self, app: ASGIApp, default: int, uploads: int) -> None:
-        self.app, self.default, self.uploads = app, default, uploads
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.uploads if scope["path"] == "/v1/batches" else self.default
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        too_large = error_response(413, f"request body over the limit of {limit:,} bytes")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await too_large(scope, receive, send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyLimit.TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyLimit.TooLarge:
-            if not started:
-                await too_large(scope, receive, send)
 
 
 def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = False) -> FastAPI:
@@ -262,54 +188,7 @@ def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = Fals
     @app.post(
         "/v1/classify",
         tags=["classify"],
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"review": {"type": "string"}},
-                            "required": ["review"],
-                        }
-                    },
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [
-                                {
-                                    "type": "object",
-                                    "properties": {"review": {"type": "string"}},
-                                    "required": ["review"],
-                                },
-                                {
-                                    "type": "object",
-                                    "properties": {
-                                        "reviews": {
-                                            "type": "array",
-                                            "maxItems": MAX_REVIEWS_PER_JOB,
-                                            "items": {
-                                                "oneOf": [
-                                                    {"type": "string"},
-                                                    {
-                                                        "type": "object",
-                                                        "properties": {
-                                                            "id": {"type": "string"},
-                                                            "text": {"type": "string"},
-                                                        },
-                                                        "required": ["text"],
-                                                    },
-                                                ]
-                                            },
-                                        }
-                                    },
-                                    "required": ["reviews"],
-                                },
-                            ]
-                        }
-                    },
-                },
-                "required": True,
-            }
-        },
+        openapi_extra={"requestBody": CLASSIFY_BODY},
     )
     async def classify(
         request: Request,
@@ -456,144 +335,4 @@ def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = Fals
             },
         )
 
-    def check_batch_id(batch_id: str) -> None:
-        if not BATCH_ID.match(batch_id):
-            raise ApiError(404, f"no batch {batch_id[:64]!r} (ids are 24 hex digits)")
-
-    async def read_reviews_from(request: Request) -> tuple[list[tuple[str, Any]], bool]:
-        """(id, text) pairs from a form or JSON body, and whether it was a single review."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            try:
-                form = await request.form(max_files=1, max_fields=16)
-            except UnicodeDecodeError as exc:
-                raise ApiError(400, "the form is not valid UTF-8") from exc
-            value = form.get("review")
-            if value is None:
-                raise ApiError(422, "missing form field 'review' (curl -F review='...')")
-            if isinstance(value, StarletteUpload):  # curl -F review=@file.txt
-                raw = await value.read()
-                try:
-                    value = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise ApiError(400, "the review is not valid UTF-8 text") from exc
-            return [("1", value)], True
-        if kind == "application/json":
-            raw = await request.body()
-            try:
-                body = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ApiError(400, "the body is not valid UTF-8") from exc
-            except json.JSONDecodeError as exc:
-                raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
-            return reviews_from_json(body)
-        raise ApiError(
-            415,
-            "send the review as a form field (multipart/form-data or urlencoded: review=...) "
-            'or as JSON ({"review": ...} or {"reviews": [...]})',
-        )
-
     return app
-
-
-def upload_name(filename: str | None) -> str:
-    """The uploaded file's own name (review ids are ``name:line``, as for the producer), made
-    safe for a path: no folders, no odd characters, at most 100 characters."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "upload.txt").name).lstrip(".")
-    name = name[-100:] or "upload.txt"
-    if not name.lower().endswith(SUFFIXES):
-        name += ".txt"
-    return name
-
-
-def reviews_from_json(body: Any) -> tuple[list[tuple[str, Any]], bool]:
-    """(id, text) pairs from ``{"review": ...}`` or ``{"reviews": [text or {id, text}, ...]}``."""
-    if not isinstance(body, dict) or ("review" in body) == ("reviews" in body):
-        raise ApiError(422, 'the JSON body needs exactly one of "review" or "reviews"')
-    if "review" in body:
-        if not isinstance(body["review"], str):
-            raise ApiError(422, '"review" must be a string')
-        return [("1", body["review"])], True
-    reviews = body["reviews"]
-    if not isinstance(reviews, list) or not reviews:
-        raise ApiError(422, '"reviews" must be a non-empty list')
-    if len(reviews) > MAX_REVIEWS_PER_JOB:
-        raise ApiError(
-            413,
-            f"at most {MAX_REVIEWS_PER_JOB} reviews per request (got {len(reviews)}); "
-            "upload a file to /v1/batches for more",
-        )
-    out: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    for i, item in enumerate(reviews):
-        rid, text = (
-            (item.get("id", str(i + 1)), item.get("text"))
-            if isinstance(item, dict)
-            else (
-                str(i + 1),
-                item,
-            )
-        )
-        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
-            raise ApiError(422, f"reviews[{i}].id must be a string of 1-{MAX_ID_CHARS} characters")
-        if rid in seen:
-            raise ApiError(422, f"reviews[{i}].id {rid!r} repeats an earlier id")
-        seen.add(rid)
-        out.append((rid, text))  # a text that is not a string gets its own per-review error
-    return out, False
-
-
-def with_highlights(text: str, item: dict[str, Any]) -> dict[str, Any]:
-    """The worker's result plus ``highlights``: spans of the review's own text, each with its
-    word's weight toward *positive* (the worker's weights lean toward its label)."""
-    if item.get("error"):
-        return item
-    sign = 1.0 if item["label"] == "positive" else -1.0
-    pairs = item.get("tokens") or item.get("top_words") or []
-    sums: dict[str, list[float]] = {}
-    for token, weight in pairs:
-        sums.setdefault(str(token), []).append(float(weight))
-    weights = {t: sign * sum(ws) / len(ws) for t, ws in sums.items()}
-    spans = word_spans(text, weights)
-    return {**item, "highlights": [[s.start, s.end, round(s.weight, 4)] for s in spans]}
-
-
-async def batch_progress(aconn: Any, batch_id: str) -> dict[str, Any]:
-    """Rows and jobs of a batch, and how many jobs have ended (status fields only)."""
-    meta_raw = await aconn.hgetall(batches.BATCH_KEY.format(batch_id))
-    if not meta_raw:
-        raise ApiError(404, f"batch {batch_id}: unknown or expired batch id")
-    meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
-    windows = await aconn.lrange(batches.WINDOWS_KEY.format(batch_id), 0, -1)
-    jobs: list[tuple[str, int]] = []
-    for raw in windows:
-        window = batches.Window.from_json(raw)
-        jobs.extend((job_id, len(rows)) for job_id, rows in window.jobs)
-    counts = {"finished": 0, "failed": 0}
-    answered = 0
-    async with aconn.pipeline(transaction=False) as pipe:
-        for job_id, _ in jobs:
-            pipe.hget(f"rq:job:{job_id}", "status")
-        statuses = await pipe.execute() if jobs else []
-    for (_, size), raw in zip(jobs, statuses, strict=True):
-        status = raw.decode() if raw else "expired"
-        if status == "finished":
-            counts["finished"] += 1
-            answered += size
-        elif status in ("failed", "stopped", "canceled", "expired"):
-            counts["failed"] += 1
-            answered += size
-    rows, invalid = int(meta["rows"]), int(meta["invalid"])
-    done = counts["finished"] + counts["failed"]
-    return {
-        "batch_id": batch_id,
-        "rows": rows,
-        "invalid": invalid,
-        "jobs": len(jobs),
-        "jobs_finished": counts["finished"],
-        "jobs_failed": counts["failed"],
-        "rows_done": answered + invalid,
-        "progress": round((answered + invalid) / rows, 4) if rows else 1.0,
-        "complete": done == len(jobs),
-        "results_url": f"/v1/batches/{batch_id}/results",
-    }
