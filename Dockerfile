@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Two images from one file, installed the way .ci/run installs (pip install of this project's
+# Three images from one file, installed the way .ci/run installs (pip install of this project's
 # extras from pyproject.toml):
 #   --target worker : TensorFlow, the workers and the training job; ships the published models
 #   --target light  : the bot, the HTTP API and the producers, no TensorFlow (about a tenth of the size)
+#   --target dashboard : rq-dashboard (pinned) on the same RQ as the workers, with our JSON jobs
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
@@ -19,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY worker ./worker
 COPY bot ./bot
+COPY api ./api
 
 FROM base AS light
 # This project itself, with the version ranges of pyproject.toml (DL3013 is about pinning a
@@ -27,6 +29,13 @@ FROM base AS light
 RUN pip install ".[bot,api]"
 USER 10001
 CMD ["sentiment-bot"]
+
+FROM base AS dashboard
+# hadolint ignore=DL3013
+RUN pip install ".[dashboard]"
+USER 10001
+EXPOSE 9181
+CMD ["rq-dashboard", "--json", "--bind", "0.0.0.0", "--port", "9181"]
 
 FROM base AS worker
 # hadolint ignore=DL3013

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,9 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
         for p in api["ports"]
     )
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    # The dashboard: built here (pinned), reading our JSON jobs.
+    dashboard = services["rq-dashboard"]
+    assert dashboard["build"]["target"] == "dashboard" and "--json" in dashboard["command"]
 
 
 def test_env_example_lists_every_variable() -> None:
@@ -163,7 +167,11 @@ def test_the_dockerfile_lints_clean_and_builds_both_images_from_the_project() ->
     text = (REPO / "Dockerfile").read_text()
     # The images install this project's extras, as .ci/run does (make install).
     assert 'pip install ".[worker]"' in text and 'pip install ".[bot,api]"' in text
-    assert "AS worker" in text and "AS light" in text
+    assert "AS worker" in text and "AS light" in text and "AS dashboard" in text
+    # Every package of the project is in the images.
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for top in {p.split(".")[0] for p in packages["packages"]}:
+        assert f"COPY {top} ./{top}" in text, top
     # ... and .ci/run's `make install` installs `.[all,dev]`, which includes both extras.
     assert "'.[$(EXTRAS)]'" in (REPO / "Makefile").read_text()
     assert re.search(

@@ -1,0 +1,121 @@
+"""rq-dashboard, as compose runs it (pinned 0.9.0, ``--json``), against a real redis-server with
+our finished, failed and started jobs: every job page opens (HTTP 200) and shows the job."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from shared.local import RedisServer, free_port, start, stop_processes, workers
+from shared.queues import QUEUE_BULK, collect, enqueue_payloads, get_queue
+from shared.schema import make_payload
+from shared.store import ModelStore
+from tests.conftest import env_for
+
+DASHBOARD = Path(sys.executable).with_name("rq-dashboard")
+pytestmark = [
+    pytest.mark.redis_server,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+    pytest.mark.skipif(not DASHBOARD.exists(), reason="rq-dashboard not installed (dev extra)"),
+]
+
+
+def dashboard(redis_url: str, port: int, log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [str(DASHBOARD), "--redis-url", redis_url, "--bind", "127.0.0.1", "--port", str(port),
+         *flags],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def jobs(tiny_store: ModelStore, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Redis holding a finished, a failed and a started job of ours."""
+    from tests.light_worker import PAUSE
+
+    with RedisServer.temporary() as server:
+        conn = Redis.from_url(server.url)
+        env = env_for(server.url, tiny_store)
+        with workers(env, 1, tmp_path):
+            queue = get_queue(QUEUE_BULK, conn)
+            (finished,) = enqueue_payloads(queue, [make_payload([("r1", "A superb film.")])])
+            assert collect(conn, [finished], timeout=60)[finished].result is not None
+            failed = Queue(QUEUE_BULK, connection=conn, serializer=JSONSerializer).enqueue(
+                "os.system", "true"
+            )
+            deadline = time.monotonic() + 30
+            while failed.get_status(refresh=True).value != "failed":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        light = start("tests.light_worker", ["dash-light"], env, tmp_path / "light.log")
+        try:
+            started = queue.enqueue(PAUSE, 30.0)
+            deadline = time.monotonic() + 60
+            while started.get_status(refresh=True).value != "started":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            yield server.url, {"finished": finished, "failed": failed.id, "started": started.id}
+        finally:
+            light.kill()
+            light.wait()
+
+
+def test_every_job_page_opens_and_shows_the_job(
+    jobs: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    redis_url, ids = jobs
+    port = free_port()
+    proc = dashboard(redis_url, port, tmp_path / "dashboard.log", "--json")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for status, job_id in ids.items():
+            page = httpx.get(f"{base}/0/view/job/{job_id}", timeout=30)
+            assert page.status_code == 200 and job_id in page.text, status
+            data = httpx.get(f"{base}/0/data/job/{job_id}.json", timeout=30)
+            assert data.status_code == 200, (status, data.text[:500])
+            job = data.json()
+            assert job["status"] == status
+            if status == "finished":
+                result = job["result"]
+                assert result["results"][0]["label"] == "positive"
+                assert result["model_version"].startswith("tiny/")
+            if status == "failed":
+                assert "refused" in (job["exc_info"] or "")
+        queues = httpx.get(f"{base}/0/data/queues.json", timeout=30).json()
+        assert {q["name"] for q in queues["queues"]} >= {"sentiment-bulk"}
+    finally:
+        stop_processes([proc])
+
+
+def test_without_json_the_job_page_data_fails_as_reported(
+    jobs: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Why compose passes --json: the default (pickle) serializer cannot read our jobs."""
+    redis_url, ids = jobs
+    port = free_port()
+    proc = dashboard(redis_url, port, tmp_path / "dashboard.log")
+    try:
+        data = httpx.get(f"http://127.0.0.1:{port}/0/data/job/{ids['finished']}.json", timeout=30)
+        assert data.status_code == 500
+    finally:
+        stop_processes([proc])
