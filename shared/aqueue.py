@@ -24,7 +24,6 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
-from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -33,17 +32,17 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.queues import (
     INTERACTIVE_RESULT_TTL_S,
-    JOB_RETRIES,
     JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
     SERVED_MODEL_KEY,
     Outcome,
     connect,
     get_queue,
+    job_data,
     job_id_for,
     result_outcome,
 )
-from shared.schema import JOB_FUNCTION, make_payload
+from shared.schema import make_payload
 
 log = structlog.get_logger(__name__)
 
@@ -144,16 +143,7 @@ class AsyncQueueClient:
                     reused.append(job_id)
                 continue
             datas.append(
-                Queue.prepare_data(
-                    JOB_FUNCTION,
-                    args=(payload,),
-                    job_id=job_id,
-                    timeout=self.job_timeout,
-                    result_ttl=self.result_ttl,
-                    failure_ttl=self.failure_ttl,
-                    retry=Retry(max=JOB_RETRIES),
-                    description=f"{len(payload['reviews'])} reviews",
-                )
+                job_data(payload, job_id, self.job_timeout, self.result_ttl, self.failure_ttl)
             )
         if datas:
             self.queue.enqueue_many(datas, pipeline=recorder)  # type: ignore[arg-type]

@@ -161,6 +161,22 @@ def job_id_for(payload: dict[str, Any]) -> str:
     return JOB_ID_PREFIX + digest.hexdigest()[:32]
 
 
+def job_data(
+    payload: dict[str, Any], job_id: str, timeout: int, result_ttl: int, failure_ttl: int
+) -> Any:
+    """RQ's description of one classification job (``Queue.enqueue_many`` takes a list)."""
+    return Queue.prepare_data(
+        JOB_FUNCTION,
+        args=(payload,),
+        job_id=job_id,
+        timeout=timeout,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
+        retry=Retry(max=JOB_RETRIES),
+        description=f"{len(payload['reviews'])} reviews",
+    )
+
+
 def enqueue_payloads(
     queue: Queue,
     payloads: Sequence[dict[str, Any]],
@@ -200,18 +216,7 @@ def enqueue_payloads(
                 if status == JobStatus.FINISHED:
                     reused.append(job_id)
                 continue
-            datas.append(
-                Queue.prepare_data(
-                    JOB_FUNCTION,
-                    args=(payload,),
-                    job_id=job_id,
-                    timeout=timeout,
-                    result_ttl=result_ttl,
-                    failure_ttl=failure_ttl,
-                    retry=Retry(max=JOB_RETRIES),
-                    description=f"{len(payload['reviews'])} reviews",
-                )
-            )
+            datas.append(job_data(payload, job_id, timeout, result_ttl, failure_ttl))
         if datas:
             with queue.connection.pipeline() as pipe:
                 queue.enqueue_many(datas, pipeline=pipe)
