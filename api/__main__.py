@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from api.app import create_app
 
-    app = create_app(settings, api_settings, insecure_local=args.insecure_local)
+    app = create_app(settings, api_settings)  # no tokens: --insecure-local, checked above
     log.info(
         "api_starting",
         url=f"http://{args.host}:{args.port}/",

@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 STREAM_PIECE_CHARS = 1 << 16
 
 
-def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = False) -> FastAPI:
+def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     """The application; Redis clients are opened at startup and closed at shutdown."""
     tokens = Tokens(api.tokens)
     limiter = RateLimiter(api.rate_per_minute)
@@ -267,12 +267,10 @@ def create_app(settings: Settings, api: ApiSettings, insecure_local: bool = Fals
             with path.open("wb") as fh:
                 while chunk := await file.read(1 << 20):
                     fh.write(chunk)
-            options = batches.Options(
+            options = batches.Options.from_settings(
+                settings,
                 top_words=api.top_words if top_words is None else top_words,
                 queue=QUEUE_BULK,
-                job_timeout=settings.job_timeout,
-                result_ttl=settings.result_ttl,
-                failure_ttl=settings.failure_ttl,
             )
             try:
                 info = await asyncio.to_thread(

@@ -30,6 +30,7 @@ from typing import IO, Any
 import structlog
 from redis import Redis
 
+from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
 from shared.queues import (
     FAILURE_TTL_S,
@@ -80,6 +81,17 @@ class Options:
     job_timeout: int = JOB_TIMEOUT_S
     result_ttl: int = RESULT_TTL_S
     failure_ttl: int = FAILURE_TTL_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **choices: Any) -> Options:
+        """Job timeout and retention from the settings; ``choices`` (chunk size, top words,
+        queue) from the command line or the request."""
+        return cls(
+            job_timeout=settings.job_timeout,
+            result_ttl=settings.result_ttl,
+            failure_ttl=settings.failure_ttl,
+            **choices,
+        )
 
 
 @dataclass

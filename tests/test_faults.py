@@ -23,7 +23,7 @@ from redis import Redis
 from shared.local import RedisServer, workers
 from shared.store import ModelStore
 from tests.conftest import REPO, copy_store, env_for, publish_copy
-from tests.test_redis_integration import events, run_producer, write_input
+from tests.test_redis_integration import enqueue_no_wait, events, run_producer, write_input
 
 REDIS = shutil.which("redis-server")
 PRODUCER = [sys.executable, "-m", "shared.commands.enqueue"]
@@ -73,14 +73,7 @@ def test_redis_restarts_during_enqueue_and_processing(
         # 2. Restart while the worker is busy with a queued batch (--no-wait, then --collect).
         src2, out2 = tmp_path / "in2.txt", tmp_path / "out2.jsonl"
         lines2 = write_input(src2, 6000, words=4)
-        batch_id = subprocess.run(
-            [*PRODUCER, str(src2), "--no-wait", "--chunk-size", "8"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[-1]
+        batch_id = enqueue_no_wait(env, src2, "--chunk-size", "8")
         conn = Redis.from_url(server.url)
         queued = conn.llen("rq:queue:sentiment-bulk")
         while conn.llen("rq:queue:sentiment-bulk") > queued - 20:

@@ -68,6 +68,19 @@ def run_producer(env: dict[str, str], src: Path, out: Path, *extra: str) -> subp
     return start_producer(env, src, out, "--timeout", "120", *extra)
 
 
+def enqueue_no_wait(env: dict[str, str], src: Path, *extra: str) -> str:
+    """``sentiment-enqueue SRC --no-wait``; the batch id it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.commands.enqueue", str(src), "--no-wait", *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()[-1]
+
+
 def check_output(out: Path, lines: list[str]) -> list[dict[str, Any]]:
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == list(range(1, len(lines) + 1))

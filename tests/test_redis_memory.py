@@ -21,7 +21,7 @@ from shared.local import RedisServer, start, workers
 from shared.queues import redis_out_of_memory
 from shared.store import ModelStore
 from tests.conftest import REPO, env_for
-from tests.test_redis_integration import write_input
+from tests.test_redis_integration import enqueue_no_wait, write_input
 
 pytestmark = [
     pytest.mark.redis_server,
@@ -106,14 +106,7 @@ def test_a_worker_waits_out_a_full_redis_and_loses_nothing(
     env = env_for(small_redis.url, tiny_store)
     src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     lines = write_input(src, 3000, words=3)
-    batch_id = subprocess.run(
-        [*PRODUCER, str(src), "--no-wait", "--chunk-size", "8"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[-1]
+    batch_id = enqueue_no_wait(env, src, "--chunk-size", "8")
     log = tmp_path / "worker0.log"
     with workers(env, 1, tmp_path) as (worker,):
         while not conn.exists("rq:finished:sentiment-bulk"):  # results are being written

@@ -46,13 +46,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.collect:
             batch_id = load(conn, args.collect).batch_id
         else:
-            options = Options(
-                chunk_size=args.chunk_size,
-                top_words=args.top_words,
-                queue=args.queue,
-                job_timeout=settings.job_timeout,
-                result_ttl=settings.result_ttl,
-                failure_ttl=settings.failure_ttl,
+            options = Options.from_settings(
+                settings, chunk_size=args.chunk_size, top_words=args.top_words, queue=args.queue
             )
             batch_id = submit(conn, file_source(args.files, args.split), options).batch_id
             if not args.wait:

@@ -97,12 +97,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
                     procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
                     log.info("workers_ready", pids=[p.pid for p in procs])
-                options = Options(
-                    chunk_size=args.chunk_size,
-                    top_words=args.top_words,
-                    job_timeout=settings.job_timeout,
-                    result_ttl=settings.result_ttl,
-                    failure_ttl=settings.failure_ttl,
+                options = Options.from_settings(
+                    settings, chunk_size=args.chunk_size, top_words=args.top_words
                 )
                 info = submit(conn, source, options)
                 for row in first(results(conn, info.batch_id, args.timeout), args.show, shown):
