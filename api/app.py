@@ -53,7 +53,6 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     tokens = Tokens(api.tokens)
     limiter = RateLimiter(api.rate_per_minute)
     state: dict[str, Any] = {}
-    background: set[asyncio.Future[None]] = set()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +68,6 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         try:
             yield
         finally:
-            await asyncio.gather(*background, return_exceptions=True)
             await state["client"].close()
             state["conn"].close()
             shutil.rmtree(state["uploads"], ignore_errors=True)
@@ -232,10 +230,10 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         try:
             outcome = await client.wait(job_id, api.timeout_s)
         except RedisError:
-            cancel_later(job_id)
+            state["client"].cancel_later(job_id)
             raise
         if outcome is None:
-            cancel_later(job_id)
+            state["client"].cancel_later(job_id)
             metrics.TIMEOUTS.inc()
             raise ApiError(
                 503,
@@ -247,11 +245,6 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             log.error("job_failed", job_id=job_id, reason=outcome.error)
             raise ApiError(502, f"the worker could not classify this request: {outcome.error}")
         return outcome.result
-
-    def cancel_later(job_id: str) -> None:
-        task = asyncio.ensure_future(state["client"].cancel(job_id))
-        background.add(task)
-        task.add_done_callback(background.discard)
 
     @app.post("/v1/batches", status_code=202, tags=["batches"])
     async def create_batch(

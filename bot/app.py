@@ -53,7 +53,6 @@ class SentimentBot:
         self.settings = settings
         self.client = client
         self.limiter = RateLimiter(settings.rate_per_minute)
-        self._background: set[asyncio.Future[None]] = set()
 
     # -- gate -------------------------------------------------------------------------------
     async def gate(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -189,10 +188,8 @@ class SentimentBot:
             log.error("redis_failed", **fields, job_id=job_id, reason=str(exc))
             if placeholder is not None:
                 await self._edit_quietly(placeholder, render.BUSY)
-            if job_id is not None:  # in the background: Redis may take a while to come back
-                cancelling = asyncio.ensure_future(self.client.cancel(job_id))
-                self._background.add(cancelling)
-                cancelling.add_done_callback(self._background.discard)
+            if job_id is not None:
+                self.client.cancel_later(job_id)
         except TelegramError as exc:
             log.error("update_failed", **fields, job_id=job_id, reason=str(exc))
         finally:

@@ -48,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 #: Longest single XREAD BLOCK (the client's socket timeout must be longer).
 BLOCK_SLICE_S = 5.0
+#: How long closing waits for cancellations still running.
+CLOSE_WAIT_S = 5.0
 #: Connections to Redis at most (Redis's own default limit is 10,000 clients).
 MAX_CONNECTIONS = 2000
 #: How long a request waits for a free connection when all are in use.
@@ -107,6 +109,7 @@ class AsyncQueueClient:
         self.queue = get_queue(queue, self.conn)
         self.job_timeout = job_timeout
         self.result_ttl, self.failure_ttl = result_ttl, failure_ttl
+        self._cancelling: set[asyncio.Future[None]] = set()
 
     async def _server_version(self) -> None:
         if getattr(self.queue, "redis_server_version", None) is None:
@@ -211,6 +214,13 @@ class AsyncQueueClient:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 5.0)
 
+    def cancel_later(self, job_id: str) -> None:
+        """``cancel`` in the background (Redis may take a while to come back); ``close``
+        gives pending cancellations a few seconds."""
+        task = asyncio.ensure_future(self.cancel(job_id))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+
     async def served_model(self) -> dict[str, str]:
         """The workers' latest announcement of the version they serve."""
         raw: dict[bytes, bytes] = await self.aconn.hgetall(SERVED_MODEL_KEY)  # type: ignore[assignment]
@@ -230,6 +240,10 @@ class AsyncQueueClient:
         return sum(1 for a in alive if a)
 
     async def close(self) -> None:
-        """Close both Redis connections."""
+        """Finish (or drop after CLOSE_WAIT_S) pending cancellations; close both connections."""
+        if self._cancelling:
+            _, late = await asyncio.wait(set(self._cancelling), timeout=CLOSE_WAIT_S)
+            for task in late:
+                task.cancel()
         await self.aconn.aclose()
         self.conn.close()
