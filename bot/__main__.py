@@ -54,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sentiment-bot: {exc}", file=sys.stderr)
         return 2
     app = build_application(bot_settings, client)
+    if settings.metrics_port:
+        from shared.metrics import serve
+
+        try:
+            serve(settings.metrics_port, settings.metrics_addr)
+        except ConfigError as exc:
+            print(f"sentiment-bot: {exc}", file=sys.stderr)
+            return 2
     log.info(
         "bot_starting",
         api_url=bot_settings.api_url,

@@ -28,7 +28,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import render
+from bot import metrics, render
 from bot.config import BotSettings
 from bot.limits import RateLimiter
 from shared.aqueue import AsyncQueueClient
@@ -57,12 +57,15 @@ class SentimentBot:
     # -- gate -------------------------------------------------------------------------------
     async def gate(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Runs before every handler: the allowlist, when one is configured."""
+        if isinstance(update, Update):
+            metrics.UPDATES.labels(_update_kind(update)).inc()
         if not isinstance(update, Update) or not self.settings.allowed_users:
             return
         user = update.effective_user
         if user is not None and user.id in self.settings.allowed_users:
             return
         log.info("update_refused", update_id=update.update_id, reason="not_allowed")
+        metrics.ANSWERS.labels("not_allowed").inc()
         chat, message = update.effective_chat, update.effective_message
         if chat is not None and chat.type == ChatType.PRIVATE and message is not None:
             await message.reply_text(render.NOT_ALLOWED, do_quote=True)
@@ -136,11 +139,14 @@ class SentimentBot:
         error = review_error(text)
         if error is not None:
             log.info("update_invalid", **fields, reason=error)
+            metrics.ANSWERS.labels("invalid").inc()
             await self._reply(update, render.EMPTY if not text.strip() else render.escape(error))
             return
         decision = self.limiter.acquire(user_id)
         if not decision.allowed:
             log.info("update_rate_limited", **fields, reason=decision.reason)
+            metrics.RATE_LIMITED.labels(decision.reason or "rate").inc()
+            metrics.ANSWERS.labels("rate_limited").inc()
             if decision.notify:
                 await self._reply(
                     update,
@@ -195,6 +201,8 @@ class SentimentBot:
         finally:
             self.limiter.release(user_id)
             await asyncio.gather(typing, return_exceptions=True)
+            metrics.ANSWERS.labels(outcome_name).inc()
+            metrics.LATENCY.observe(time.monotonic() - started)
             log.info(
                 "update_answered",
                 **fields,
@@ -235,6 +243,18 @@ class SentimentBot:
         """Log an error no handler caught (the update is dropped, never retried)."""
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("handler_error", update_id=update_id, reason=repr(context.error))
+
+
+def _update_kind(update: Update) -> str:
+    """A bounded label for an update (``sentiment_bot_updates``)."""
+    if update.edited_message is not None:
+        return "edited_message"
+    message = update.message
+    if message is None:
+        return "other"
+    if message.text and message.text.startswith("/"):
+        return "command"
+    return "message" if message.text else "not_text"
 
 
 def _after_command(message: Message) -> str:

@@ -30,6 +30,7 @@ from typing import IO, Any
 import structlog
 from redis import Redis
 
+from shared import metrics
 from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
 from shared.queues import (
@@ -303,6 +304,9 @@ def results(
                 for i, answer in zip(idx, outcome.result["results"], strict=True):
                     out[i].update({k: v for k, v in answer.items() if k != "id"})
                     out[i]["model_version"] = version
+            for row in out:
+                kind = "error" if row.get("error") else str(row.get("label"))
+                metrics.COLLECTED_ROWS.labels(kind).inc()
             if on_window is not None:
                 on_window(index)
             yield from out

@@ -73,6 +73,12 @@ class Settings:
     result_ttl: int = 24 * 3600
     failure_ttl: int = 24 * 3600
     interactive_result_ttl: int = 600
+    #: Prometheus scrape port of this process (0: no endpoint); workers add their index.
+    metrics_port: int = 0
+    #: Interface the scrape port binds to (compose sets 0.0.0.0 inside its network only).
+    metrics_addr: str = "127.0.0.1"
+    #: Where producers push their counters (empty: they do not).
+    pushgateway_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,4 +108,7 @@ class Settings:
             result_ttl=env_int(env, "RESULT_TTL_S", 24 * 3600, minimum=60),
             failure_ttl=env_int(env, "FAILURE_TTL_S", 24 * 3600, minimum=60),
             interactive_result_ttl=env_int(env, "INTERACTIVE_RESULT_TTL_S", 600, minimum=10),
+            metrics_port=env_int(env, "METRICS_PORT", 0, maximum=65535),
+            metrics_addr=env.get("METRICS_ADDR", "").strip() or "127.0.0.1",
+            pushgateway_url=env.get("PUSHGATEWAY_URL", "").strip(),
         )

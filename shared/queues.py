@@ -33,7 +33,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from shared import reliable
+from shared import metrics, reliable
 from shared.schema import JOB_FUNCTION, SchemaError, validate_result
 
 log = structlog.get_logger(__name__)
@@ -201,6 +201,7 @@ def enqueue_payloads(
         datas = []
         reused: list[str] = []
         seen: set[str] = set()
+        reviews = retried = 0
         for job_id, job, payload in zip(
             part_ids, existing, payloads[start : start + pipeline_size], strict=True
         ):
@@ -215,12 +216,19 @@ def enqueue_payloads(
             ):
                 if status == JobStatus.FINISHED:
                     reused.append(job_id)
+                metrics.REUSED_JOBS.inc()
                 continue
+            if status is not None:
+                retried += 1
             datas.append(job_data(payload, job_id, timeout, result_ttl, failure_ttl))
+            reviews += len(payload["reviews"])
         if datas:
             with queue.connection.pipeline() as pipe:
                 queue.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
+            metrics.ENQUEUED_JOBS.labels(queue.name).inc(len(datas))
+            metrics.ENQUEUED_REVIEWS.labels(queue.name).inc(reviews)
+            metrics.RETRIED_JOBS.inc(retried)
         if reused:
             extend_results(queue.connection, reused, result_ttl)
         if progress is not None:
@@ -296,7 +304,7 @@ def collect(
                 outcomes[job_id] = Outcome(job_id, error="timed out waiting for a worker")
             break
         if now - last_recover >= recover_every:
-            recover_abandoned(conn)
+            metrics.RECOVERED_JOBS.inc(recover_abandoned(conn))
             last_recover = now
         if not progressed:
             time.sleep(poll)
@@ -332,11 +340,13 @@ def result_outcome(job_id: str, result: Result | None, what: str = "") -> Outcom
     return Outcome(job_id, error=f"job {what}: {reason[-1] if reason else 'no reason'}")
 
 
-def recover_abandoned(conn: Redis) -> None:
+def recover_abandoned(conn: Redis) -> int:
     """Jobs whose worker died go back to work: what it had taken but not started returns to
     its queue; a started job whose heartbeat expired (judged on Redis's clock, not this host's)
-    is retried, or failed once its retries are used up."""
-    reliable.recover(conn)
+    is retried, or failed once its retries are used up.  Returns the jobs put back in a queue
+    from dead workers' processing lists."""
+    moved = reliable.recover(conn)
     now = reliable.redis_time(conn)
     for name in WORKER_QUEUES:
         StartedJobRegistry(name, connection=conn, serializer=JSONSerializer).cleanup(timestamp=now)
+    return moved

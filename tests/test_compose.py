@@ -41,10 +41,16 @@ HADOLINT = shutil.which("hadolint") or (
 OUR_SERVICES = ("worker", "bot", "api", "trainer", "producer")
 # Compose refuses to start without a Redis password (or the API without tokens); the tests pass
 # them as .env would.
-PASSWORD_ENV = {"REDIS_PASSWORD": "s3cret-for-tests", "API_TOKENS": "ops=api-token-for-tests-0123"}
+PASSWORD_ENV = {
+    "REDIS_PASSWORD": "s3cret-for-tests",
+    "API_TOKENS": "ops=api-token-for-tests-0123",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-for-tests",
+}
 
 
-ALL_PROFILES = ["--profile", "bot", "--profile", "api", "--profile", "tools"]
+ALL_PROFILES = ["--profile", "bot", "--profile", "api", "--profile", "tools", "--profile", "ops"]
+#: Images we pull rather than build: each pinned to an exact version.
+PULLED = ("redis", "pushgateway", "prometheus", "grafana")
 
 
 def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -66,7 +72,13 @@ def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
     COMPOSE_BIN is None, reason="docker-compose not installed (.ci/run installs it)"
 )
 def test_a_real_compose_implementation_accepts_the_file() -> None:
-    for profiles in ([], ["--profile", "bot"], ["--profile", "api"], ALL_PROFILES):
+    for profiles in (
+        [],
+        ["--profile", "bot"],
+        ["--profile", "api"],
+        ["--profile", "ops"],
+        ALL_PROFILES,
+    ):
         done = subprocess.run(
             [str(COMPOSE_BIN), "-f", str(COMPOSE), *profiles, "config", "-q"],
             env={**os.environ, **PASSWORD_ENV},
@@ -98,6 +110,10 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
         "rq-dashboard",
         "trainer",
         "producer",
+        "exporter",
+        "pushgateway",
+        "prometheus",
+        "grafana",
     }
     redis = services["redis"]
     assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
@@ -135,6 +151,34 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
     # The dashboard: built here (pinned), reading our JSON jobs.
     dashboard = services["rq-dashboard"]
     assert dashboard["build"]["target"] == "dashboard" and "--json" in dashboard["command"]
+    # Monitoring behind the ops profile; workers and the bot expose metrics in the network.
+    for name in ("exporter", "pushgateway", "prometheus", "grafana"):
+        assert services[name]["profiles"] == ["ops"], name
+    assert str(services["worker"]["environment"]["METRICS_PORT"]) == "9100"
+    assert any("deploy/prometheus" in str(v) for v in services["prometheus"]["volumes"])
+
+
+def test_security_posture_loopback_ports_non_root_no_capabilities_pinned_images() -> None:
+    services = resolved()["services"]
+    for name, service in services.items():
+        # Nothing is published beyond the host's loopback interface.
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)
+        # Never root, no capabilities, no privilege escalation.
+        assert service.get("user") not in (None, "root", "0", "0:0"), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+    for name in ("worker", "bot", "api", "rq-dashboard", "trainer", "producer", "exporter"):
+        assert services[name]["user"] == "10001:10001", name
+        assert services[name]["read_only"] is True and "/tmp" in services[name]["tmpfs"], name
+    for name in PULLED:
+        image = services[name]["image"]
+        tag = image.rpartition(":")[2]
+        assert tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag), image
+    # The Redis password is required and reaches Redis through the environment, not the
+    # command line of the health check.
+    assert "REDISCLI_AUTH" in services["redis"]["environment"]
 
 
 def test_env_example_lists_every_variable() -> None:
@@ -193,6 +237,9 @@ def _local(
     argv = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
     env = {k: local_path(str(v)) for k, v in (service.get("environment") or {}).items()}
     env["REDIS_URL"] = redis_url
+    if "METRICS_PORT" in env:  # one machine, several services: a free port on loopback each
+        env["METRICS_PORT"] = str(free_port())
+    env["METRICS_ADDR"] = "127.0.0.1"
     return [local_path(a) for a in argv], {
         **os.environ,
         **env,

@@ -4,6 +4,9 @@
     sentiment-worker --processes 2           # two worker processes, each loads the model once
     sentiment-worker --burst                 # drain the queues, then exit
 
+With ``METRICS_PORT`` set, each process serves Prometheus metrics on its own port
+(``METRICS_PORT + i`` for the i-th of ``--processes``; ``worker.metrics``).
+
 Each process loads the model before its first job and runs ``worker.service.ReloadingWorker``
 (a ``SimpleWorker`` with hot reload and a heartbeat thread).  SIGTERM lets the current job finish
 (RQ's warm shutdown).  With ``--processes N`` a supervisor starts N such processes (fresh
@@ -24,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from shared.config import Settings, settings_or_exit
+from shared.config import ConfigError, Settings, settings_or_exit
 from shared.log import configure_logging
 from shared.queues import WORKER_QUEUES, RedisUnavailable, connect, get_queue
 from shared.store import ModelStore, StoreError
@@ -57,6 +60,15 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     worker = ReloadingWorker(
         [get_queue(q, conn) for q in queues], connection=conn, serializer=JSONSerializer, name=name
     )
+    if settings.metrics_port:
+        from shared.metrics import serve
+
+        try:
+            serve(settings.metrics_port, settings.metrics_addr)
+        except ConfigError as exc:
+            log.error("worker_start_failed", reason=str(exc))
+            print(f"sentiment-worker: {exc}", file=sys.stderr)
+            return 2
     structlog.contextvars.bind_contextvars(worker=worker.name)
     worker.announce()
     log.info(
@@ -77,10 +89,15 @@ def supervise(argv: Sequence[str], processes: int) -> int:
     SIGTERM/SIGINT are forwarded, and then every worker is waited for.
     """
 
-    def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "worker", *argv])
+    base_port = Settings.from_env().metrics_port
 
-    children = [spawn() for _ in range(processes)]
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        if base_port:  # one scrape port per process: METRICS_PORT + index
+            env["METRICS_PORT"] = str(base_port + index)
+        return subprocess.Popen([sys.executable, "-m", "worker", *argv], env=env)
+
+    children = [spawn(i) for i in range(processes)]
     started = [time.monotonic()] * processes
     pauses = [RESTART_PAUSE_S[0]] * processes
     stopping: list[int] = []
@@ -103,7 +120,7 @@ def supervise(argv: Sequence[str], processes: int) -> int:
             log.error("worker_process_died", pid=child.pid, exit_code=code, restart_in_s=pauses[i])
             time.sleep(pauses[i])
             if not stopping:
-                children[i], started[i] = spawn(), time.monotonic()
+                children[i], started[i] = spawn(i), time.monotonic()
         time.sleep(0.2)
     for child in children:
         child.wait()

@@ -16,6 +16,7 @@ import structlog
 from shared.config import Settings
 from shared.schema import SCHEMA_VERSION, validate_payload, validate_result
 from shared.store import ModelStore
+from worker import metrics
 from worker.model.served import explain_reviews
 from worker.reload import ModelHolder
 
@@ -47,6 +48,7 @@ def classify_batch(payload: dict[str, Any]) -> dict[str, Any]:
     )
     result = {"schema": SCHEMA_VERSION, "model_version": served.model_version, "results": results}
     validate_result(result, payload)
+    metrics.job_done(results, time.perf_counter() - started)
     job = get_current_job()
     log.info(
         "job_done",

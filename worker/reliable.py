@@ -38,6 +38,7 @@ from rq.worker import WorkerStatus
 from shared import reliable
 from shared.queues import recover_abandoned, redis_out_of_memory
 from shared.schema import JOB_FUNCTION
+from worker import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -183,6 +184,8 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         reason = f"refused: job function {job.func_name!r} is not {JOB_FUNCTION!r}"
         log.error("job_refused", job_id=job.id, function=job.func_name, queue=queue.name)
         job.retries_left = 0
+        metrics.JOBS.labels(queue.name, "refused").inc()
+        metrics.ERRORS.labels("refused_function").inc()
         self.handle_job_failure(
             job, queue, queue.started_job_registry, exc_string=reason, execution=execution
         )
@@ -216,6 +219,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         that refuses writes or is away: the worker carries on and the next one succeeds."""
         try:
             super().heartbeat(*args, **kwargs)
+            metrics.heartbeat()
         except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
             if isinstance(exc, ResponseError) and not redis_out_of_memory(exc):
                 raise
@@ -236,6 +240,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             try:
                 reliable.keep_alive(self.connection, self.name, HEARTBEAT_TTL_S)
                 self.maintain_heartbeats(job, execution)
+                metrics.heartbeat()
             except RedisError as exc:  # Redis away: the job itself will notice
                 log.warning("heartbeat_failed", job_id=job.id, reason=str(exc))
 

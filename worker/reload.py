@@ -13,6 +13,7 @@ import time
 import structlog
 
 from shared.store import ModelStore, StoreError
+from worker import metrics
 from worker.model.served import Served, load_served
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,7 @@ class ModelHolder:
         """Load LATEST now (start-up); raises StoreError when it cannot be served."""
         self._stamp = self.store.latest_stamp()
         self.current = load_served(self.store)
+        metrics.serving(self.current.model_version)
         log.info("model_loaded", model_version=self.current.model_version)
         return self.current
 
@@ -84,6 +86,7 @@ class ModelHolder:
                 return None
             return load_served(self.store, target), started
         except Exception as exc:  # a version that cannot be served, for whatever reason
+            metrics.REFUSALS.inc()
             log.error(
                 "model_reload_failed",
                 reason=str(exc) if isinstance(exc, StoreError | OSError) else repr(exc),
@@ -104,6 +107,8 @@ class ModelHolder:
         candidate, started = ready
         old = self.current.model_version if self.current else None
         self.current = candidate
+        metrics.RELOADS.inc()
+        metrics.serving(candidate.model_version)
         log.info(
             "model_reloaded",
             old_version=old,

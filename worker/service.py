@@ -7,13 +7,14 @@ serves (``announce``), so ``/model`` in the bot and ``sentiment-models`` can sho
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
 
 from shared.queues import announce_model
-from worker import jobs
+from worker import jobs, metrics
 from worker.reliable import ReliableWorker
 
 log = structlog.get_logger(__name__)
@@ -25,6 +26,20 @@ class ReloadingWorker(ReliableWorker):
     def before_execution(self, job: Any) -> None:
         if jobs.serving().maybe_reload():
             self.announce()
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        """RQ's, counted: queue wait before it, outcome after it (``worker.metrics``)."""
+        if job.enqueued_at is not None:
+            waited = (datetime.now(UTC) - job.enqueued_at.replace(tzinfo=UTC)).total_seconds()
+            metrics.WAIT_SECONDS.labels(queue.name).observe(max(0.0, waited))
+        finished = bool(super().perform_job(job, queue, execution))
+        metrics.JOBS.labels(queue.name, "finished" if finished else "failed").inc()
+        return finished
+
+    def handle_exception(self, job: Any, *exc_info: Any) -> None:
+        """A failed job: counted by exception class, then RQ's handling."""
+        metrics.ERRORS.labels(f"job_{exc_info[0].__name__}" if exc_info else "job_failed").inc()
+        super().handle_exception(job, *exc_info)
 
     def announce(self) -> None:
         """Tell Redis which version this worker serves (best effort)."""

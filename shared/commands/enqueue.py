@@ -9,6 +9,9 @@ line, in input order: the result, or the error for that line.
     sentiment-enqueue big.csv --no-wait                    # prints a batch id
     sentiment-enqueue --collect BATCH -o results.csv       # write the output later
 
+With ``PUSHGATEWAY_URL`` set, the producer pushes its counters (``shared.metrics``) there every
+few seconds and when it ends, grouped by ``run`` (host and process id).
+
 Ctrl-C leaves a consistent state: whatever was enqueued keeps running, and the same command
 resumes without duplicating work.
 """
@@ -16,6 +19,8 @@ resumes without duplicating work.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +39,7 @@ from shared.batches import (
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
+from shared.metrics import LAST_SUCCESS, PRODUCER, Pusher
 from shared.queues import QUEUE_BULK, RedisUnavailable, connect, redis_out_of_memory
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
@@ -111,8 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_or_exit("sentiment-enqueue")
     configure_logging(settings.log_level, settings.log_format)
+    pusher = None
+    if settings.pushgateway_url:
+        run_id = f"{socket.gethostname()}-{os.getpid()}"
+        pusher = Pusher(settings.pushgateway_url, PRODUCER, "sentiment-producer", {"run": run_id})
+        pusher.start()
     try:
-        return run(args, settings)
+        code = run(args, settings)
+        if code == 0 and args.wait:
+            LAST_SUCCESS.set_to_current_time()
+        return code
     except (DataError, RedisUnavailable) as exc:
         print(f"sentiment-enqueue: {exc}", file=sys.stderr)
         return 2
@@ -130,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sentiment-enqueue: interrupted; run the same command again to resume", file=sys.stderr
         )
         return 130
+    finally:
+        if pusher is not None:
+            pusher.close()
 
 
 if __name__ == "__main__":
