@@ -58,6 +58,12 @@ def env_int(
     return value
 
 
+def _store_url(url: str) -> str:
+    if url and not (url.startswith("s3://") and len(url) > len("s3://")):
+        raise ConfigError(f"MODEL_STORE_URL must look like s3://bucket/prefix, got {url!r}")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of every component (see ``.env.example``)."""
@@ -79,6 +85,9 @@ class Settings:
     metrics_addr: str = "127.0.0.1"
     #: Where producers push their counters (empty: they do not).
     pushgateway_url: str = ""
+    #: A remote model store (``s3://bucket/prefix``): workers follow its LATEST into
+    #: ``model_dir`` (their local cache) and the trainer uploads there.  Empty: local only.
+    model_store_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,4 +120,5 @@ class Settings:
             metrics_port=env_int(env, "METRICS_PORT", 0, maximum=65535),
             metrics_addr=env.get("METRICS_ADDR", "").strip() or "127.0.0.1",
             pushgateway_url=env.get("PUSHGATEWAY_URL", "").strip(),
+            model_store_url=_store_url(env.get("MODEL_STORE_URL", "").strip()),
         )

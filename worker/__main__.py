@@ -48,8 +48,14 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     from worker.service import ReloadingWorker
 
     configure_tensorflow(settings.tf_threads)
-    jobs.SERVING = ModelHolder(ModelStore(settings.model_dir, settings.model_name))
+    cache = ModelStore(settings.model_dir, settings.model_name)
     try:
+        remote = None
+        if settings.model_store_url:  # MODEL_DIR is then this worker's local cache
+            from shared.remote import RemoteStore, RemoteSync
+
+            remote = RemoteSync(RemoteStore(settings.model_store_url, settings.model_name), cache)
+        jobs.SERVING = ModelHolder(cache, remote)
         jobs.SERVING.load()
         jobs.SERVING.watch()
         conn = connect(settings.redis_url)

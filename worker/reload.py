@@ -12,6 +12,7 @@ import time
 
 import structlog
 
+from shared.remote import RemoteSync
 from shared.store import ModelStore, StoreError
 from worker import metrics
 from worker.model.served import Served, load_served
@@ -20,6 +21,8 @@ log = structlog.get_logger(__name__)
 
 #: How often the watcher thread ``stat``s LATEST (one ``stat`` call: negligible).
 WATCH_INTERVAL_S = 0.25
+#: How often a worker on a remote store asks it for LATEST (a conditional GET).
+REMOTE_POLL_S = 1.0
 
 
 class ModelHolder:
@@ -29,8 +32,10 @@ class ModelHolder:
     ``rq worker``).
     """
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, remote: RemoteSync | None = None) -> None:
         self.store = store
+        self.remote = remote
+        self._polled = 0.0
         self.current: Served | None = None
         self._stamp: tuple[int, int] | None = None
         self._ready: tuple[Served, float] | None = None
@@ -39,7 +44,17 @@ class ModelHolder:
         self._stop = threading.Event()
 
     def load(self) -> Served:
-        """Load LATEST now (start-up); raises StoreError when it cannot be served."""
+        """Load LATEST now (start-up); raises StoreError when it cannot be served.
+
+        With a remote store, its LATEST is fetched into the local cache first (when the remote
+        cannot be read, a version already in the cache is served)."""
+        if self.remote is not None:
+            try:
+                self.remote.sync()
+            except Exception as exc:
+                if self.store.latest() is None:
+                    raise StoreError(f"remote model store: {exc}") from exc
+                log.error("model_fetch_failed", reason=str(exc), serving_cached=self.store.latest())
         self._stamp = self.store.latest_stamp()
         self.current = load_served(self.store)
         metrics.serving(self.current.model_version)
@@ -60,6 +75,7 @@ class ModelHolder:
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):
+            self._follow_remote()
             try:
                 candidate = self._check()
             except Exception as exc:  # never let the watcher die: this worker would never reload
@@ -68,6 +84,26 @@ class ModelHolder:
             if candidate is not None:
                 with self._lock:
                     self._ready = candidate
+
+    def _follow_remote(self) -> None:
+        """Every ``REMOTE_POLL_S``: bring a new remote LATEST into the local cache (where
+        ``_check`` finds it).  A version that fails its checks is refused; a store that is
+        away is retried at the next poll."""
+        if self.remote is None or time.monotonic() - self._polled < REMOTE_POLL_S:
+            return
+        self._polled = time.monotonic()
+        try:
+            self.remote.sync()
+        except StoreError as exc:
+            metrics.REFUSALS.inc()
+            log.error(
+                "model_reload_failed",
+                reason=str(exc),
+                refused=self.remote.refused,
+                keeps_serving=self.current.model_version if self.current else None,
+            )
+        except Exception as exc:  # the store is away: keep serving, poll again
+            log.warning("model_store_unreachable", reason=repr(exc))
 
     def _check(self) -> tuple[Served, float] | None:
         """Load the version LATEST names if it changed and differs from what is served."""

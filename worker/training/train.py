@@ -238,6 +238,10 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     if config.publish:
         store = store or ModelStore(settings.model_dir, settings.model_name)
         published = publish(store, served, prepared, manifest, metrics, history, config)
+        if settings.model_store_url:  # workers on other hosts follow the remote LATEST
+            from shared.remote import RemoteStore
+
+            RemoteStore(settings.model_store_url, settings.model_name).upload(published)
     return TrainResult(metrics, manifest, published)
 
 
