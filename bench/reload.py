@@ -1,6 +1,7 @@
 """Hot reload under load: how soon after a publish does every worker serve the new version?
 
     python bench/reload.py [--publishes 3] [--workers 2]
+    python bench/reload.py --store s3://bench/models   # workers on an S3-compatible store
 
 Copies the served model store to a temporary folder, starts a private redis-server and worker
 processes on it, and keeps a steady stream of single-review jobs flowing (``--rate`` per second)
@@ -8,6 +9,11 @@ while it publishes new versions (copies of LATEST) a few seconds apart.  For eac
 each worker it reports the delay from the atomic LATEST switch to that worker's first job
 answered by the new version, and it counts failed jobs and jobs answered by a version other
 than the one current when they finished.  Target (issue 3): <= 2 s after publish, 0 failed jobs.
+
+With ``--store s3://bucket/prefix`` every worker has its own empty local cache and follows the
+store's LATEST (``shared.remote``); each publish is a local publish plus the upload, and the
+delay counts from the moment the pointer moved.  The store is ``S3_ENDPOINT_URL`` (MinIO, AWS)
+or, when that is unset, a moto S3 server started on loopback for the run.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from contextlib import ExitStack
+
+from bench.infra import moto_s3
 from shared.config import Settings
-from shared.local import RedisServer, worker_env, workers
+from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers, worker_env
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 from shared.store import ModelStore
@@ -74,6 +83,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=50.0, help="jobs per second")
     parser.add_argument("--gap", type=float, default=4.0, help="seconds between publishes")
+    parser.add_argument("--store", help="s3://bucket/prefix: workers follow an S3-compatible store")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-reload-"))
@@ -83,20 +93,50 @@ def main() -> int:
     logdir.mkdir()
     outcomes: list[dict[str, Any]] = []
     publishes: list[tuple[float, str]] = []
-    with RedisServer.temporary() as redis:
-        url = redis.url
-        env = worker_env(url, 1, store.root, store.name, LOG_LEVEL="INFO")
-        with workers(env, args.workers, logdir):
+    with ExitStack() as stack:
+        url = stack.enter_context(RedisServer.temporary()).url
+        envs = [worker_env(url, 1, store.root, store.name, LOG_LEVEL="INFO")] * args.workers
+        remote = None
+        if args.store:
+            from shared.remote import RemoteStore
+
+            s3_env = {}
+            if not os.environ.get("S3_ENDPOINT_URL"):
+                bucket = args.store.removeprefix("s3://").split("/")[0]
+                s3_env = stack.enter_context(moto_s3((bucket,)))
+                os.environ.update(s3_env)
+                print(f"S3 store: moto server at {s3_env['S3_ENDPOINT_URL']}")
+            remote_url = args.store
+            remote = RemoteStore(remote_url, store.name)
+            remote.upload(store.resolve("LATEST"))
+            envs = [
+                {
+                    **env,
+                    **s3_env,
+                    "MODEL_DIR": str(tmp / f"cache{i}"),
+                    "MODEL_STORE_URL": args.store,
+                }
+                for i, env in enumerate(envs)
+            ]
+        names = [f"reload-{i}" for i in range(args.workers)]
+        logs = [logdir / f"worker{i}.log" for i in range(args.workers)]
+        procs = [start_worker(e, n, lg) for e, n, lg in zip(envs, names, logs, strict=True)]
+        try:
+            wait_for_workers(url, procs, logs, names=names)
             stop = threading.Event()
             thread = threading.Thread(target=load, args=(url, args.rate, stop, outcomes))
             thread.start()
             time.sleep(args.gap)
             for _ in range(args.publishes):
-                version = store.publish(copy_latest(store))
+                version = store.publish(copy_latest(store), set_latest=remote is None)
+                if remote is not None:
+                    remote.upload(version)  # files, manifest, then the pointer
                 publishes.append((time.time(), version.model_version))
                 time.sleep(args.gap)
             stop.set()
             thread.join()
+        finally:
+            stop_processes(procs)
         conn = connect(url)
         failed = sum(conn.zcard(f"rq:registry:failed:{q}") for q in ("sentiment-interactive",))
 
@@ -115,8 +155,9 @@ def main() -> int:
                 reload_ms.append(event["load_ms"])
     names = sorted({w for w, _ in first_served})
     delays = []
+    where = f"store {args.store}, one local cache per worker" if args.store else "local store"
     print(
-        f"{args.workers} workers, {args.rate:.0f} single-review jobs/s, "
+        f"{args.workers} workers ({where}), {args.rate:.0f} single-review jobs/s, "
         f"{len(outcomes)} jobs answered"
     )
     print(f"{'publish':<24} " + " ".join(f"{n[:18]:>20}" for n in names))

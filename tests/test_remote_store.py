@@ -12,69 +12,42 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.local import RedisServer, free_port, start_worker, stop_processes, wait_for_workers
+from bench.infra import MOTO_SERVER, moto_s3
+from shared.local import RedisServer, start_worker, stop_processes, wait_for_workers
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.remote import RemoteStore, RemoteSync
 from shared.schema import make_payload
 from shared.store import ModelStore, StoreError, sha256_file
 from tests.conftest import copy_store, env_for, publish_copy
 
-MOTO = Path(sys.executable).with_name("moto_server")
 BUCKET = "models"
 
-pytestmark = pytest.mark.skipif(not MOTO.exists(), reason="moto[server] not installed (dev extra)")
+pytestmark = pytest.mark.skipif(
+    not MOTO_SERVER.exists(), reason="moto[server] not installed (dev extra)"
+)
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, str]]:
-    """A moto S3 server on loopback, a bucket, and the environment that reaches it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "S3_ENDPOINT_URL": url,
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        from shared.remote import s3_client
-
-        s3_client().create_bucket(Bucket=BUCKET)
-        yield env
-    finally:
-        stop_processes([proc], timeout=10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """A moto S3 server on loopback with our bucket; this process's boto3 points at it."""
+    with moto_s3((BUCKET,)) as env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _remote(prefix: str, name: str = "tiny") -> RemoteStore:
