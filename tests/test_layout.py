@@ -1,7 +1,8 @@
 """The layout's rules, read from every import in the tree (lazy imports inside functions too).
 
-* ``shared`` imports no project package and nothing heavy (TensorFlow, Keras, Telegram, ...):
-  the bot and the producers install and start without them.
+* ``shared`` imports no project package and nothing heavy (TensorFlow, Keras, Telegram, a web
+  framework): the bot and the producers install and start without them.  prometheus_client
+  (small, pure Python) is a base dependency: every process exports metrics.
 * ``bot`` imports ``shared`` only, never the worker or TensorFlow.
 * ``api`` (the HTTP API) imports ``shared`` only, never the worker, the bot or TensorFlow.
 * ``worker.model`` (the TensorFlow library) is imported only by ``worker``, ``worker.training``
@@ -21,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("shared", "worker", "bot", "api", "bench", "tests")
-WEB = {"fastapi", "starlette", "uvicorn", "prometheus_client"}
+WEB = {"fastapi", "starlette", "uvicorn"}
 HEAVY = {"tensorflow", "keras", "telegram", "sklearn", "scipy", "matplotlib", "gensim", *WEB}
 
 
