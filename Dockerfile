@@ -4,7 +4,8 @@
 #   --target worker : TensorFlow, the workers and the training job; ships the published models
 #   --target light  : the bot, the HTTP API and the producers, no TensorFlow (about a tenth of the size)
 #   --target dashboard : rq-dashboard (pinned) on the same RQ as the workers, with our JSON jobs
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Pinned to a patch release (a digest cannot be looked up from these offline machines).
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \

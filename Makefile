@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install run test test-fast lint bench bench-accuracy analyze clean
+.PHONY: install run test test-fast lint security bench bench-accuracy analyze clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## static analysis (bandit; skips justified in pyproject.toml) and known vulnerabilities (pip-audit)
+security: install
+	$(VENV)/bin/bandit -q -c pyproject.toml -r shared worker bot api
+	$(PY) .ci/audit.py
 
 bench-accuracy: install
 	$(PY) bench/accuracy.py

@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-#: The password in .env.example: refused, so a copied example never runs in production.
-PLACEHOLDER_PASSWORD = "change-me"
+#: The password in .env.example: refused, so a copied example never runs in production
+#: (bandit B105: the value we refuse, not a credential).
+PLACEHOLDER_PASSWORD = "change-me"  # nosec B105
 DEFAULT_MODEL_NAME = "sentiment-cnn"
 DEFAULT_LOG_LEVEL = "INFO"
 LOG_FORMATS = ("auto", "json", "console")
