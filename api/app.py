@@ -10,6 +10,7 @@ line give the same results (and share the same jobs).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import tempfile
 import time
@@ -29,10 +30,16 @@ from api import metrics
 from api.auth import Denied, RateLimiter, Tokens
 from api.config import ApiSettings
 from api.errors import ApiError, BodyLimit, error_response
-from api.inputs import CLASSIFY_BODY, read_reviews_from, upload_name, with_highlights
+from api.inputs import (
+    CLASSIFY_BODY,
+    FeedbackBody,
+    read_reviews_from,
+    upload_name,
+    with_highlights,
+)
 from api.page import render_page
 from api.progress import batch_progress, check_batch_id
-from shared import batches
+from shared import batches, feedback
 from shared.aqueue import AsyncQueueClient
 from shared.config import Settings
 from shared.datasets import DataError
@@ -223,6 +230,35 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         for item in results:
             metrics.REVIEWS.labels(item.get("label") or "error").inc()
         return {"model_version": version, "results": results}
+
+    @app.post("/v1/feedback", status_code=201, tags=["feedback"])
+    async def give_feedback(body: FeedbackBody, name: str = Depends(caller)) -> dict[str, Any]:
+        """Say which label is right for a text (after a ``/v1/classify`` answer, say).
+
+        Stored once per (message, user): a later vote on the same ``message_id`` by the same
+        token and ``user`` replaces the earlier.  The text is kept for training."""
+        client: AsyncQueueClient = state["client"]
+        user = feedback.hash_user(f"api:{name}:{body.user or ''}")
+        message = body.message_id or hashlib.sha256(body.text.encode()).hexdigest()[:24]
+        item = feedback.Feedback(
+            text=body.text,
+            label=body.label,
+            predicted=body.predicted or "",
+            model_version=body.model_version or "",
+            user=user,
+            message=f"api:{message}",
+            source="api",
+            at=time.time(),
+        )
+        try:
+            feedback.check(item)
+            await asyncio.to_thread(feedback.allow, client.conn, user, api.feedback_rate_per_minute)
+            entry = await asyncio.to_thread(feedback.record, client.conn, item)
+        except feedback.RateLimited as exc:
+            raise ApiError(429, str(exc), {"Retry-After": "60"}) from exc
+        except feedback.FeedbackError as exc:
+            raise ApiError(422, str(exc)) from exc
+        return {"stored": entry, "message_id": message, "label": body.label}
 
     async def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         client: AsyncQueueClient = state["client"]

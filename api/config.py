@@ -22,6 +22,7 @@ class ApiSettings:
 
     tokens: dict[str, str] = field(default_factory=dict, repr=False)  # name -> token
     rate_per_minute: int = 120
+    feedback_rate_per_minute: int = 20
     timeout_s: float = 20.0
     top_words: int = DEFAULT_TOP_WORDS
     max_body_bytes: int = 1 << 20
@@ -34,6 +35,7 @@ class ApiSettings:
         return cls(
             tokens=parse_tokens(env.get("API_TOKENS", "")),
             rate_per_minute=env_int(env, "API_RATE_PER_MINUTE", 120, minimum=1),
+            feedback_rate_per_minute=env_int(env, "FEEDBACK_RATE_PER_MINUTE", 20, minimum=1),
             timeout_s=float(env_int(env, "API_TIMEOUT_S", 20, minimum=1)),
             top_words=env_int(
                 env, "API_TOP_WORDS", DEFAULT_TOP_WORDS, minimum=0, maximum=MAX_TOP_WORDS

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.errors import ApiError
@@ -163,3 +164,25 @@ def with_highlights(text: str, item: dict[str, Any]) -> dict[str, Any]:
     weights = {t: sign * sum(ws) / len(ws) for t, ws in sums.items()}
     spans = word_spans(text, weights)
     return {**item, "highlights": [[s.start, s.end, round(s.weight, 4)] for s in spans]}
+
+
+class FeedbackBody(BaseModel):
+    """POST /v1/feedback: which label is right for ``text``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="the review text the feedback is about")
+    label: Literal["negative", "positive"] = Field(description="the label that is right")
+    predicted: Literal["negative", "positive"] | None = Field(
+        None, description="the label the model gave, if known"
+    )
+    model_version: str | None = Field(None, max_length=200)
+    message_id: str | None = Field(
+        None,
+        max_length=120,
+        description="your id for the answer rated (default: a hash of the text); a later vote "
+        "with the same id and user replaces the earlier",
+    )
+    user: str | None = Field(
+        None, max_length=120, description="your end user's id, stored as a pseudonym"
+    )

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -36,29 +35,7 @@ from shared.config import Settings
 from shared.datasets import read_reviews
 from shared.store import ModelStore
 from shared.text import tokenize
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-
-
-def sentences_from(
-    texts: list[str], labels: np.ndarray, n: int, seed: int
-) -> tuple[list[str], np.ndarray]:
-    """Sample ``n`` sentences of 5-40 words from the reviews, labelled like their review."""
-    rng = np.random.default_rng(seed)
-    out, out_labels = [], []
-    for i in rng.permutation(len(texts)):
-        candidates = [
-            s.strip()
-            for s in _SENTENCE.split(_BREAK.sub(" ", texts[i]))
-            if 5 <= len(s.split()) <= 40
-        ]
-        if candidates:
-            out.append(candidates[rng.integers(len(candidates))])
-            out_labels.append(labels[i])
-        if len(out) == n:
-            break
-    return out, np.array(out_labels)
+from worker.training.gate import sentences_from
 
 
 def identity(tokens: list[str]) -> list[str]:

@@ -121,6 +121,7 @@ class FakeTelegram:
     updates: list[dict[str, Any]] = field(default_factory=list)
     served_at: dict[int, float] = field(default_factory=dict)  # update_id -> first getUpdates
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    callback_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     _next_update: int = 1
     _next_message: int = 1000
     _lock: threading.Condition = field(default_factory=threading.Condition)
@@ -188,6 +189,31 @@ class FakeTelegram:
             "emoji": "😀",
         }
         return self.push("message", self.message(user_id, sticker=sticker))
+
+    def press(self, user_id: int, message: dict[str, Any], data: str) -> str:
+        """A user presses an inline button of a bot message; returns the callback query id."""
+        with self._lock:
+            self._next_message += 1
+            query_id = f"cb{self._next_message}"
+        bot_message = {
+            k: v for k, v in message.items() if k not in ("reply_to", "edits", "sent_at")
+        }
+        self.push(
+            "callback_query",
+            {
+                "id": query_id,
+                "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+                "message": bot_message,
+                "chat_instance": f"ci{bot_message['chat']['id']}",
+                "data": data,
+            },
+        )
+        return query_id
+
+    def buttons(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The inline buttons under a bot message (current state)."""
+        markup = message.get("reply_markup") or {}
+        return [b for row in markup.get("inline_keyboard", []) for b in row]
 
     # -- reading calls ----------------------------------------------------------------------
     def calls_to(self, method: str) -> list[Call]:
@@ -270,6 +296,8 @@ class FakeTelegram:
             "from": self.api_getMe({}),
             "text": params["text"],
         }
+        if params.get("reply_markup"):
+            message["reply_markup"] = _markup(params["reply_markup"])
         with self._lock:
             self.messages[(chat_id, message_id)] = {
                 **message,
@@ -294,8 +322,34 @@ class FakeTelegram:
                     "the message",
                 )
             stored["text"] = params["text"]
+            if params.get("reply_markup"):
+                stored["reply_markup"] = _markup(params["reply_markup"])
+            else:
+                stored.pop("reply_markup", None)
             stored["edits"].append((time.monotonic(), params["text"]))
             return {k: v for k, v in stored.items() if k not in ("reply_to", "edits", "sent_at")}
+
+    def api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        query_id = str(params.get("callback_query_id") or "")
+        if not query_id:
+            raise ApiError(400, "Bad Request: query_id_invalid")
+        with self._lock:
+            if query_id in self.callback_answers:
+                raise ApiError(400, "Bad Request: query is too old or query ID is invalid")
+            self.callback_answers[query_id] = {"text": params.get("text"), "at": time.monotonic()}
+            self._lock.notify_all()
+        return True
+
+
+def _markup(raw: Any) -> dict[str, Any]:
+    """An inline keyboard as the Bot API receives it (a JSON string in form posts)."""
+    markup = json.loads(raw) if isinstance(raw, str) else raw
+    for row in markup.get("inline_keyboard", []):
+        for button in row:
+            data = button.get("callback_data", "")
+            if len(data.encode()) > 64:
+                raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+    return dict(markup)
 
 
 def _decode(raw: bytes, content_type: str) -> dict[str, Any]:

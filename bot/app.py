@@ -14,13 +14,22 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from telegram import BotCommand, Chat, Message, Update
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -31,6 +40,7 @@ from telegram.ext import (
 from bot import metrics, render
 from bot.config import BotSettings
 from bot.limits import RateLimiter
+from shared import announcements, feedback
 from shared.aqueue import AsyncQueueClient
 from shared.schema import review_error
 
@@ -66,6 +76,9 @@ class SentimentBot:
             return
         log.info("update_refused", update_id=update.update_id, reason="not_allowed")
         metrics.ANSWERS.labels("not_allowed").inc()
+        if update.callback_query is not None:  # a button press: answered, never stored
+            await update.callback_query.answer(render.NOT_ALLOWED)
+            raise ApplicationHandlerStop
         chat, message = update.effective_chat, update.effective_message
         if chat is not None and chat.type == ChatType.PRIVATE and message is not None:
             await message.reply_text(render.NOT_ALLOWED, do_quote=True)
@@ -81,13 +94,15 @@ class SentimentBot:
         await self._reply(update, render.HELP)
 
     async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Answer /model with the version the workers announce."""
+        """Answer /model with the version the workers announce and the trainer's decision."""
+        decision: dict[str, str] = {}
         try:
             info = await self.client.served_model()
+            decision = await asyncio.to_thread(announcements.last_decision, self.client.conn)
         except RedisError as exc:
             log.error("model_info_failed", update_id=update.update_id, reason=str(exc))
             info = {}
-        await self._reply(update, render.model_info(info))
+        await self._reply(update, render.model_info(info, decision))
 
     async def analyze(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Analyse the text after /analyze, or the message it replies to."""
@@ -185,7 +200,8 @@ class SentimentBot:
                     await self._edit(placeholder, render.escape(str(answer["error"])))
                     outcome_name = "invalid"
                 else:
-                    await self._edit(placeholder, render.answer(text, answer, version))
+                    keyboard = await self._feedback_buttons(text, answer["label"], version, chat.id)
+                    await self._edit(placeholder, render.answer(text, answer, version), keyboard)
                     outcome_name = answer["label"]
         except RedisError as exc:
             # Redis went away while we enqueued or waited: say so, and drop the job (best
@@ -232,9 +248,83 @@ class SentimentBot:
         except TelegramError as exc:
             log.error("edit_failed", reason=str(exc))
 
-    async def _edit(self, placeholder: Message, text: str) -> None:
+    async def _feedback_buttons(
+        self, text: str, label: str, version: str, chat_id: int
+    ) -> InlineKeyboardMarkup | None:
+        """Right / Wrong under an answer; the answer is kept ``ANSWER_TTL_S`` for them (no
+        buttons, rather than no answer, when Redis refuses)."""
         try:
-            await placeholder.edit_text(text, parse_mode=ParseMode.HTML)
+            token = await asyncio.to_thread(
+                feedback.remember_answer, self.client.conn, text, label, version, chat_id
+            )
+        except RedisError as exc:
+            log.warning("answer_not_kept", reason=str(exc))
+            return None
+        return InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton("✅ Right", callback_data=f"fb:{token}:r"),
+                    InlineKeyboardButton("❌ Wrong", callback_data=f"fb:{token}:w"),
+                ]
+            ]
+        )
+
+    async def vote(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A Right / Wrong press: stored once per user and answer (a later press replaces it);
+        forged, stale and foreign presses are answered and ignored."""
+        query = update.callback_query
+        assert query is not None
+        reply, outcome = await self._vote(query)
+        metrics.FEEDBACK.labels(outcome).inc()
+        log.info("feedback", update_id=update.update_id, outcome=outcome)
+        try:
+            await query.answer(reply)
+        except TelegramError as exc:  # the query expired: the vote is stored anyway
+            log.warning("callback_answer_failed", reason=str(exc))
+
+    async def _vote(self, query: CallbackQuery) -> tuple[str, str]:
+        parts = (query.data or "").split(":")
+        if len(parts) != 3 or parts[0] != "fb" or parts[2] not in ("r", "w"):
+            return render.FEEDBACK_UNKNOWN, "forged"
+        _, token, choice = parts
+        conn = self.client.conn
+        try:
+            answer = await asyncio.to_thread(feedback.answer_of, conn, token)
+            if answer is None:
+                return render.FEEDBACK_EXPIRED, "stale"
+            message = query.message
+            if message is None or message.chat.id != answer["chat_id"]:
+                return render.FEEDBACK_FOREIGN, "foreign"
+            user = feedback.hash_user(f"tg:{query.from_user.id}")
+            label = answer["label"] if choice == "r" else feedback.other_label(answer["label"])
+            item = feedback.Feedback(
+                text=answer["text"],
+                label=label,
+                predicted=answer["label"],
+                model_version=answer["model_version"],
+                user=user,
+                message=f"tg:{token}",
+                source="bot",
+                at=time.time(),
+            )
+            await asyncio.to_thread(
+                feedback.allow, conn, user, self.settings.feedback_rate_per_minute
+            )
+            await asyncio.to_thread(feedback.record, conn, item)
+        except feedback.RateLimited:
+            return render.FEEDBACK_RATE, "rate_limited"
+        except feedback.FeedbackError:
+            return render.FEEDBACK_UNKNOWN, "invalid"
+        except RedisError as exc:
+            log.error("feedback_not_saved", reason=str(exc))
+            return render.FEEDBACK_FAILED, "redis_error"
+        return render.FEEDBACK_THANKS.format(label=label), "right" if choice == "r" else "wrong"
+
+    async def _edit(
+        self, placeholder: Message, text: str, keyboard: InlineKeyboardMarkup | None = None
+    ) -> None:
+        try:
+            await placeholder.edit_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
         except BadRequest as exc:  # should not happen; never leave the placeholder hanging
             log.error("edit_rejected", reason=str(exc), chars=len(text))
             await placeholder.edit_text(render.FAILED)
@@ -250,6 +340,8 @@ def _update_kind(update: Update) -> str:
     if update.edited_message is not None:
         return "edited_message"
     message = update.message
+    if update.callback_query is not None:
+        return "callback_query"
     if message is None:
         return "other"
     if message.text and message.text.startswith("/"):
@@ -297,6 +389,7 @@ def build_application(settings: BotSettings, client: AsyncQueueClient) -> AnyApp
     app.add_handler(CommandHandler("help", bot.help))
     app.add_handler(CommandHandler("model", bot.model))
     app.add_handler(CommandHandler("analyze", bot.analyze))
+    app.add_handler(CallbackQueryHandler(bot.vote))
     app.add_handler(MessageHandler(private & filters.COMMAND, bot.unknown))
     app.add_handler(MessageHandler(private & filters.TEXT & ~filters.COMMAND, bot.review))
     app.add_handler(

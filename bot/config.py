@@ -25,6 +25,7 @@ class BotSettings:
     allowed_users: frozenset[int] = frozenset()  # empty: everyone
     reply_timeout_s: float = 20.0
     top_words: int = DEFAULT_TOP_WORDS
+    feedback_rate_per_minute: int = 20
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -76,4 +77,5 @@ class BotSettings:
             top_words=env_int(
                 env, "BOT_TOP_WORDS", DEFAULT_TOP_WORDS, minimum=1, maximum=MAX_TOP_WORDS
             ),
+            feedback_rate_per_minute=env_int(env, "FEEDBACK_RATE_PER_MINUTE", 20, minimum=1),
         )

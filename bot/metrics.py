@@ -29,3 +29,9 @@ RATE_LIMITED = Counter(
     "Reviews refused by the per-user limits, by reason (rate, in_flight)",
     ["reason"],
 )
+FEEDBACK = Counter(
+    "sentiment_bot_feedback",
+    "Right / Wrong presses, by outcome (right, wrong, stale, foreign, forged, rate_limited, "
+    "invalid, redis_error)",
+    ["outcome"],
+)

@@ -26,7 +26,10 @@ HELP = (
     "<code>/analyze</code>.\n\n"
     "Example:\n<code>The acting was wooden and the plot made no sense, "
     "but the soundtrack was lovely.</code>\n\n"
-    "/model shows the model that answers, /help shows this message."
+    "/model shows the model that answers, /help shows this message.\n\n"
+    "Under each answer, <b>Right</b> / <b>Wrong</b> tell us how the model did. Your review's "
+    "text is kept only if you press one of them (to train better models, with your user id "
+    "stored as a pseudonym); otherwise it is forgotten within 48 hours."
 )
 START = "👋 Hi! " + HELP
 NOT_TEXT = "🙂 I can only read text: send me a movie review as a message."
@@ -60,11 +63,21 @@ def rate_limited(per_minute: int, retry_in: float) -> str:
     )
 
 
-def model_info(info: Mapping[str, str]) -> str:
-    """The /model answer from a worker's announcement."""
+FEEDBACK_THANKS = "Thanks! Noted: {label}."
+FEEDBACK_EXPIRED = "This answer is too old to rate (answers are kept 48 hours)."
+FEEDBACK_FOREIGN = "This button does not belong to this chat."
+FEEDBACK_UNKNOWN = "Unknown button."
+FEEDBACK_RATE = "Too many votes at once; please try again in a minute."
+FEEDBACK_FAILED = "Sorry, your vote could not be saved; please try again."
+
+
+def model_info(info: Mapping[str, str], decision: Mapping[str, str] | None = None) -> str:
+    """The /model answer from a worker's announcement (and the trainer's last decision)."""
     if not info:
         return "No worker has announced a model yet: is a worker running?"
     lines = [f"🧠 Model <b>{escape(info.get('model_version', '?'))}</b>"]
+    if decision and decision.get("summary"):
+        lines.append(escape(decision["summary"]))
     if info.get("architecture"):
         lines.append(f"Architecture: {escape(info['architecture'])}")
     if info.get("test_accuracy"):

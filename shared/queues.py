@@ -61,6 +61,7 @@ DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCE
 
 #: Hash where workers announce the model version they serve (read by the bot's /model).
 SERVED_MODEL_KEY = "sentiment:served-model"
+SERVED_BY_KEY = "sentiment:served-by"
 ANNOUNCEMENT_TTL_S = 7 * 24 * 3600
 
 
@@ -70,7 +71,19 @@ def announce_model(conn: Redis, info: dict[str, Any]) -> None:
     with conn.pipeline() as pipe:
         pipe.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
         pipe.expire(SERVED_MODEL_KEY, ANNOUNCEMENT_TTL_S)
+        if info.get("worker"):  # which worker serves what (sentiment-models list)
+            pipe.hset(SERVED_BY_KEY, str(info["worker"]), str(info.get("model_version")))
+            pipe.expire(SERVED_BY_KEY, ANNOUNCEMENT_TTL_S)
         pipe.execute()
+
+
+def served_by(conn: Redis) -> dict[str, str]:
+    """``{worker name: model version}`` for the workers RQ knows as alive."""
+    from rq import Worker
+
+    alive = {w.name for w in Worker.all(connection=conn)}
+    raw: Any = conn.hgetall(SERVED_BY_KEY)
+    return {k.decode(): v.decode() for k, v in raw.items() if k.decode() in alive}
 
 
 def redis_out_of_memory(exc: BaseException) -> bool:

@@ -30,6 +30,8 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+#: Every move of LATEST, one JSON line each: what ``rollback`` walks back through.
+HISTORY = "LATEST.log"
 MODEL_FILE = "model.keras"
 VOCAB_FILE = "vocab.json"
 MANIFEST_FORMAT = 1
@@ -163,10 +165,45 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if set_latest:
-            self.set_latest(published.version, only_forward=True)
+            self.set_latest(published.version, only_forward=True, action="publish")
         return published
 
-    def set_latest(self, version: str, only_forward: bool = False) -> bool:
+    def history(self) -> list[dict[str, Any]]:
+        """Every move of LATEST, oldest first (``{"version", "action", "at"}``)."""
+        try:
+            lines = (self.base / HISTORY).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a torn last line after a crash: ignored
+                continue
+        return out
+
+    def lineage(self) -> list[str]:
+        """The stack of versions LATEST went through (publish and promote push, rollback pops),
+        restricted to versions still in the store; its last item is LATEST."""
+        stack: list[str] = []
+        for entry in self.history():
+            if entry.get("action") == "rollback":
+                if stack:
+                    stack.pop()
+                if not stack or stack[-1] != entry.get("version"):
+                    stack.append(str(entry.get("version")))
+            else:
+                stack.append(str(entry.get("version")))
+        present = set(self.versions())
+        return [v for v in stack if v in present]
+
+    def previous(self) -> str | None:
+        """The version a rollback goes back to (the one before LATEST in the lineage)."""
+        current = self.latest()
+        stack = [v for v in self.lineage() if v != current]
+        return stack[-1] if stack else None
+
+    def set_latest(self, version: str, only_forward: bool = False, action: str = "promote") -> bool:
         """Point ``LATEST`` at ``version`` with an atomic replace; returns whether it moved.
 
         ``only_forward`` (publishing) leaves a newer LATEST alone: of two concurrent
@@ -186,7 +223,32 @@ class ModelStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.base / LATEST)
             _fsync_dir(self.base)
+            with (self.base / HISTORY).open("a", encoding="utf-8") as fh:
+                fh.write(
+                    json.dumps({"version": version, "action": action, "at": time.time()}) + "\n"
+                )
         return True
+
+    def rollback(self) -> str:
+        """Move LATEST back to the previous version of the lineage; returns it."""
+        target = self.previous()
+        if target is None:
+            raise StoreError(f"{self.base}: no previous version to roll back to")
+        self.set_latest(target, action="rollback")
+        return target
+
+    def remove(self, version: str) -> None:
+        """Delete a version (never LATEST): renamed away in one step, then deleted."""
+        if version == self.latest():
+            raise StoreError(f"{version} is LATEST: promote another version first")
+        path = self.base / version
+        if not _VERSION.match(version) or not path.is_dir():
+            raise StoreError(f"{path}: no such version")
+        trash = self.base / f".trash-{uuid.uuid4().hex}"
+        os.rename(path, trash)
+        for p in trash.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(trash, ignore_errors=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

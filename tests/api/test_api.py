@@ -330,3 +330,73 @@ def test_start_refuses_without_tokens_and_insecure_local_binds_loopback_only(
         timeout=60,
     )
     assert weak.returncode == 2 and "too weak" in weak.stderr and "change-me" not in weak.stderr
+
+
+def test_feedback_is_stored_once_per_message_and_user_and_bad_votes_are_refused(
+    api: Api,
+) -> None:
+    from redis import Redis
+
+    from shared import feedback
+
+    conn = Redis.from_url(api.env["REDIS_URL"])
+    with api.client() as alice, api.client(BOB) as bob:
+        text = "The plot was thin but the actors were superb."
+        first = alice.post(
+            "/v1/feedback",
+            json={"text": text, "label": "negative", "predicted": "positive", "message_id": "m1"},
+        )
+        assert first.status_code == 201, first.text
+        # The same caller changes their mind: the later vote replaces the earlier.
+        again = alice.post(
+            "/v1/feedback",
+            json={"text": text, "label": "positive", "predicted": "positive", "message_id": "m1"},
+        )
+        assert again.status_code == 201
+        assert (
+            bob.post(
+                "/v1/feedback", json={"text": text, "label": "negative", "message_id": "m1"}
+            ).status_code
+            == 201
+        )
+        votes = [f for _, f in feedback.entries(conn) if f.message == "api:m1"]
+        assert sorted(f.label for f in votes) == ["negative", "positive"]
+        assert all(f.source == "api" and f.text == text for f in votes)
+        assert len({f.user for f in votes}) == 2 and "alice" not in {f.user for f in votes}
+        # Bad input: a label we do not have, an empty text, a text over the review limit,
+        # a body over the API's limit, an unknown field; nothing stored for any of them.
+        before = conn.xlen(feedback.STREAM_KEY)
+        for body, status in (
+            ({"text": text, "label": "meh"}, 422),
+            ({"text": "   ", "label": "positive"}, 422),
+            ({"text": "x" * 200_000, "label": "positive"}, 422),
+            ({"text": "x" * (1 << 20), "label": "positive"}, 413),
+            ({"text": text, "label": "positive", "admin": True}, 422),
+        ):
+            answer = alice.post("/v1/feedback", json=body)
+            assert answer.status_code == status, (answer.status_code, answer.text[:200])
+            assert "error" in answer.json()
+        assert conn.xlen(feedback.STREAM_KEY) == before
+        # Without a token: 401, nothing stored.
+        with api.client(None) as anonymous:
+            assert (
+                anonymous.post("/v1/feedback", json={"text": text, "label": "positive"}).status_code
+                == 401
+            )
+
+
+def test_a_flood_of_votes_from_one_user_is_cut_at_the_feedback_rate(api: Api) -> None:
+    with api.client(BOB) as bob:
+        codes = [
+            bob.post(
+                "/v1/feedback",
+                json={
+                    "text": f"Fine film {i}.",
+                    "label": "positive",
+                    "user": "flooder",
+                    "message_id": f"f{i}",
+                },
+            ).status_code
+            for i in range(25)
+        ]
+    assert codes[:20] == [201] * 20 and set(codes[20:]) == {429}

@@ -119,3 +119,43 @@ def test_latest_stamp_changes_on_publish(tmp_path: Path) -> None:
     stamp = store.latest_stamp()
     store.publish(writer())
     assert store.latest_stamp() != stamp
+
+
+def test_rollback_walks_back_through_what_latest_was_and_promote_moves_forward(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path, "m")
+    for _ in range(4):
+        store.publish(writer())
+    assert store.latest() == "v0004" and store.previous() == "v0003"
+    assert store.rollback() == "v0003" and store.latest() == "v0003"
+    assert store.rollback() == "v0002"  # again: further back, not a toggle
+    store.set_latest("v0004")  # promote
+    assert store.previous() == "v0002"
+    assert [e["action"] for e in store.history()] == [
+        "publish",
+        "publish",
+        "publish",
+        "publish",
+        "rollback",
+        "rollback",
+        "promote",
+    ]
+    # A torn last line (a crash while appending) is ignored.
+    with (store.base / "LATEST.log").open("a") as fh:
+        fh.write('{"version": "v00')
+    assert store.previous() == "v0002"
+
+
+def test_nothing_to_roll_back_to_and_removing_latest_are_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, "m")
+    store.publish(writer())
+    with pytest.raises(StoreError, match="no previous"):
+        store.rollback()
+    with pytest.raises(StoreError, match="LATEST"):
+        store.remove("v0001")
+    store.publish(writer())
+    store.remove("v0001")  # read-only files and all
+    assert store.versions() == ["v0002"] and not list(store.base.glob(".trash-*"))
+    with pytest.raises(StoreError, match="no previous"):
+        store.rollback()  # v0001 is gone: the lineage skips it

@@ -113,6 +113,9 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
     n_val = max(1, round(len(order) * config.val_fraction))
     val_idx, fit_idx = order[:n_val], order[n_val:]
     fit_tokens = [train_split.tokens[i] for i in fit_idx]
+    extra_tokens = [tokenize(text) for text, _ in config.extra] * config.extra_repeat
+    extra_labels = np.array([label for _, label in config.extra] * config.extra_repeat, np.int64)
+    fit_tokens += extra_tokens
     vocab = Vocabulary.build(fit_tokens, config.vocab_size)
     max_len = sequence_length(fit_tokens, config.seq_len)
     log.info(
@@ -123,6 +126,7 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         validation=n_val,
     )
     rows = [e.ids for e in encode_texts(train_split.tokens, vocab, max_len, config.head_fraction)]
+    extra_rows = [e.ids for e in encode_texts(extra_tokens, vocab, max_len, config.head_fraction)]
     test_rows = None
     if test_split is not None:
         encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
@@ -132,8 +136,8 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         vocab=vocab,
         max_len=max_len,
         fit_tokens=fit_tokens,
-        fit_rows=[rows[i] for i in fit_idx],
-        y_fit=train_split.labels[fit_idx],
+        fit_rows=[rows[i] for i in fit_idx] + extra_rows,
+        y_fit=np.concatenate([train_split.labels[fit_idx], extra_labels]),
         val_rows=[rows[i] for i in val_idx],
         y_val=train_split.labels[val_idx],
         test_rows=test_rows,
@@ -141,5 +145,14 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         sources={
             "train": train_split.source,
             "test": test_split.source if test_split is not None else None,
+            "extra": {
+                "n": len(config.extra),
+                "repeat": config.extra_repeat,
+                "fingerprint": hashlib.sha256(
+                    "\n".join(f"{label}\t{text}" for text, label in config.extra).encode()
+                ).hexdigest()[:16],
+            }
+            if config.extra
+            else None,
         },
     )

@@ -65,6 +65,10 @@ class TrainConfig:
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True
+    #: Labelled examples added to the fitting set only (user feedback), each ``extra_repeat``
+    #: times; never to validation or test.
+    extra: tuple[tuple[str, int], ...] = ()
+    extra_repeat: int = 1
 
 
 @dataclass

@@ -1,0 +1,120 @@
+"""The feedback store (fakeredis): one vote per user and message, caps, holdout, rate limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import fakeredis
+import pytest
+
+from shared import feedback
+from shared.feedback import Feedback, FeedbackError, RateLimited
+
+
+def vote(text: str = "A fine film.", label: str = "positive", **kw: object) -> Feedback:
+    base = Feedback(
+        text=text,
+        label=label,
+        predicted="negative",
+        model_version="tiny/v0001",
+        user=feedback.hash_user("tg:1"),
+        message="tg:abc",
+        source="bot",
+        at=time.time(),
+    )
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def conn() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_a_later_vote_replaces_the_earlier_one_of_the_same_user_on_the_same_message(
+    conn: fakeredis.FakeRedis,
+) -> None:
+    feedback.record(conn, vote(label="positive"))
+    feedback.record(conn, vote(label="negative"))  # changed their mind
+    feedback.record(conn, vote(label="positive", user=feedback.hash_user("tg:2")))
+    feedback.record(conn, vote(label="positive", message="tg:other"))
+    counted = [f for _, f in feedback.entries(conn)]
+    assert len(counted) == 3
+    mine = [f for f in counted if f.message == "tg:abc" and f.user == feedback.hash_user("tg:1")]
+    assert [f.label for f in mine] == ["negative"]
+    assert conn.xlen(feedback.STREAM_KEY) == 4  # the stream keeps the history
+
+
+def test_user_ids_are_pseudonyms_and_the_salt_changes_them() -> None:
+    a, b = feedback.hash_user("tg:42", salt="one"), feedback.hash_user("tg:42", salt="two")
+    assert a != b and "42" not in a and len(a) == 16
+    assert feedback.hash_user("tg:42", salt="one") == a
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"label": "meh"}, "label"),
+        ({"text": "   "}, "empty"),
+        ({"text": "x" * (1 << 20)}, "longer"),
+        ({"text": "bad\x00byte"}, "NUL"),
+        ({"source": "email"}, "source"),
+        ({"message": ""}, "message"),
+        ({"message": "m" * 201}, "message"),
+    ],
+)
+def test_bad_votes_are_refused_with_a_reason_and_nothing_is_stored(
+    conn: fakeredis.FakeRedis, change: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(FeedbackError, match=reason):
+        feedback.record(conn, vote(**change))
+    assert conn.xlen(feedback.STREAM_KEY) == 0
+
+
+def test_the_rate_limit_is_a_sliding_minute_and_refused_votes_do_not_count(
+    conn: fakeredis.FakeRedis,
+) -> None:
+    for _ in range(3):
+        feedback.allow(conn, "u1", per_minute=3)
+    for _ in range(5):
+        with pytest.raises(RateLimited):
+            feedback.allow(conn, "u1", per_minute=3)
+    assert conn.zcard(feedback.RATE_KEY.format("u1")) == 3
+    feedback.allow(conn, "u2", per_minute=3)  # other users are not affected
+
+
+def test_one_user_is_capped_in_a_training_set_and_the_newest_votes_are_held_out() -> None:
+    now = time.time()
+    flood = [vote(text=f"t{i}", user="flooder", message=f"m{i}", at=now + i) for i in range(100)]
+    others = [vote(text=f"o{i}", user=f"u{i}", message=f"o{i}", at=now + i) for i in range(30)]
+    kept = feedback.training_set(flood + others, max_per_user=10)
+    assert sum(1 for f in kept if f.user == "flooder") == 10
+    assert {f.text for f in kept if f.user == "flooder"} == {f"t{i}" for i in range(90, 100)}
+    assert [f.at for f in kept] == sorted(f.at for f in kept)
+    train, held = feedback.split_by_time(kept, 0.25, min_holdout=5)
+    assert len(held) == 10 and min(f.at for f in held) >= max(f.at for f in train)
+    assert feedback.split_by_time(kept[:8], 0.25, min_holdout=5) == (kept[:8], [])
+
+
+def test_stats_count_votes_per_version_and_the_agreement(conn: fakeredis.FakeRedis) -> None:
+    feedback.record(conn, vote(label="negative", message="a"))  # agreed (predicted negative)
+    feedback.record(conn, vote(label="positive", message="b"))  # disagreed
+    feedback.record(conn, vote(label="positive", message="c", model_version="tiny/v0002"))
+    report = feedback.stats([f for _, f in feedback.entries(conn)])
+    assert report["votes"] == 3 and report["agreement"] == pytest.approx(1 / 3, abs=1e-4)
+    assert report["by_version"]["tiny/v0001"] == {"votes": 2, "agreed": 1, "agreement": 0.5}
+    assert report["by_source"]["bot"] == 3
+
+
+def test_answers_for_buttons_expire_and_unknown_tokens_are_none(conn: fakeredis.FakeRedis) -> None:
+    token = feedback.remember_answer(conn, "Great.", "positive", "tiny/v0001", chat_id=7, ttl=60)
+    assert len(f"fb:{token}:w".encode()) <= 64  # Telegram's callback_data limit
+    assert feedback.answer_of(conn, token) == {
+        "text": "Great.",
+        "label": "positive",
+        "model_version": "tiny/v0001",
+        "chat_id": 7,
+    }
+    assert 0 < conn.ttl(feedback.ANSWER_KEY.format(token)) <= 60
+    assert feedback.answer_of(conn, "forged") is None
+    assert feedback.answer_of(conn, "x" * 100) is None

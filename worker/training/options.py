@@ -1,0 +1,106 @@
+"""The training options shared by ``sentiment-train`` and ``sentiment-trainer``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shared.datasets import ACLIMDB_ARCHIVE
+from shared.vocab import DEFAULT_HEAD_FRACTION
+from worker.training.train import (
+    DEFAULT_ARCH,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_PATIENCE,
+    DEFAULT_VAL_FRACTION,
+    DEFAULT_VOCAB_SIZE,
+    TrainConfig,
+)
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The recipe's options: data, architecture, hyper-parameters, seed."""
+    from worker.model.cnn import ARCHITECTURES
+
+    p.add_argument(
+        "--data",
+        type=Path,
+        help=f"aclImdb dir/.tar.gz, CSV or JSONL (default: $DATA_DIR/{ACLIMDB_ARCHIVE})",
+    )
+    p.add_argument(
+        "--test-data", type=Path, help="labelled test file (default: the aclImdb test split)"
+    )
+    p.add_argument("--no-test", action="store_true", help="skip evaluation on a test split")
+    p.add_argument("--download", action="store_true", help="download IMDB from Stanford if missing")
+    p.add_argument("--arch", choices=ARCHITECTURES, default=DEFAULT_ARCH)
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument(
+        "--seq-len", type=int, help="token cap (default: 95th percentile of training lengths)"
+    )
+    p.add_argument(
+        "--head-fraction",
+        type=float,
+        default=DEFAULT_HEAD_FRACTION,
+        help="share of the cap kept from the start of a long review (rest from its end)",
+    )
+    p.add_argument("--embed-dim", type=int, default=48)
+    p.add_argument("--filters", type=int, default=64, help="filters per kernel size")
+    p.add_argument("--kernel-sizes", default="1,2,3,5")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
+    p.add_argument(
+        "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience (epochs)"
+    )
+    p.add_argument("--limit", type=int, help="use at most N reviews per split (quick runs)")
+    p.add_argument(
+        "--pretrain",
+        choices=("none", "word2vec"),
+        default="none",
+        help="initialise embeddings with word2vec on train + unlabelled reviews",
+    )
+    p.add_argument(
+        "--unsup-data",
+        type=Path,
+        help="unlabelled reviews for --pretrain (default: aclImdb's train/unsup)",
+    )
+    p.add_argument("--min-accuracy", type=float, help="refuse to publish below this test accuracy")
+
+
+def check_training_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 0 < args.val_fraction < 1:
+        p.error("--val-fraction must be between 0 and 1")
+    if not 0 <= args.head_fraction <= 1:
+        p.error("--head-fraction must be between 0 and 1")
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the command-line options describe."""
+    return TrainConfig(
+        data=args.data,
+        test_data=args.test_data,
+        no_test=args.no_test,
+        download=args.download,
+        arch=args.arch,
+        vocab_size=args.vocab_size,
+        seq_len=args.seq_len,
+        head_fraction=args.head_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        limit=args.limit,
+        min_accuracy=args.min_accuracy,
+        pretrain=args.pretrain,
+        unsup_data=args.unsup_data,
+        hparams={
+            "embed_dim": args.embed_dim,
+            "filters": args.filters,
+            "kernel_sizes": tuple(int(k) for k in args.kernel_sizes.split(",")),
+        },
+        publish=not getattr(args, "no_publish", False),
+    )
