@@ -2,6 +2,7 @@
 
     python bench/reload.py [--publishes 3] [--workers 2]
     python bench/reload.py --store s3://bench/models   # workers on an S3-compatible store
+    python bench/reload.py --rollbacks 2               # then roll back twice (sentiment-models)
 
 Copies the served model store to a temporary folder, starts a private redis-server and worker
 processes on it, and keeps a steady stream of single-review jobs flowing (``--rate`` per second)
@@ -84,6 +85,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="jobs per second")
     parser.add_argument("--gap", type=float, default=4.0, help="seconds between publishes")
     parser.add_argument("--store", help="s3://bucket/prefix: workers follow an S3-compatible store")
+    parser.add_argument(
+        "--rollbacks", type=int, default=0, help="then roll LATEST back this many times"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-reload-"))
@@ -133,6 +137,12 @@ def main() -> int:
                     remote.upload(version)  # files, manifest, then the pointer
                 publishes.append((time.time(), version.model_version))
                 time.sleep(args.gap)
+            for _ in range(args.rollbacks):
+                target = store.rollback()  # what `sentiment-models rollback` does
+                if remote is not None:
+                    remote.set_latest(target)
+                publishes.append((time.time(), f"{store.name}/{target} (rollback)"))
+                time.sleep(args.gap)
             stop.set()
             thread.join()
         finally:
@@ -140,7 +150,7 @@ def main() -> int:
         conn = connect(url)
         failed = sum(conn.zcard(f"rq:registry:failed:{q}") for q in ("sentiment-interactive",))
 
-    first_served: dict[tuple[str, str], float] = {}
+    served: dict[str, list[tuple[float, str]]] = {}
     reload_ms: list[float] = []
     for log in logdir.glob("*.log"):
         for line in log.read_text(errors="replace").splitlines():
@@ -148,12 +158,11 @@ def main() -> int:
                 continue
             event = json.loads(line)
             if event.get("event") == "job_done":
-                key = (event["worker"], event["model_version"])
                 ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-                first_served.setdefault(key, ts)
+                served.setdefault(event["worker"], []).append((ts, event["model_version"]))
             if event.get("event") == "model_reloaded":
                 reload_ms.append(event["load_ms"])
-    names = sorted({w for w, _ in first_served})
+    names = sorted(served)
     delays = []
     where = f"store {args.store}, one local cache per worker" if args.store else "local store"
     print(
@@ -163,9 +172,10 @@ def main() -> int:
     print(f"{'publish':<24} " + " ".join(f"{n[:18]:>20}" for n in names))
     for t_pub, published in publishes:
         row = []
+        wanted = published.split(" ")[0]
         for name in names:
-            t = first_served.get((name, published))
-            delay = (t - t_pub) if t is not None else float("nan")
+            after = [ts for ts, v in served[name] if v == wanted and ts >= t_pub]
+            delay = (min(after) - t_pub) if after else float("nan")
             delays.append(delay)
             row.append(f"{delay:>19.3f}s")
         print(f"{published:<24} " + " ".join(row))

@@ -48,7 +48,10 @@ PASSWORD_ENV = {
 }
 
 
-ALL_PROFILES = ["--profile", "bot", "--profile", "api", "--profile", "tools", "--profile", "ops"]
+ALL_PROFILES = [
+    *("--profile", "bot", "--profile", "api", "--profile", "tools"),
+    *("--profile", "ops", "--profile", "trainer"),
+]
 #: Images we pull rather than build: each pinned to an exact version.
 PULLED = ("redis", "pushgateway", "prometheus", "grafana")
 
@@ -109,6 +112,7 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
         "api",
         "rq-dashboard",
         "trainer",
+        "train",
         "producer",
         "exporter",
         "pushgateway",
@@ -136,7 +140,10 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
     assert "container_name" not in worker and "ports" not in worker
     assert any("/models" in str(v) for v in worker["volumes"])
     assert any("/models" in str(v) for v in services["trainer"]["volumes"])
-    assert services["trainer"]["profiles"] == ["tools"]
+    assert services["trainer"]["profiles"] == ["trainer"]
+    assert services["trainer"]["command"] == ["sentiment-trainer"]
+    assert services["trainer"]["restart"] == "unless-stopped"
+    assert services["train"]["profiles"] == ["tools"]
     assert services["producer"]["profiles"] == ["tools"]
     assert services["bot"]["profiles"] == ["bot"]
     assert worker["build"]["target"] == "worker" and services["bot"]["build"]["target"] == "light"
@@ -169,7 +176,16 @@ def test_security_posture_loopback_ports_non_root_no_capabilities_pinned_images(
         assert service.get("user") not in (None, "root", "0", "0:0"), name
         assert service.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in service.get("security_opt", []), name
-    for name in ("worker", "bot", "api", "rq-dashboard", "trainer", "producer", "exporter"):
+    for name in (
+        "worker",
+        "bot",
+        "api",
+        "rq-dashboard",
+        "trainer",
+        "train",
+        "producer",
+        "exporter",
+    ):
         assert services[name]["user"] == "10001:10001", name
         assert services[name]["read_only"] is True and "/tmp" in services[name]["tmpfs"], name
     for name in PULLED:

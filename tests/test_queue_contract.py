@@ -206,3 +206,23 @@ def test_schema_rejects_bad_envelopes() -> None:
                 ],
             }
         )
+
+
+def test_a_rollback_to_the_previous_version_swaps_without_loading_it_again(
+    tiny_store: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from tests.conftest import copy_store, publish_copy
+    from worker import reload
+
+    store = copy_store(tiny_store, tmp_path)
+    holder = reload.ModelHolder(store)
+    first = holder.load()
+    publish_copy(store)
+    assert holder.maybe_reload() and holder.current.model_version == "tiny/v0002"
+    assert holder.previous is first
+    loads: list[str] = []
+    real = reload.load_served
+    monkeypatch.setattr(reload, "load_served", lambda s, v="LATEST": loads.append(v) or real(s, v))
+    store.rollback()
+    assert holder.maybe_reload()
+    assert holder.current is first and loads == []  # the kept version, not a new load

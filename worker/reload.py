@@ -38,6 +38,8 @@ class ModelHolder:
         self.remote = remote
         self._polled = 0.0
         self.current: Served | None = None
+        #: The version served before ``current``, kept loaded: a rollback to it is a swap.
+        self.previous: Served | None = None
         self._stamp: tuple[int, int] | None = None
         self._ready: tuple[Served, float] | None = None
         self._lock = threading.Lock()
@@ -121,6 +123,9 @@ class ModelHolder:
             published = serving.published if serving is not None else None
             if target is None or (published is not None and target == published.version):
                 return None
+            kept = self.previous
+            if kept is not None and kept.published and kept.published.version == target:
+                return kept, started  # a rollback: no load needed
             return load_served(self.store, target), started
         except Exception as exc:  # a version that cannot be served, for whatever reason
             metrics.REFUSALS.inc()
@@ -143,7 +148,7 @@ class ModelHolder:
             return False
         candidate, started = ready
         old = self.current.model_version if self.current else None
-        self.current = candidate
+        self.previous, self.current = self.current, candidate
         metrics.RELOADS.inc()
         metrics.serving(candidate.model_version)
         log.info(

@@ -229,6 +229,12 @@ def run_cycle(
     counts = {"votes": len(votes), "trained_on": len(train_votes), "held_out": len(held)}
     log.info("trainer_cycle_started", **counts)
     store = ModelStore(settings.model_dir, settings.model_name)
+    if settings.model_store_url:  # the champion is what the shared store serves
+        from shared.remote import RemoteStore, RemoteSync
+
+        remote = RemoteStore(settings.model_store_url, settings.model_name)
+        if remote.latest()[0] is not None:
+            RemoteSync(remote, store).sync()
     scratch = Path(tempfile.mkdtemp(prefix="sentiment-trainer-"))
     try:
         config = dataclasses.replace(

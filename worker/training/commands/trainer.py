@@ -3,7 +3,8 @@
     sentiment-trainer                          # wait for TRAINER_MIN_FEEDBACK new votes (or the
                                                # TRAINER_INTERVAL_S schedule), then train, gate,
                                                # publish or refuse; repeat
-    sentiment-trainer --once                   # one cycle now (cron, or by hand), then exit
+    sentiment-trainer --once                   # one cycle now (by hand), then exit
+    sentiment-trainer --once --if-due          # one cycle if it is due, then exit (a CronJob)
     sentiment-trainer --once --data corpus.csv --test-data test.csv --epochs 2
 
 Takes sentiment-train's recipe options.  One trainer at a time: a second one waits for the lock
@@ -50,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--once", action="store_true", help="run one cycle now, then exit")
     p.add_argument(
+        "--if-due", action="store_true", help="with --once: only when a cycle is due, else exit 0"
+    )
+    p.add_argument(
         "--wait-lock", type=float, default=0.0, help="seconds to wait for another trainer"
     )
     add_training_arguments(p)
@@ -87,7 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("trainer_started", redis_url=redact_url(settings.redis_url), once=args.once)
     while not stop.is_set():
         try:
-            run_now, why = (True, "--once") if args.once else due(conn, tsettings, time.time())
+            if args.once and not args.if_due:
+                run_now, why = True, "--once"
+            else:
+                run_now, why = due(conn, tsettings, time.time())
+            if args.once and not run_now:
+                print("sentiment-trainer: no cycle due (not enough new votes, not scheduled)")
+                return 0
             if run_now:
                 code = _cycle(conn, settings, tsettings, base, args.wait_lock, why)
                 if args.once:
