@@ -43,6 +43,7 @@ from shared import batches, feedback
 from shared.aqueue import AsyncQueueClient
 from shared.config import Settings
 from shared.datasets import DataError
+from shared.output import RowFormat
 from shared.queues import QUEUE_BULK, connect, redis_out_of_memory
 from shared.schema import (
     MAX_TOP_WORDS,
@@ -338,7 +339,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             await asyncio.to_thread(batches.load, state["conn"], batch_id)
         except DataError as exc:
             raise ApiError(404, f"batch {batch_id}: {exc.reason}") from exc
-        formatter = batches.RowFormat(format)
+        formatter = RowFormat(format)
 
         def lines() -> Iterator[str]:
             # Starlette hops to a thread for each item of a sync iterator: yield ~64 KB pieces.

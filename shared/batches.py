@@ -15,17 +15,14 @@ length share a job (a job's forward pass is padded to its longest review).  Used
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import itertools
 import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 from redis import Redis
@@ -56,17 +53,6 @@ WINDOW_ROWS = 4096
 WINDOW_CHARS = 8_000_000
 BATCH_KEY = "sentiment:batch:{}"
 WINDOWS_KEY = "sentiment:batch:{}:windows"
-OUTPUT_FIELDS = [
-    "id",
-    "line",
-    "label",
-    "negative",
-    "positive",
-    "top_words",
-    "top_phrases",
-    "model_version",
-    "error",
-]
 
 #: Something that yields the input's records, afresh at every call (it is read twice).
 Source = Callable[[], Iterable[Review]]
@@ -304,105 +290,7 @@ def results(
                 for i, answer in zip(idx, outcome.result["results"], strict=True):
                     out[i].update({k: v for k, v in answer.items() if k != "id"})
                     out[i]["model_version"] = version
-            for row in out:
-                kind = "error" if row.get("error") else str(row.get("label"))
-                metrics.COLLECTED_ROWS.labels(kind).inc()
+            metrics.count_collected(out)
             if on_window is not None:
                 on_window(index)
             yield from out
-
-
-class RowFormat:
-    """Output rows as lines of JSONL or CSV (one record per input row, CSV-quoted as needed):
-    the producer's file and the API's download are the same bytes."""
-
-    def __init__(self, fmt: str) -> None:
-        if fmt not in ("jsonl", "csv"):
-            raise ValueError(f"unknown output format {fmt!r}")
-        self.csv = fmt == "csv"
-        self._buffer = io.StringIO()
-        self._writer = csv.DictWriter(self._buffer, OUTPUT_FIELDS, extrasaction="ignore")
-
-    def header(self) -> str:
-        """What comes before the first row (the CSV header; nothing for JSONL)."""
-        if not self.csv:
-            return ""
-        self._writer.writeheader()
-        return self._take()
-
-    def line(self, row: dict[str, Any]) -> str:
-        """One row, with its line ending."""
-        if not self.csv:
-            clean = {k: v for k, v in row.items() if k != "source"}
-            clean.setdefault("error", None)
-            return json.dumps(clean, ensure_ascii=False) + "\n"
-        scores = row.get("scores") or {}
-        self._writer.writerow(
-            {
-                **row,
-                "negative": scores.get("negative"),
-                "positive": scores.get("positive"),
-                "top_words": " ".join(w for w, _ in row.get("top_words") or []),
-                "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
-            }
-        )
-        return self._take()
-
-    def _take(self) -> str:
-        text = self._buffer.getvalue()
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        return text
-
-
-class OutputFile:
-    """An output file written as rows arrive: CSV or JSONL by extension, one line (CSV: one
-    record) per input row.  Created at once (an unwritable path fails before any work), written
-    to ``<name>.part`` and renamed into place only when complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.part = path.with_name(path.name + ".part")
-        try:
-            self._fh: IO[str] = self.part.open("w", newline="", encoding="utf-8")
-        except OSError as exc:
-            raise DataError(path, f"cannot write the output file: {exc.strerror or exc}") from exc
-        self.format = RowFormat("csv" if path.suffix.lower() == ".csv" else "jsonl")
-        self._fh.write(self.format.header())
-        self.counts = {"positive": 0, "negative": 0, "error": 0}
-
-    def write(self, row: dict[str, Any]) -> None:
-        key = "error" if row.get("error") else row.get("label")
-        if key in self.counts:
-            self.counts[key] += 1
-        self._fh.write(self.format.line(row))
-
-    def commit(self) -> dict[str, int]:
-        """Close and move into place; returns the label counts."""
-        self._fh.close()
-        self.part.replace(self.path)
-        return self.counts
-
-    def abort(self) -> None:
-        self._fh.close()
-        self.part.unlink(missing_ok=True)
-
-
-def write_output(rows: Iterable[dict[str, Any]], path: Path) -> dict[str, int]:
-    """Write ``rows`` to ``path`` (see ``OutputFile``); returns the label counts."""
-    out = OutputFile(path)
-    try:
-        for row in rows:
-            out.write(row)
-    except BaseException:
-        out.abort()
-        raise
-    return out.commit()
-
-
-def first(rows: Iterator[dict[str, Any]], n: int, keep: list[dict[str, Any]]) -> Iterator[Any]:
-    """Pass ``rows`` through, keeping the first ``n`` in ``keep`` (for a summary)."""
-    for row in itertools.islice(rows, n):
-        keep.append(row)
-        yield row
-    yield from rows

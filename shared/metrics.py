@@ -69,6 +69,14 @@ RECOVERED_JOBS = Counter(
     "Jobs of dead workers the producer returned to their queue while it waited",
     registry=PRODUCER,
 )
+
+
+def count_collected(rows: list[dict[str, Any]]) -> None:
+    """Count output rows by outcome (positive, negative, error)."""
+    for row in rows:
+        COLLECTED_ROWS.labels("error" if row.get("error") else str(row.get("label"))).inc()
+
+
 LAST_SUCCESS = Gauge(
     "sentiment_producer_last_success_unixtime",
     "When a producer run last finished writing its output",

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import batches
+from shared import batches, output
 from shared.datasets import DataError
 from shared.schema import (
     MAX_REVIEW_CHARS,
@@ -94,7 +94,7 @@ def _through_the_queue(redis: Any, files: list[Path], tmp_path: Path) -> list[di
     info = batches.submit(redis, batches.file_source(files), options, progress=False)
     work(redis)
     out = tmp_path / "out.jsonl"
-    batches.write_output(batches.results(redis, info.batch_id, timeout=30, progress=False), out)
+    output.write_output(batches.results(redis, info.batch_id, timeout=30, progress=False), out)
     return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
 
 

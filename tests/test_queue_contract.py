@@ -11,7 +11,7 @@ import pytest
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from shared import batches
+from shared import batches, output
 from shared.queues import (
     QUEUE_BULK,
     QUEUE_INTERACTIVE,
@@ -99,7 +99,7 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
     work(conn)
     rows = list(batches.results(conn, info.batch_id, timeout=5, progress=False))
     out = tmp_path / "out.jsonl"
-    batches.write_output(rows, out)
+    output.write_output(rows, out)
     written = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(written) == len(lines) and [r["line"] for r in written] == list(
         range(1, len(lines) + 1)
@@ -109,7 +109,7 @@ def test_bulk_file_with_bad_lines_gives_one_output_line_per_input(
     assert "NUL" in written[7]["error"] and written[6]["label"] == "positive"
     assert all(r["error"] is None for i, r in enumerate(written) if i not in (3, 4, 7))
     csv_out = tmp_path / "out.csv"
-    batches.write_output(rows, csv_out)
+    output.write_output(rows, csv_out)
     import csv
 
     with csv_out.open() as fh:

@@ -30,7 +30,6 @@ from redis.exceptions import RedisError
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
     Options,
-    OutputFile,
     file_source,
     load,
     results,
@@ -40,6 +39,7 @@ from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
 from shared.metrics import LAST_SUCCESS, PRODUCER, Pusher
+from shared.output import OutputFile
 from shared.queues import QUEUE_BULK, RedisUnavailable, connect, redis_out_of_memory
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 

@@ -31,9 +31,7 @@ import structlog
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
     Options,
-    OutputFile,
     file_source,
-    first,
     results,
     submit,
 )
@@ -42,6 +40,7 @@ from shared.datasets import DataError
 from shared.highlight import for_terminal
 from shared.local import LaunchError, RedisServer, worker_env, workers
 from shared.log import configure_logging
+from shared.output import OutputFile, first
 from shared.queues import RedisUnavailable, connect, redact_url
 from shared.schema import DEFAULT_TOP_WORDS
 

@@ -10,7 +10,7 @@ import pytest
 from rq.job import Job
 from rq.results import Result
 
-from shared import batches
+from shared import batches, output
 from shared.datasets import MAX_RECORD_BYTES, DataError, Review, read_reviews
 from shared.queues import RESULT_TTL_S
 from shared.schema import MAX_ID_CHARS
@@ -75,11 +75,11 @@ def test_an_unwritable_output_fails_before_any_work(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")  # even root cannot create a file inside a file
     with pytest.raises(DataError, match="cannot write the output file"):
-        batches.OutputFile(not_a_folder / "out.jsonl")
+        output.OutputFile(not_a_folder / "out.jsonl")
 
 
 def test_output_goes_to_a_part_file_until_complete(tmp_path: Path) -> None:
-    out = batches.OutputFile(tmp_path / "o.jsonl")
+    out = output.OutputFile(tmp_path / "o.jsonl")
     out.write({"id": "a", "line": 1, "label": "positive", "error": None})
     assert not (tmp_path / "o.jsonl").exists() and (tmp_path / "o.jsonl.part").exists()
     assert out.commit() == {"positive": 1, "negative": 0, "error": 0}

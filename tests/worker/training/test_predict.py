@@ -37,8 +37,8 @@ def test_every_input_line_gets_exactly_one_output_line(
 
 
 def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) -> None:
-    from shared.batches import write_output
     from shared.datasets import Review
+    from shared.output import write_output
     from worker.model.served import classify_reviews, load_served
 
     rows = list(

@@ -19,10 +19,10 @@ from typing import Any
 
 import structlog
 
-from shared.batches import first, write_output
 from shared.config import settings_or_exit
 from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
+from shared.output import first, write_output
 from shared.store import ModelStore, StoreError
 
 log = structlog.get_logger(__name__)
