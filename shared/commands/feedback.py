@@ -1,7 +1,8 @@
 """``sentiment-feedback``: bulk corrections in, votes out, and how users rate the model.
 
     sentiment-feedback import corrections.jsonl     # {"text": ..., "label": "positive"} lines,
-                                                    # or CSV with text/review and label columns
+                                                    # or CSV with review,sentiment columns (the
+                                                    # formats sentiment-train reads)
     sentiment-feedback export -o feedback.jsonl     # every vote that counts, as JSONL
     sentiment-feedback stats                        # votes per model version, agreement rate
 
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     sub = p.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="labelled corrections from a JSONL or CSV file")
+    imp = sub.add_parser("import", help="labelled corrections: JSONL, or CSV (review,sentiment)")
     imp.add_argument("file", type=Path)
     imp.add_argument("--user", help="whose votes these are (default: the file's name)")
     exp = sub.add_parser("export", help="every vote that counts, as JSONL")

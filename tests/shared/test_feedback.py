@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
+from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -118,3 +122,34 @@ def test_answers_for_buttons_expire_and_unknown_tokens_are_none(conn: fakeredis.
     assert 0 < conn.ttl(feedback.ANSWER_KEY.format(token)) <= 60
     assert feedback.answer_of(conn, "forged") is None
     assert feedback.answer_of(conn, "x" * 100) is None
+
+
+@pytest.mark.redis_server
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_the_cli_imports_exports_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from shared.commands.feedback import main
+    from shared.local import RedisServer
+
+    src = tmp_path / "corrections.csv"
+    src.write_text('review,sentiment\n"Loved it, truly.",positive\n"Dull.",negative\n"",positive\n')
+    with RedisServer.temporary() as server:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        assert main(["import", str(src)]) == 0
+        captured = capsys.readouterr()
+        assert "2 corrections stored, 1 refused" in captured.out
+        assert "corrections.csv:" in captured.err
+        assert main(["import", str(src)]) == 0  # again: the same votes, nothing added
+        capsys.readouterr()
+        out = tmp_path / "votes.jsonl"
+        assert main(["export", "-o", str(out)]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sorted(r["label"] for r in rows) == ["negative", "positive"]
+        assert all(r["source"] == "import" and r["id"] for r in rows)
+        capsys.readouterr()
+        assert main(["stats", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["votes"] == 2 and report["by_source"]["import"] == 2
+        assert main(["stats"]) == 0
+        assert "2 votes from 1 users" in capsys.readouterr().out
