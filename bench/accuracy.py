@@ -9,8 +9,11 @@ scores on the same splits (same tokenizer):
 * NB-weighted uni+bigram logistic regression (NBSVM-style, Wang & Manning 2012, full vocabulary).
 
 Also reports accuracy on single sentences cut from test reviews (chat messages are short; a
-sentence inherits its review's label, so every model faces the same label noise) and in-process
-prediction throughput (reviews/s at batch 256, median of 3 runs).
+sentence inherits its review's label, so every model faces the same label noise), the share of
+those sentences predicted positive (the set is about balanced: 0.50 is right), expected
+calibration error on reviews and on sentences (models answer with their version's calibration,
+``sentiment-calibrate``), a second version side by side (``--compare``, default v0002), and
+in-process prediction throughput (reviews/s at batch 256, median of 3 runs).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from shared.config import Settings
 from shared.datasets import read_reviews
 from shared.store import ModelStore
 from shared.text import tokenize
+from worker.training.calibrate import answer_probs
 from worker.training.gate import sentences_from
 
 
@@ -106,6 +110,24 @@ class NBLogReg:
     def predict(self, tok: list[list[str]]) -> np.ndarray:
         return self.clf.predict(self.vec.transform(tok) @ self.r)  # type: ignore[no-any-return]
 
+    def proba(self, tok: list[list[str]]) -> np.ndarray:
+        return self.clf.predict_proba(self.vec.transform(tok) @ self.r)[:, 1]  # type: ignore[no-any-return]
+
+
+def scored(
+    p_test: np.ndarray, y_test: np.ndarray, p_sent: np.ndarray, y_sent: np.ndarray
+) -> dict[str, Any]:
+    """Accuracy, ECE and the share predicted positive, on full reviews and on sentences."""
+    from worker.training.calibrate import ece
+
+    return {
+        "test": float(((p_test > 0.5) == y_test).mean()),
+        "sentences": float(((p_sent > 0.5) == y_sent).mean()),
+        "sent_positive": float((p_sent > 0.5).mean()),
+        "ece_test": ece(p_test, y_test),
+        "ece_sent": ece(p_sent, y_sent),
+    }
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -114,15 +136,20 @@ def main() -> int:
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--compare", default="v0002", help="another version side by side (default v0002)"
+    )
     args = parser.parse_args()
     if not args.data.exists():
         print(f"dataset not found: {args.data}", file=sys.stderr)
         return 2
 
-    from worker.model.predictor import load_predictor
+    from worker.model.served import load_served
 
-    version = ModelStore(args.model_dir, args.model_name).resolve(args.version)
-    predictor = load_predictor(version)
+    store = ModelStore(args.model_dir, args.model_name)
+    version = store.resolve(args.version)
+    served = load_served(store, version.version)
+    predictor = served.predictor
     t0 = time.perf_counter()
     train = [r for r in read_reviews(args.data, split="train")]
     test = [r for r in read_reviews(args.data, split="test")]
@@ -140,43 +167,55 @@ def main() -> int:
     timings = []
     for _ in range(3):
         t = time.perf_counter()
-        probs = predictor.probs(ids, batch_size=256)
+        predictor.probs(ids, batch_size=256)
         timings.append(time.perf_counter() - t)
     t = time.perf_counter()
     predictor.predict_texts([r.text for r in test[:5000]], batch_size=256)
     end_to_end = 5000 / (time.perf_counter() - t)
-    sent_probs = np.array(
-        [[p.scores["negative"], p.scores["positive"]] for p in predictor.predict_texts(sent)]
-    )
-    rows[f"model {predictor.model_version} ({version.manifest['architecture']})"] = {
-        "test": float((probs.argmax(1) == y_test).mean()),
-        "sentences": float((sent_probs.argmax(1) == y_sent).mean()),
-        "train_s": version.manifest.get("training", {}).get("seconds"),
-    }
-    print("model evaluated", flush=True)
+    test_texts = [r.text for r in test]
+    for name in dict.fromkeys([version.version, args.compare]):
+        if name not in store.versions():
+            continue
+        other = served if name == version.version else load_served(store, name)
+        manifest = store.resolve(name).manifest
+        tag = " calibrated" if manifest.get("calibration") else ""
+        rows[f"model {other.model_version} ({manifest['architecture']}{tag})"] = {
+            **scored(answer_probs(other, test_texts), y_test, answer_probs(other, sent), y_sent),
+            "train_s": manifest.get("training", {}).get("seconds"),
+        }
+    print("models evaluated", flush=True)
 
     t = time.perf_counter()
     tfidf, best_c = tfidf_lr(train_tok, y_train, args.seed)
     rows[f"TF-IDF uni+bigram LR (C={best_c:g})"] = {
-        "test": float((tfidf.predict(test_tok) == y_test).mean()),
-        "sentences": float((tfidf.predict(sent_tok) == y_sent).mean()),
+        **scored(
+            tfidf.predict_proba(test_tok)[:, 1], y_test, tfidf.predict_proba(sent_tok)[:, 1], y_sent
+        ),
         "train_s": round(time.perf_counter() - t, 1),
     }
     print("tf-idf baseline done", flush=True)
     t = time.perf_counter()
     nb = NBLogReg().fit(train_tok, y_train)
     rows["NB-weighted uni+bigram LR (NBSVM-style)"] = {
-        "test": float((nb.predict(test_tok) == y_test).mean()),
-        "sentences": float((nb.predict(sent_tok) == y_sent).mean()),
+        **scored(nb.proba(test_tok), y_test, nb.proba(sent_tok), y_sent),
         "train_s": round(time.perf_counter() - t, 1),
     }
 
     throughput = len(ids) / statistics.median(timings)
     print()
-    print(f"IMDB test split: {len(test)} reviews; single sentences: {len(sent)} (seed {args.seed})")
-    print(f"{'model':<52} {'test acc':>9} {'sentences':>10} {'train s':>8}")
+    print(
+        f"IMDB test split: {len(test)} reviews; single sentences: {len(sent)} (seed {args.seed}, "
+        f"{y_sent.mean():.1%} from positive reviews)"
+    )
+    print(
+        f"{'model':<58} {'test acc':>8} {'sent acc':>8} {'sent pos':>8} "
+        f"{'ECE test':>8} {'ECE sent':>8} {'train s':>7}"
+    )
     for name, r in rows.items():
-        print(f"{name:<52} {r['test']:>9.4f} {r['sentences']:>10.4f} {r['train_s'] or '':>8}")
+        print(
+            f"{name:<58} {r['test']:>8.4f} {r['sentences']:>8.4f} {r['sent_positive']:>8.3f} "
+            f"{r['ece_test']:>8.4f} {r['ece_sent']:>8.4f} {r['train_s'] or '':>7}"
+        )
     base = rows[next(k for k in rows if k.startswith("TF-IDF"))]["test"]
     ours = next(iter(rows.values()))["test"]
     print(f"\nmodel - TF-IDF LR: {100 * (ours - base):+.2f} pt")

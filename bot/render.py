@@ -93,6 +93,8 @@ def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> s
     confidence = float(result["scores"][label])
     weights = weights_of(result.get("top_words") or [])
     head = f"{EMOJI.get(label, '')} <b>{label.capitalize()}</b> · {confidence:.0%} confident"
+    if result.get("uncertain"):  # under the version's threshold: a leaning, not a verdict
+        head = f"🤷 <b>Mixed / not sure</b>, leaning {label} · {confidence:.0%}"
     tail: list[str] = []
     if weights:
         tail.append(

@@ -24,6 +24,7 @@ OUTPUT_FIELDS = [
     "label",
     "negative",
     "positive",
+    "uncertain",
     "top_words",
     "top_phrases",
     "model_version",

@@ -3,19 +3,24 @@
 A job is ``JOB_FUNCTION(payload)`` serialized with RQ's JSON serializer, so producers never import
 the worker or TensorFlow and nothing is unpickled.  Payload::
 
-    {"schema": 1, "reviews": [{"id": "r1", "text": "..."}], "options": {"top_words": 10}}
+    {"schema": 2, "reviews": [{"id": "r1", "text": "..."}], "options": {"top_words": 10}}
 
 Result::
 
-    {"schema": 1, "model_version": "sentiment-cnn/v0003", "results": [
+    {"schema": 2, "model_version": "sentiment-cnn/v0003", "results": [
         {"id": "r1", "label": "positive", "scores": {"negative": 0.1, "positive": 0.9},
+         "uncertain": false,
          "top_words": [["superb", 1.7], ["boring", -0.4]],
          "top_phrases": [["not bad at all", 1.2]],
          "n_tokens": 57, "oov_count": 1, "truncated": false, "error": null},
         {"id": "r2", "error": "empty review"}]}
 
 Weights are in log-odds units of the predicted label: positive supports it, negative opposes it;
-``top_words`` is sorted by absolute weight.  An invalid review gets a per-review ``error``; it
+``top_words`` is sorted by absolute weight.  ``scores`` are calibrated probabilities when the
+version carries a calibration; ``uncertain`` is true when the larger score is under the version's
+threshold (the label is then only a leaning).  Schema 2 added ``uncertain``; workers still take
+schema-1 payloads and producers still read schema-1 results (``uncertain`` absent), so a rolling
+upgrade loses nothing.  An invalid review gets a per-review ``error``; it
 never fails the batch.
 """
 
@@ -25,7 +30,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions still understood: payloads from older producers, results from older workers.
+SUPPORTED_SCHEMAS = (1, 2)
 #: The job function's dotted path: a contract stored in Redis with every job.
 JOB_FUNCTION = "worker.jobs.classify_batch"
 LABELS = ("negative", "positive")
@@ -72,7 +79,7 @@ def validate_payload(payload: object) -> dict[str, Any]:
     """Check the envelope; individual bad review *texts* are reported per review, not here."""
     if not isinstance(payload, Mapping):
         raise SchemaError("payload must be an object")
-    if payload.get("schema") != SCHEMA_VERSION:
+    if payload.get("schema") not in SUPPORTED_SCHEMAS:
         raise SchemaError(f"unsupported payload schema {payload.get('schema')!r}")
     reviews = payload.get("reviews")
     if not isinstance(reviews, list) or not reviews:
@@ -111,8 +118,8 @@ def _check_pairs(value: object, what: str) -> None:
 
 def validate_result(result: object, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Check a worker's answer (and, given the payload, that it answers every review in order)."""
-    if not isinstance(result, Mapping) or result.get("schema") != SCHEMA_VERSION:
-        raise SchemaError("result must be an object with the current schema version")
+    if not isinstance(result, Mapping) or result.get("schema") not in SUPPORTED_SCHEMAS:
+        raise SchemaError("result must be an object with a supported schema version")
     if not isinstance(result.get("model_version"), str):
         raise SchemaError("result lacks 'model_version'")
     items = result.get("results")
@@ -136,6 +143,8 @@ def validate_result(result: object, payload: Mapping[str, Any] | None = None) ->
             raise SchemaError("'scores' must hold both classes")
         if abs(sum(float(v) for v in scores.values()) - 1.0) > 1e-3:
             raise SchemaError("'scores' must sum to 1")
+        if result["schema"] >= 2 and not isinstance(item.get("uncertain"), bool):
+            raise SchemaError("'uncertain' must be true or false")
         _check_pairs(item.get("top_words"), "top_words")
         _check_pairs(item.get("top_phrases"), "top_phrases")
     return dict(result)

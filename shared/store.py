@@ -223,10 +223,13 @@ class ModelStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.base / LATEST)
             _fsync_dir(self.base)
-            with (self.base / HISTORY).open("a", encoding="utf-8") as fh:
-                fh.write(
-                    json.dumps({"version": version, "action": action, "at": time.time()}) + "\n"
-                )
+            history = self.base / HISTORY
+            entries = []
+            if current is not None and not history.exists():  # a store from before the log
+                entries.append({"version": current, "action": "initial", "at": time.time()})
+            entries.append({"version": version, "action": action, "at": time.time()})
+            with history.open("a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(e) + "\n" for e in entries)
         return True
 
     def rollback(self) -> str:

@@ -13,10 +13,51 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.datasets import Review
-from shared.schema import DEFAULT_TOP_WORDS, MAX_REVIEWS_PER_JOB, review_error
+from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
 from shared.store import ModelStore, Published, StoreError
 from worker.model.explain import Explainer, phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Post-hoc calibration of a version (``manifest["calibration"]``, ``sentiment-calibrate``):
+    positive-class log-odds ``z`` become ``z / temperature + bias`` (with a pair of its own for
+    texts of at most ``short_tokens`` tokens: sentences are not reviews); an answer whose larger
+    probability is under ``uncertain_below`` is flagged uncertain.  Identity by default."""
+
+    temperature: float = 1.0
+    bias: float = 0.0
+    uncertain_below: float = 0.0
+    short_tokens: int = 0
+    short_temperature: float = 1.0
+    short_bias: float = 0.0
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Calibration:
+        raw = manifest.get("calibration") or {}
+        short = raw.get("short") or {}
+        calibration = cls(
+            temperature=float(raw.get("temperature", 1.0)),
+            bias=float(raw.get("bias", 0.0)),
+            uncertain_below=float(raw.get("uncertain_below", 0.0)),
+            short_tokens=int(short.get("max_tokens", 0)),
+            short_temperature=float(short.get("temperature", 1.0)),
+            short_bias=float(short.get("bias", 0.0)),
+        )
+        params = (calibration.temperature, calibration.short_temperature)
+        biases = (calibration.bias, calibration.short_bias)
+        if not (min(params) > 0 and all(math.isfinite(b) for b in biases)):
+            raise StoreError(f"bad calibration in the manifest: {raw}")
+        if not 0.0 <= calibration.uncertain_below < 1.0:
+            raise StoreError(f"bad uncertain_below in the manifest: {raw}")
+        return calibration
+
+    def params(self, n_tokens: int) -> tuple[float, float]:
+        """(temperature, bias) for a text of ``n_tokens`` tokens."""
+        if n_tokens <= self.short_tokens:
+            return self.short_temperature, self.short_bias
+        return self.temperature, self.bias
 
 
 @dataclass(frozen=True)
@@ -25,6 +66,7 @@ class Served:
 
     predictor: Predictor
     explainer: Explainer
+    calibration: Calibration = Calibration()
 
     @property
     def published(self) -> Published | None:
@@ -47,8 +89,11 @@ class Served:
 
 def load_served(store: ModelStore, version: str = "LATEST") -> Served:
     """Load and check a version, and trace its explainer, so its first job is not slow."""
-    predictor = load_predictor(store.resolve(version))
-    served = Served(predictor, Explainer(predictor.model))
+    published = store.resolve(version)
+    predictor = load_predictor(published)
+    served = Served(
+        predictor, Explainer(predictor.model), Calibration.from_manifest(published.manifest)
+    )
     explained = served.explainer.explain_ids([e.ids for e in predictor.encode(list(SMOKE_TEXTS))])
     if any(not math.isfinite(e.log_odds) for e in explained):
         raise StoreError(f"{predictor.model_version}: smoke explanation is not finite")
@@ -71,13 +116,25 @@ def explain_reviews(
     explained = served.explainer.explain_ids(
         [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
     )
+    cal = served.calibration
     for i, enc, exp in zip(valid, encoded, explained, strict=True):
+        temperature, bias = cal.params(enc.n_tokens)
+        z = exp.log_odds / temperature + bias
+        p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+        label = LABELS[int(z > 0)]
+        # Weights stay the words' shares of the log-odds, oriented to the (calibrated) label.
+        scale = (1.0 if label == exp.label else -1.0) / temperature
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
-            "label": exp.label,
-            "scores": exp.scores,
-            "top_words": exp.top_words,
-            "top_phrases": phrase_texts(enc.tokens, exp.phrases),
+            "label": label,
+            "scores": {LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
+            "uncertain": max(p_pos, 1.0 - p_pos) < cal.uncertain_below,
+            "top_words": [[w, v * scale] for w, v in exp.top_words]
+            if scale != 1.0
+            else exp.top_words,
+            "top_phrases": [[t, v * scale] for t, v in phrase_texts(enc.tokens, exp.phrases)]
+            if scale != 1.0
+            else phrase_texts(enc.tokens, exp.phrases),
             "n_tokens": enc.n_tokens,
             "oov_count": enc.oov_count,
             "truncated": enc.truncated,
@@ -85,7 +142,7 @@ def explain_reviews(
         }
         if want_tokens:
             item["tokens"] = [
-                [t, round(w, 4)] for t, w in zip(enc.tokens, exp.token_weights, strict=True)
+                [t, round(w * scale, 4)] for t, w in zip(enc.tokens, exp.token_weights, strict=True)
             ]
         results[i] = item
     return results

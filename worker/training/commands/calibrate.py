@@ -1,0 +1,107 @@
+"""``sentiment-calibrate``: calibrated confidence and an "uncertain" threshold for a version.
+
+    sentiment-calibrate                          # LATEST, on its own validation split
+    sentiment-calibrate --model v0002 --uncertain-below 0.6
+
+Fits ``z / temperature + bias`` on the version's validation reviews and one sentence of each
+(never the test split), prints expected calibration error, accuracy and the share predicted
+positive before and after, and publishes a new version with the calibration in its manifest and
+a reliability diagram beside it; the source version stays in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import settings_or_exit
+from shared.datasets import DataError, detect_format, ensure_aclimdb, read_reviews
+from shared.log import configure_logging
+from shared.store import ModelStore, StoreError
+from worker.training.calibrate import (
+    DEFAULT_UNCERTAIN_BELOW,
+    answer_probs,
+    as_served_calibration,
+    calibrate,
+    publish_calibrated,
+    test_metrics,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings = settings_or_exit("sentiment-calibrate")
+    p = argparse.ArgumentParser(
+        prog="sentiment-calibrate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("--model", default="LATEST", help="version to calibrate (default LATEST)")
+    p.add_argument("--data", type=Path, help="the training data it was trained on (default IMDB)")
+    p.add_argument(
+        "--uncertain-below",
+        type=float,
+        default=DEFAULT_UNCERTAIN_BELOW,
+        help="flag answers whose calibrated confidence is under this (0.5-1)",
+    )
+    p.add_argument("--no-publish", action="store_true", help="report only")
+    args = p.parse_args(argv)
+    if not 0.5 <= args.uncertain_below < 1:
+        p.error("--uncertain-below must be in [0.5, 1)")
+    configure_logging(settings.log_level, settings.log_format)
+    from worker.model.served import load_served
+    from worker.training.data import load_split
+
+    store = ModelStore(settings.model_dir, settings.model_name)
+    try:
+        source = store.resolve(args.model, verify=True)
+        manifest, training = source.manifest, source.manifest.get("training", {})
+        recorded = manifest.get("data", {}).get("train") or {}
+        data = ensure_aclimdb(args.data, settings.data_dir, False)
+        seed, fraction = int(training["seed"]), float(training["val_fraction"])
+        split = load_split(data, "train", int(recorded["n"]), seed)
+        if split.source["fingerprint"] != recorded.get("fingerprint"):
+            raise DataError(data, "not the data this version was trained on (fingerprint differs)")
+        order = np.random.default_rng(seed).permutation(len(split.reviews))
+        val = order[: max(1, round(len(order) * fraction))]
+        texts = [split.reviews[i].text for i in val]
+        served = load_served(store, source.version)
+        cal, sets = calibrate(served, (texts, split.labels[val]), seed, args.uncertain_below)
+    except (DataError, StoreError, KeyError, ValueError) as exc:
+        print(f"sentiment-calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{source.version}: reviews T {cal.long[0]:.3f} bias {cal.long[1]:+.3f}; "
+        f"sentences T {cal.short[0]:.3f} bias {cal.short[1]:+.3f}; "
+        f"uncertain below {cal.uncertain_below:.2f} (validation: {len(texts)} reviews)"
+    )
+    print(f"{'':<8} {'ECE':>14} {'accuracy':>16} {'positive share':>18} {'uncertain':>10}")
+    for name in ("full", "short"):
+        b, a = cal.before[name], cal.after[name]
+        print(
+            f"{name:<8} {b['ece']:>6.4f} -> {a['ece']:.4f} {b['accuracy']:>7.4f} -> "
+            f"{a['accuracy']:.4f} {b['positive_share']:>9.4f} -> {a['positive_share']:.4f} "
+            f"{a['uncertain_share']:>10.1%}"
+        )
+    if args.no_publish:
+        return 0
+    test = None
+    if detect_format(data).startswith("aclimdb"):  # reported in the manifest, never fitted on
+        reviews = [r for r in read_reviews(data, split="test", labelled=True) if r.text.strip()]
+        labels = np.array([r.label for r in reviews])
+        p_test = answer_probs(served, [r.text for r in reviews], as_served_calibration(cal))
+        test = test_metrics(p_test, labels)
+        print(f"test split (reporting): accuracy {test['accuracy']:.4f}, ECE {test['ece']:.4f}")
+    published = publish_calibrated(store, source, cal, sets, test)
+    print(f"published {published.model_version} (calibrated from {source.version})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
