@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class Split:
     y_fit: np.ndarray
     val_texts: list[list[str]]
     y_val: np.ndarray
+    cache: dict[int, Any] = field(default_factory=dict)
 
 
 def validation_split(data: Path, limit: int | None, seed: int, val_fraction: float) -> Split:
@@ -100,22 +101,15 @@ def validation_split(data: Path, limit: int | None, seed: int, val_fraction: flo
 def run_multihot(split: Split, params: dict[str, Any], seed: int) -> tuple[float, float]:
     """The Keras blog's multi-hot dense network; (validation accuracy, validation loss)."""
     import keras
-    from scipy import sparse
 
     from shared.vocab import Vocabulary
 
     keras.utils.set_random_seed(seed)
-    vocab = Vocabulary.build(split.fit_texts, int(params["words"]))
-
-    def multihot(texts: list[list[str]]) -> Any:
-        rows: list[int] = []
-        cols: list[int] = []
-        for r, tokens in enumerate(texts):
-            ids = {i for i in vocab.encode(tokens, None).ids if i > 1}
-            rows.extend([r] * len(ids))
-            cols.extend(ids)
-        shape = (len(texts), len(vocab))
-        return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+    words = int(params["words"])
+    if words not in split.cache:  # the same inputs for every run of a sweep
+        vocab = Vocabulary.build(split.fit_texts, words)
+        split.cache[words] = (len(vocab), *_multihot_pair(vocab, split))
+    width, x_fit, x_val = split.cache[words]
 
     class Batches(keras.utils.PyDataset):  # type: ignore[misc]
         def __init__(self, x: Any, y: np.ndarray, size: int) -> None:
@@ -129,8 +123,7 @@ def run_multihot(split: Split, params: dict[str, Any], seed: int) -> tuple[float
             part = slice(i * self.size, (i + 1) * self.size)
             return self.x[part].toarray(), self.y[part]
 
-    x_fit, x_val = multihot(split.fit_texts), multihot(split.val_texts)
-    model = keras.Sequential([keras.Input((len(vocab),))])
+    model = keras.Sequential([keras.Input((width,))])
     for _ in range(int(params["layers"])):
         model.add(keras.layers.Dense(int(params["units"]), activation=params["activation"]))
     model.add(keras.layers.Dense(1, activation="sigmoid"))
@@ -139,6 +132,22 @@ def run_multihot(split: Split, params: dict[str, Any], seed: int) -> tuple[float
     model.fit(Batches(x_fit, split.y_fit, size), epochs=int(params["epochs"]), verbose=0)
     loss, accuracy = model.evaluate(Batches(x_val, split.y_val, size), verbose=0)
     return float(accuracy), float(loss)
+
+
+def _multihot_pair(vocab: Any, split: Split) -> tuple[Any, Any]:
+    from scipy import sparse
+
+    def multihot(texts: list[list[str]]) -> Any:
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, tokens in enumerate(texts):
+            ids = {i for i in vocab.encode(tokens, None).ids if i > 1}
+            rows.extend([r] * len(ids))
+            cols.extend(ids)
+        shape = (len(texts), len(vocab))
+        return sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+
+    return multihot(split.fit_texts), multihot(split.val_texts)
 
 
 def run_architecture(
