@@ -239,3 +239,37 @@ def publish_calibrated(
         return manifest
 
     return store.publish(write)
+
+
+def validation_reviews(source: Published, data: Path) -> tuple[list[str], np.ndarray]:
+    """The version's validation reviews, rebuilt as training carved them (checked by the
+    training data's fingerprint)."""
+    from shared.datasets import DataError
+    from worker.training.data import load_split
+
+    training = source.manifest.get("training", {})
+    recorded = source.manifest.get("data", {}).get("train") or {}
+    seed, fraction = int(training["seed"]), float(training["val_fraction"])
+    split = load_split(data, "train", int(recorded["n"]), seed)
+    if split.source["fingerprint"] != recorded.get("fingerprint"):
+        raise DataError(data, "not the data this version was trained on (fingerprint differs)")
+    order = np.random.default_rng(seed).permutation(len(split.reviews))
+    val = order[: max(1, round(len(order) * fraction))]
+    return [split.reviews[i].text for i in val], split.labels[val]
+
+
+def calibrate_version(
+    store: ModelStore, version: str, data: Path, uncertain_below: float
+) -> tuple[Published, Calibrated]:
+    """Calibrate ``version`` on its validation split and publish the result (the trainer)."""
+    from worker.model.served import load_served
+
+    source = store.resolve(version, verify=True)
+    texts, labels = validation_reviews(source, data)
+    cal, sets = calibrate(
+        load_served(store, version),
+        (texts, labels),
+        int(source.manifest["training"]["seed"]),
+        uncertain_below,
+    )
+    return publish_calibrated(store, source, cal, sets), cal

@@ -61,12 +61,13 @@ class EvalSet:
 
 
 def accuracy(served: Any, texts: Sequence[str], labels: np.ndarray) -> float:
-    """Accuracy of a loaded version (``worker.model.served.Served``) on labelled texts."""
+    """Accuracy of a loaded version (``worker.model.served.Served``) on labelled texts, as the
+    worker answers them (its calibration applied)."""
+    from worker.training.calibrate import answer_probs
+
     if not texts:
         return float("nan")
-    predictor = served.predictor
-    probs = predictor.probs([e.ids for e in predictor.encode(list(texts))])
-    return float((probs.argmax(axis=1) == labels).mean())
+    return float(((answer_probs(served, list(texts)) > 0.5).astype(int) == labels).mean())
 
 
 @dataclass(frozen=True)

@@ -246,8 +246,16 @@ def run_cycle(
         )
         scratch_settings = dataclasses.replace(settings, model_dir=scratch, model_store_url="")
         train(config, scratch_settings)
-        challenger = load_served(ModelStore(scratch, settings.model_name))
+        scratch_store = ModelStore(scratch, settings.model_name)
         champion_version = store.latest()
+        champion_manifest = store.resolve(champion_version).manifest if champion_version else {}
+        if champion_manifest.get("calibration"):  # the challenger answers like the champion
+            from worker.training.calibrate import calibrate_version
+
+            data = ensure_aclimdb(config.data, settings.data_dir, config.download)
+            uncertain = float(champion_manifest["calibration"].get("uncertain_below", 0.6))
+            calibrate_version(scratch_store, scratch_store.latest() or "", data, uncertain)
+        challenger = load_served(scratch_store)
         champion = load_served(store) if champion_version else None
         note = "newest votes, held out by time" if held else "the votes trained on (no holdout yet)"
         sets = eval_sets(config, settings, tsettings, held or train_votes, note)

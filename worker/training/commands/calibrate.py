@@ -30,6 +30,7 @@ from worker.training.calibrate import (
     calibrate,
     publish_calibrated,
     test_metrics,
+    validation_reviews,
 )
 
 
@@ -56,23 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--uncertain-below must be in [0.5, 1)")
     configure_logging(settings.log_level, settings.log_format)
     from worker.model.served import load_served
-    from worker.training.data import load_split
 
     store = ModelStore(settings.model_dir, settings.model_name)
     try:
         source = store.resolve(args.model, verify=True)
-        manifest, training = source.manifest, source.manifest.get("training", {})
-        recorded = manifest.get("data", {}).get("train") or {}
         data = ensure_aclimdb(args.data, settings.data_dir, False)
-        seed, fraction = int(training["seed"]), float(training["val_fraction"])
-        split = load_split(data, "train", int(recorded["n"]), seed)
-        if split.source["fingerprint"] != recorded.get("fingerprint"):
-            raise DataError(data, "not the data this version was trained on (fingerprint differs)")
-        order = np.random.default_rng(seed).permutation(len(split.reviews))
-        val = order[: max(1, round(len(order) * fraction))]
-        texts = [split.reviews[i].text for i in val]
+        texts, val_labels = validation_reviews(source, data)
+        seed = int(source.manifest["training"]["seed"])
         served = load_served(store, source.version)
-        cal, sets = calibrate(served, (texts, split.labels[val]), seed, args.uncertain_below)
+        cal, sets = calibrate(served, (texts, val_labels), seed, args.uncertain_below)
     except (DataError, StoreError, KeyError, ValueError) as exc:
         print(f"sentiment-calibrate: {exc}", file=sys.stderr)
         return 2
