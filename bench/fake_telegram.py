@@ -122,6 +122,8 @@ class FakeTelegram:
     served_at: dict[int, float] = field(default_factory=dict)  # update_id -> first getUpdates
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     callback_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Seconds between recording an edit and answering it (a slow network, in tests).
+    edit_delay_s: float = 0.0
     _next_update: int = 1
     _next_message: int = 1000
     _lock: threading.Condition = field(default_factory=threading.Condition)
@@ -327,7 +329,10 @@ class FakeTelegram:
             else:
                 stored.pop("reply_markup", None)
             stored["edits"].append((time.monotonic(), params["text"]))
-            return {k: v for k, v in stored.items() if k not in ("reply_to", "edits", "sent_at")}
+            edited = {k: v for k, v in stored.items() if k not in ("reply_to", "edits", "sent_at")}
+        if self.edit_delay_s:  # the user already sees the edit; the bot hears back later
+            time.sleep(self.edit_delay_s)
+        return edited
 
     def api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
         query_id = str(params.get("callback_query_id") or "")

@@ -16,9 +16,7 @@ import structlog
 from redis.exceptions import RedisError
 from telegram import (
     BotCommand,
-    CallbackQuery,
     Chat,
-    InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     Update,
@@ -37,10 +35,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot import metrics, render
+from bot import metrics, render, votes
 from bot.config import BotSettings
 from bot.limits import RateLimiter
-from shared import announcements, feedback
+from shared import announcements
 from shared.aqueue import AsyncQueueClient
 from shared.schema import review_error
 
@@ -186,6 +184,7 @@ class SentimentBot:
                 raise submitted
             job_id = submitted
             outcome = await self.client.wait(job_id, self.settings.reply_timeout_s)
+            self.limiter.release(user_id)  # answered: the next review may come before the edit
             if outcome is None:
                 outcome_name = "timeout"
                 await self._edit(placeholder, render.BUSY)
@@ -251,74 +250,21 @@ class SentimentBot:
     async def _feedback_buttons(
         self, text: str, label: str, version: str, chat_id: int
     ) -> InlineKeyboardMarkup | None:
-        """Right / Wrong under an answer; the answer is kept ``ANSWER_TTL_S`` for them (no
-        buttons, rather than no answer, when Redis refuses)."""
-        try:
-            token = await asyncio.to_thread(
-                feedback.remember_answer, self.client.conn, text, label, version, chat_id
-            )
-        except RedisError as exc:
-            log.warning("answer_not_kept", reason=str(exc))
-            return None
-        return InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton("✅ Right", callback_data=f"fb:{token}:r"),
-                    InlineKeyboardButton("❌ Wrong", callback_data=f"fb:{token}:w"),
-                ]
-            ]
-        )
+        return await votes.buttons(self.client.conn, text, label, version, chat_id)
 
     async def vote(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A Right / Wrong press: stored once per user and answer (a later press replaces it);
-        forged, stale and foreign presses are answered and ignored."""
+        """A Right / Wrong press (``bot.votes``): stored, or answered and ignored."""
         query = update.callback_query
         assert query is not None
-        reply, outcome = await self._vote(query)
+        reply, outcome = await votes.vote(
+            query, self.client.conn, self.settings.feedback_rate_per_minute
+        )
         metrics.FEEDBACK.labels(outcome).inc()
         log.info("feedback", update_id=update.update_id, outcome=outcome)
         try:
             await query.answer(reply)
         except TelegramError as exc:  # the query expired: the vote is stored anyway
             log.warning("callback_answer_failed", reason=str(exc))
-
-    async def _vote(self, query: CallbackQuery) -> tuple[str, str]:
-        parts = (query.data or "").split(":")
-        if len(parts) != 3 or parts[0] != "fb" or parts[2] not in ("r", "w"):
-            return render.FEEDBACK_UNKNOWN, "forged"
-        _, token, choice = parts
-        conn = self.client.conn
-        try:
-            answer = await asyncio.to_thread(feedback.answer_of, conn, token)
-            if answer is None:
-                return render.FEEDBACK_EXPIRED, "stale"
-            message = query.message
-            if message is None or message.chat.id != answer["chat_id"]:
-                return render.FEEDBACK_FOREIGN, "foreign"
-            user = feedback.hash_user(f"tg:{query.from_user.id}")
-            label = answer["label"] if choice == "r" else feedback.other_label(answer["label"])
-            item = feedback.Feedback(
-                text=answer["text"],
-                label=label,
-                predicted=answer["label"],
-                model_version=answer["model_version"],
-                user=user,
-                message=f"tg:{token}",
-                source="bot",
-                at=time.time(),
-            )
-            await asyncio.to_thread(
-                feedback.allow, conn, user, self.settings.feedback_rate_per_minute
-            )
-            await asyncio.to_thread(feedback.record, conn, item)
-        except feedback.RateLimited:
-            return render.FEEDBACK_RATE, "rate_limited"
-        except feedback.FeedbackError:
-            return render.FEEDBACK_UNKNOWN, "invalid"
-        except RedisError as exc:
-            log.error("feedback_not_saved", reason=str(exc))
-            return render.FEEDBACK_FAILED, "redis_error"
-        return render.FEEDBACK_THANKS.format(label=label), "right" if choice == "r" else "wrong"
 
     async def _edit(
         self, placeholder: Message, text: str, keyboard: InlineKeyboardMarkup | None = None

@@ -220,6 +220,18 @@ def test_rate_limit_answers_politely_once_and_spares_other_users(bot: Bot) -> No
     assert bot.proc.poll() is None  # still running
 
 
+def test_the_next_review_is_welcome_as_soon_as_the_answer_is_visible(bot: Bot) -> None:
+    """The in-flight slot is freed when the worker answered, not when Telegram confirmed the
+    edit: a user who replies the moment they see the answer is not told "one at a time"."""
+    bot.fake.edit_delay_s = 1.5
+    try:
+        for i in range(2):
+            _, reply = bot.ask(110, f"A superb film, part {i}")
+            assert "Positive" in reply["text"], reply["text"]
+    finally:
+        bot.fake.edit_delay_s = 0.0
+
+
 def test_allowlist_and_worker_down_timeout(system: Any) -> None:
     url, env, tmp = system
     restricted = {
