@@ -72,6 +72,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         )
         state["conn"] = connect(settings.redis_url, check=False)
         state["uploads"] = Path(tempfile.mkdtemp(prefix="sentiment-api-"))
+        feedback.warn_if_default_salt()
         log.info("api_ready", auth="tokens" if tokens else "none (--insecure-local)")
         try:
             yield

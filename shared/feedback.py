@@ -50,6 +50,18 @@ class RateLimited(FeedbackError):
     """This user voted too often in the last minute."""
 
 
+def warn_if_default_salt() -> None:
+    """Telegram ids are short numbers: with the built-in salt anyone could reverse a pseudonym
+    by trying them all.  Components that store votes say so at start."""
+    if not os.environ.get("FEEDBACK_SALT", "").strip():
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "feedback_salt_default",
+            action="set FEEDBACK_SALT to a secret: user pseudonyms are reversible without one",
+        )
+
+
 def hash_user(raw: object, salt: str | None = None) -> str:
     """A stable pseudonym for a user id (HMAC-SHA256 with ``FEEDBACK_SALT``), 16 hex chars."""
     key = (salt if salt is not None else os.environ.get("FEEDBACK_SALT", "")) or "review-sentiment"

@@ -102,7 +102,7 @@ def serve(port: int, addr: str = "127.0.0.1", registry: Any = None) -> int:
 class Pusher:
     """Pushes a registry to a Pushgateway every ``every`` seconds in a thread, and at close.
 
-    The grouping key names the run (``batch``) so concurrent producers never overwrite each
+    The grouping key names the run (host and pid) so concurrent producers never overwrite each
     other's counters.  A Pushgateway that is away is logged, never fatal: metrics are not worth
     failing a batch for.
     """

@@ -153,3 +153,17 @@ def test_the_cli_imports_exports_and_counts(
         assert report["votes"] == 2 and report["by_source"]["import"] == 2
         assert main(["stats"]) == 0
         assert "2 votes from 1 users" in capsys.readouterr().out
+
+
+def test_the_built_in_salt_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    monkeypatch.delenv("FEEDBACK_SALT", raising=False)
+    with capture_logs() as logs:
+        feedback.warn_if_default_salt()
+    assert [e["event"] for e in logs] == ["feedback_salt_default"]
+    monkeypatch.setenv("FEEDBACK_SALT", "s3cret")
+    with capture_logs() as logs:
+        feedback.warn_if_default_salt()
+    assert logs == []
+    assert feedback.hash_user("tg:1") != feedback.hash_user("tg:1", salt="")
