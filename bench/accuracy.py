@@ -13,7 +13,8 @@ sentence inherits its review's label, so every model faces the same label noise)
 those sentences predicted positive (the set is about balanced: 0.50 is right), expected
 calibration error on reviews and on sentences (models answer with their version's calibration,
 ``sentiment-calibrate``), a second version side by side (``--compare``, default v0002), and
-in-process prediction throughput (reviews/s at batch 256, median of 3 runs).
+in-process prediction throughput (reviews/s at batch 256, median of 3 runs); and the same on
+our regression set of 200 hand-written, hand-checked single sentences (``bench/data``).
 """
 
 from __future__ import annotations
@@ -114,6 +115,22 @@ class NBLogReg:
         return self.clf.predict_proba(self.vec.transform(tok) @ self.r)[:, 1]  # type: ignore[no-any-return]
 
 
+HAND_WRITTEN = Path(__file__).resolve().parent / "data" / "short_sentences.tsv"
+
+
+def hand_written() -> tuple[list[str], np.ndarray]:
+    """Our regression set: 200 single sentences we wrote and checked by hand, balanced."""
+    import csv
+
+    with HAND_WRITTEN.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [r["text"] for r in rows], np.array([r["label"] == "positive" for r in rows], int)
+
+
+def hand_scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {"hand": float(((p > 0.5) == y).mean()), "hand_positive": float((p > 0.5).mean())}
+
+
 def scored(
     p_test: np.ndarray, y_test: np.ndarray, p_sent: np.ndarray, y_sent: np.ndarray
 ) -> dict[str, Any]:
@@ -160,6 +177,8 @@ def main() -> int:
     print(f"read + tokenized 50k reviews in {time.perf_counter() - t0:.0f} s", flush=True)
     sent, y_sent = sentences_from([r.text for r in test], y_test, args.sentences, args.seed)
     sent_tok = [tokenize(s) for s in sent]
+    hand, y_hand = hand_written()
+    hand_tok = [tokenize(s) for s in hand]
 
     rows: dict[str, dict[str, Any]] = {}
     encoded = predictor.encode([r.text for r in test])
@@ -181,6 +200,7 @@ def main() -> int:
         tag = " calibrated" if manifest.get("calibration") else ""
         rows[f"model {other.model_version} ({manifest['architecture']}{tag})"] = {
             **scored(answer_probs(other, test_texts), y_test, answer_probs(other, sent), y_sent),
+            **hand_scores(answer_probs(other, hand), y_hand),
             "train_s": manifest.get("training", {}).get("seconds"),
         }
     print("models evaluated", flush=True)
@@ -191,6 +211,7 @@ def main() -> int:
         **scored(
             tfidf.predict_proba(test_tok)[:, 1], y_test, tfidf.predict_proba(sent_tok)[:, 1], y_sent
         ),
+        **hand_scores(tfidf.predict_proba(hand_tok)[:, 1], y_hand),
         "train_s": round(time.perf_counter() - t, 1),
     }
     print("tf-idf baseline done", flush=True)
@@ -198,6 +219,7 @@ def main() -> int:
     nb = NBLogReg().fit(train_tok, y_train)
     rows["NB-weighted uni+bigram LR (NBSVM-style)"] = {
         **scored(nb.proba(test_tok), y_test, nb.proba(sent_tok), y_sent),
+        **hand_scores(nb.proba(hand_tok), y_hand),
         "train_s": round(time.perf_counter() - t, 1),
     }
 
@@ -209,13 +231,15 @@ def main() -> int:
     )
     print(
         f"{'model':<58} {'test acc':>8} {'sent acc':>8} {'sent pos':>8} "
-        f"{'ECE test':>8} {'ECE sent':>8} {'train s':>7}"
+        f"{'ECE test':>8} {'ECE sent':>8} {'hand acc':>8} {'hand pos':>8} {'train s':>7}"
     )
     for name, r in rows.items():
         print(
             f"{name:<58} {r['test']:>8.4f} {r['sentences']:>8.4f} {r['sent_positive']:>8.3f} "
-            f"{r['ece_test']:>8.4f} {r['ece_sent']:>8.4f} {r['train_s'] or '':>7}"
+            f"{r['ece_test']:>8.4f} {r['ece_sent']:>8.4f} {r['hand']:>8.3f} "
+            f"{r['hand_positive']:>8.3f} {r['train_s'] or '':>7}"
         )
+    print(f"hand: our {len(hand)} hand-written sentences ({y_hand.mean():.0%} positive)")
     base = rows[next(k for k in rows if k.startswith("TF-IDF"))]["test"]
     ours = next(iter(rows.values()))["test"]
     print(f"\nmodel - TF-IDF LR: {100 * (ours - base):+.2f} pt")
