@@ -88,6 +88,10 @@ def test_sentiment_calibrate_publishes_a_loadable_calibrated_version(
     published = store.resolve("LATEST", verify=True)
     calibration = published.manifest["calibration"]
     assert calibration["from_version"] == "v0001" and calibration["uncertain_below"] == 0.7
+    # The tiny corpus has no review over 48 tokens: that length class is left as it is.
+    assert calibration["validation"]["before"]["full"] == {"n": 0}
+    assert (calibration["temperature"], calibration["bias"]) == (1.0, 0.0)
+    assert "no validation texts of that length" in out
     assert (published.path / "reliability.png").stat().st_size > 1000
     assert load_served(store).calibration.uncertain_below == 0.7
     assert store.versions() == ["v0001", "v0002"]  # the source is kept

@@ -35,6 +35,8 @@ ECE_BINS = 15
 DEFAULT_UNCERTAIN_BELOW = 0.6
 #: Texts up to this many tokens get the short-text calibration (sentences are 5-40 words).
 SHORT_TOKENS = 48
+#: A length class with fewer validation texts than this keeps the identity (T 1, bias 0).
+MIN_TEXTS = 50
 
 
 def ece(p_pos: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -51,6 +53,8 @@ def ece(p_pos: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
 
 
 def summary(z: np.ndarray, labels: np.ndarray, temperature: float, bias: float) -> dict[str, Any]:
+    if len(labels) == 0:
+        return {"n": 0}
     p = 1 / (1 + np.exp(-np.clip(z / temperature + bias, -60, 60)))
     eps = 1e-12
     return {
@@ -141,17 +145,22 @@ def calibrate(
         "full": (z_full[keep_full], labels[keep_full]),
         "short": (z_short[keep_short], y_short[keep_short]),
     }
-    long_pair = fit_platt([sets["full"][0]], [sets["full"][1]])
-    short_pair = fit_platt([sets["short"][0]], [sets["short"][1]])
+    long_pair, short_pair = (
+        fit_platt([sets[name][0]], [sets[name][1]])
+        if len(sets[name][1]) >= MIN_TEXTS
+        else (1.0, 0.0)  # too few texts of that length to fit anything: left as it is
+        for name in ("full", "short")
+    )
     cal = Calibrated(long_pair, short_pair, uncertain_below, {}, {})
     for name, (z, y) in sets.items():
         t, b = cal.params(name)
         cal.before[name] = summary(z, y, 1.0, 0.0)
         cal.after[name] = summary(z, y, t, b)
-        p = 1 / (1 + np.exp(-np.clip(z / t + b, -60, 60)))
-        cal.after[name]["uncertain_share"] = round(
-            float((np.maximum(p, 1 - p) < uncertain_below).mean()), 4
-        )
+        if len(y):
+            p = 1 / (1 + np.exp(-np.clip(z / t + b, -60, 60)))
+            cal.after[name]["uncertain_share"] = round(
+                float((np.maximum(p, 1 - p) < uncertain_below).mean()), 4
+            )
     return cal, sets
 
 
@@ -176,8 +185,9 @@ def plot_reliability(
                 if inside.sum() >= 5:
                     xs.append(conf[inside].mean())
                     ys.append(correct[inside].mean())
-            ece_value = (cal.before if label == "raw" else cal.after)[name]["ece"]
-            ax.plot(xs, ys, marker="o", label=f"{label} (ECE {ece_value:.3f})")
+            ece_value = (cal.before if label == "raw" else cal.after)[name].get("ece")
+            shown = f"ECE {ece_value:.3f}" if ece_value is not None else "no texts"
+            ax.plot(xs, ys, marker="o", label=f"{label} ({shown})")
         ax.plot([0.5, 1], [0.5, 1], "k--", linewidth=1, label="perfect")
         ax.set_title(f"{name} texts (validation)")
         ax.set_xlabel("confidence")

@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'':<8} {'ECE':>14} {'accuracy':>16} {'positive share':>18} {'uncertain':>10}")
     for name in ("full", "short"):
         b, a = cal.before[name], cal.after[name]
+        if not b["n"]:
+            print(f"{name:<8} no validation texts of that length: not calibrated")
+            continue
         print(
             f"{name:<8} {b['ece']:>6.4f} -> {a['ece']:.4f} {b['accuracy']:>7.4f} -> "
             f"{a['accuracy']:.4f} {b['positive_share']:>9.4f} -> {a['positive_share']:.4f} "
