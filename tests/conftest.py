@@ -101,16 +101,11 @@ def random_model(
     return model
 
 
-@pytest.fixture(scope="session")
-def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Any:
-    """A model store holding one tiny kim_ngram version trained on the synthetic corpus."""
-    from shared.config import Settings
-    from shared.store import ModelStore
-    from worker.training.train import TrainConfig, train
+def tiny_config(corpus: dict[str, Path]) -> Any:
+    """The tiny model's recipe (a ``TrainConfig``) on the synthetic corpus."""
+    from worker.training.train import TrainConfig
 
-    root = tmp_path_factory.mktemp("models")
-    settings = Settings(model_dir=root, model_name="tiny")
-    config = TrainConfig(
+    return TrainConfig(
         data=corpus["train"],
         test_data=corpus["test"],
         arch="kim_ngram",
@@ -121,7 +116,18 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]
         hparams=TINY_HPARAMS,
         seed=3,
     )
-    result = train(config, settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path]) -> Any:
+    """A model store holding one tiny kim_ngram version trained on the synthetic corpus."""
+    from shared.config import Settings
+    from shared.store import ModelStore
+    from worker.training.train import train
+
+    root = tmp_path_factory.mktemp("models")
+    settings = Settings(model_dir=root, model_name="tiny")
+    result = train(tiny_config(corpus), settings)
     store = ModelStore(root, "tiny")
     store.result = result  # type: ignore[attr-defined]
     return store

@@ -80,16 +80,23 @@ TRAINER_ENV = {
 }
 
 
-def run_trainer(env: dict[str, str], corpus: dict[str, Path], log: Path) -> int:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.training.commands.trainer", *trainer_argv(corpus)],
+def start_trainer(
+    env: dict[str, str], corpus: dict[str, Path], log: Path, argv: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``sentiment-trainer`` (default: the tiny recipe, ``--once``), its output in ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.training.commands.trainer", *(argv or trainer_argv(corpus))],
         env={**env, **TRAINER_ENV},
         cwd=REPO,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        timeout=600,
     )
-    return done.returncode
+
+
+def run_trainer(
+    env: dict[str, str], corpus: dict[str, Path], log: Path, argv: list[str] | None = None
+) -> int:
+    return start_trainer(env, corpus, log, argv).wait(timeout=600)
 
 
 def events(log: Path, name: str) -> list[dict[str, Any]]:
@@ -118,6 +125,14 @@ class Loop:
             return done[0] if done and self.fake.buttons(done[0]) else None
 
         return dict(self.fake.wait_for(final, timeout=60))
+
+    def model_reply(self, user_id: int) -> str:
+        """The bot's answer to /model."""
+        model = self.fake.message(user_id, "/model")
+        self.fake.push("message", model)
+        return str(
+            self.fake.wait_for(lambda: self.fake.replies_to(model["message_id"]), 30)[0]["text"]
+        )
 
     def press(self, user_id: int, answer: dict[str, Any], which: str) -> str:
         """Press Right/Wrong; the text of the bot's callback answer."""
@@ -179,10 +194,8 @@ def test_wrong_pressed_then_the_trainer_publishes_a_version_that_learnt_it_and_i
     # The worker serves it (hot reload), it answers the correction right, /model shows it.
     again = lp.ask(32, UNSEEN)
     assert right.capitalize() in again["text"] and "v0002" in again["text"]
-    model = lp.fake.message(32, "/model")
-    lp.fake.push("message", model)
-    shown = lp.fake.wait_for(lambda: lp.fake.replies_to(model["message_id"]), timeout=30)[0]
-    assert "v0002" in shown["text"] and "pt on feedback" in shown["text"]
+    shown = lp.model_reply(32)
+    assert "v0002" in shown and "pt on feedback" in shown
 
 
 def test_a_challenger_made_worse_on_purpose_is_refused_and_latest_stays(
@@ -212,24 +225,14 @@ def test_a_challenger_made_worse_on_purpose_is_refused_and_latest_stays(
     argv = trainer_argv(corpus)
     argv[argv.index("--vocab-size") + 1] = "4"
     log = tmp / "trainer.log"
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.training.commands.trainer", *argv],
-        env={**lp.env, **TRAINER_ENV},
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        timeout=600,
-    )
-    assert done.returncode == 3, log.read_text()[-3000:]  # refused
+    assert run_trainer(lp.env, corpus, log, argv) == 3, log.read_text()[-3000:]  # refused
     (refused,) = events(log, "challenger_refused")
     assert any(r.startswith("test:") for r in refused["reasons"]), refused
     assert lp.store.latest() == "v0001" and lp.store.versions() == ["v0001"]
     decision = announcements.last_decision(lp.conn)
     assert decision["published"] == "0" and "refused" in decision["summary"]
-    model = lp.fake.message(33, "/model")
-    lp.fake.push("message", model)
-    shown = lp.fake.wait_for(lambda: lp.fake.replies_to(model["message_id"]), timeout=30)[0]
-    assert "tiny/v0001" in shown["text"] and "refused" in shown["text"]
+    shown = lp.model_reply(33)
+    assert "tiny/v0001" in shown and "refused" in shown
 
 
 def test_one_trainer_at_a_time_and_a_killed_trainer_publishes_nothing(
@@ -245,13 +248,7 @@ def test_one_trainer_at_a_time_and_a_killed_trainer_publishes_nothing(
     # SIGKILL in the middle of training: no version, no staging left in the store, and the
     # lock lapses by itself (TRAINER_LOCK_TTL_S=4).
     log = tmp / "killed.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.training.commands.trainer", *trainer_argv(corpus)],
-        env={**lp.env, **TRAINER_ENV},
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_trainer(lp.env, corpus, log)
     lp.fake.wait_for(lambda: events(log, "epoch_finished"), timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -262,13 +259,7 @@ def test_one_trainer_at_a_time_and_a_killed_trainer_publishes_nothing(
 
     # Redis restarted in the middle of a run: nothing half-published; the next run succeeds.
     log = tmp / "restarted.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.training.commands.trainer", *trainer_argv(corpus)],
-        env={**lp.env, **TRAINER_ENV},
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_trainer(lp.env, corpus, log)
     lp.fake.wait_for(lambda: events(log, "epoch_finished"), timeout=120)
     server.kill()
     time.sleep(1.0)

@@ -69,6 +69,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-accuracy", type=float, help="refuse to publish below this test accuracy")
 
 
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """Where versions are published (defaults: ``MODEL_DIR``, ``MODEL_NAME``)."""
+    p.add_argument("--model-dir", type=Path, help="model store root (default: $MODEL_DIR)")
+    p.add_argument("--model-name", help="model name in the store (default: $MODEL_NAME)")
+
+
 def check_training_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 0 < args.val_fraction < 1:
         p.error("--val-fraction must be between 0 and 1")

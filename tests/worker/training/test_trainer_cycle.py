@@ -11,10 +11,9 @@ import fakeredis
 from shared import announcements, feedback
 from shared.config import Settings
 from shared.store import ModelStore
-from tests.conftest import TINY_HPARAMS, copy_store
+from tests.conftest import copy_store, tiny_config
 from worker.training.calibrate import calibrate_version
 from worker.training.gate import Tolerances
-from worker.training.train import TrainConfig
 from worker.training.trainer import TrainerSettings, run_cycle
 
 
@@ -41,17 +40,7 @@ def test_a_calibrated_champion_gets_a_calibrated_challenger(
     tsettings = TrainerSettings(
         repeat=40, report_limit=0, tolerances=Tolerances(test=0.05, short=0.05, feedback=0.5)
     )
-    base = TrainConfig(
-        data=corpus["train"],
-        test_data=corpus["test"],
-        arch="kim_ngram",
-        vocab_size=200,
-        epochs=4,
-        batch_size=32,
-        patience=2,
-        hparams=TINY_HPARAMS,
-        seed=3,
-    )
+    base = tiny_config(corpus)
     decision = run_cycle(conn, settings, tsettings, base)
     assert decision.published and decision.version == "v0003" and decision.champion == "v0002"
     manifest = store.resolve("v0003").manifest

@@ -14,7 +14,6 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 
@@ -22,7 +21,12 @@ from shared.config import settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
 from shared.store import PublishRefused, StoreError
-from worker.training.options import add_training_arguments, check_training_arguments, config_from
+from worker.training.options import (
+    add_store_arguments,
+    add_training_arguments,
+    check_training_arguments,
+    config_from,
+)
 from worker.training.train import train
 
 log = structlog.get_logger(__name__)
@@ -36,8 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     add_training_arguments(p)
-    p.add_argument("--model-dir", type=Path, help="model store root (default: $MODEL_DIR)")
-    p.add_argument("--model-name", help="model name in the store (default: $MODEL_NAME)")
+    add_store_arguments(p)
     p.add_argument("--no-publish", action="store_true", help="train and evaluate only")
     args = p.parse_args(argv)
     check_training_arguments(p, args)

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 from redis import Redis
@@ -33,7 +32,12 @@ from shared.datasets import DataError
 from shared.log import configure_logging
 from shared.queues import RedisUnavailable, connect, redact_url
 from shared.store import StoreError
-from worker.training.options import add_training_arguments, check_training_arguments, config_from
+from worker.training.options import (
+    add_store_arguments,
+    add_training_arguments,
+    check_training_arguments,
+    config_from,
+)
 from worker.training.train import TrainConfig
 from worker.training.trainer import RedisLock, TrainerSettings, due, mark_run, run_cycle
 
@@ -57,8 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--wait-lock", type=float, default=0.0, help="seconds to wait for another trainer"
     )
     add_training_arguments(p)
-    p.add_argument("--model-dir", type=Path, help="model store root (default: $MODEL_DIR)")
-    p.add_argument("--model-name", help="model name in the store (default: $MODEL_NAME)")
+    add_store_arguments(p)
     args = p.parse_args(argv)
     check_training_arguments(p, args)
     return args
