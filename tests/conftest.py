@@ -85,19 +85,33 @@ TINY_HPARAMS = {"embed_dim": 16, "filters": 16, "kernel_sizes": (1, 2, 3), "buck
 def random_model(
     arch: str, vocab_size: int, hp: Any, blend: tuple[float, float, float], seed: int
 ) -> Any:
-    """An untrained model with seeded weights; kim_ngram also gets a random n-gram table."""
+    """An untrained model with seeded weights; the n-gram architectures also get random tables
+    (``kim_ngram_crops``: ``blend`` for long texts, a different one for short texts)."""
     import keras
     import numpy as np
 
-    from worker.model.cnn import BLEND_LAYER, NGRAM_BAG_LAYER, build_model
+    from worker.model.cnn import (
+        BLEND_LAYER,
+        CROP_BAG_LAYER,
+        LENGTH_BLEND_LAYER,
+        NGRAM_BAG_LAYER,
+        build_model,
+    )
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, vocab_size=vocab_size, hp=hp).model
-    if arch == "kim_ngram":
-        rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed + 1)
+    if arch in ("kim_ngram", "kim_ngram_crops"):
         table = rng.normal(size=vocab_size + hp.buckets).astype("float32")
         model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
+    if arch == "kim_ngram":
         model.get_layer(BLEND_LAYER).set_weights([np.array(blend, dtype="float32")])
+    if arch == "kim_ngram_crops":
+        crops = rng.normal(size=vocab_size + hp.buckets).astype("float32")
+        model.get_layer(CROP_BAG_LAYER).set_weights([crops])
+        a, b, c = blend
+        coef = np.array([[0.5 * a, 0.2 * b, 1.3, -0.2], [a, b, 0.4, c]], dtype="float32")
+        model.get_layer(LENGTH_BLEND_LAYER).set_weights([coef])
     return model
 
 

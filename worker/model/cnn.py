@@ -4,8 +4,11 @@
 * ``cnn3``    — the seeds' three conv blocks (Conv1D + MaxPooling1D) and a global max pool.
 * ``kim``     — multi-channel CNN after Kim (2014): parallel Conv1D with kernel sizes 1/2/3/5,
   global max pooling, dropout, softmax over negative/positive.
-* ``kim_ngram`` (served) — ``kim`` plus an NBSVM-style bag of unigrams and hashed bigrams next to
-  the convolutions (after Johnson & Zhang 2015), blended on the log-odds scale.
+* ``kim_ngram`` — ``kim`` plus an NBSVM-style bag of unigrams and hashed bigrams next to the
+  convolutions (after Johnson & Zhang 2015), blended on the log-odds scale.
+* ``kim_ngram_crops`` (served) — ``kim_ngram`` plus a second bag fitted on sentence crops of the
+  training reviews, and a length-gated blend: texts of at most ``SHORT_TOKENS`` tokens (chat
+  messages) and longer ones (reviews) get coefficients fitted on validation texts of their kind.
 
 Every model takes int token ids of any length (``shape=(None,)``, 0 = PAD) and is exact under
 padding (PAD embeddings are zeroed, pooling ignores PAD), so bucketing by length is safe; ``cnn3``
@@ -20,8 +23,10 @@ from typing import Any
 import keras
 from keras import layers
 
+from worker.model import SHORT_TOKENS
 from worker.model.layers import (
     ApplyMask,
+    LengthBlend,
     LogitBlend,
     MaskedGlobalMaxPool,
     MaskedMean,
@@ -30,7 +35,9 @@ from worker.model.layers import (
     RightPad,
 )
 
-ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram")
+ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram", "kim_ngram_crops")
+#: The architectures with n-gram bags fitted outside gradient descent.
+NGRAM_ARCHITECTURES = ("kim_ngram", "kim_ngram_crops")
 # Layer names other modules look up (the explainer, the trainer, the analysis report).
 EMBEDDING_LAYER = "embedding"
 ZERO_PAD_LAYER = "zero_pad"  # the embeddings with PAD positions zeroed
@@ -39,6 +46,8 @@ FEATURES_LAYER = "features"  # the latent representation before the classifier
 LOGITS_LAYER = "logits"
 NGRAM_BAG_LAYER = "ngram_bag"
 BLEND_LAYER = "blend"
+CROP_BAG_LAYER = "ngram_bag_crops"
+LENGTH_BLEND_LAYER = "length_blend"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class HParams:
     embed_dropout: float = 0.2
     buckets: int = 1 << 20
     l2: float = 0.0
+    short_tokens: int = SHORT_TOKENS
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +112,7 @@ def build_model(arch: str, vocab_size: int, hp: HParams | None = None) -> Built:
         raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
     reg = keras.regularizers.L2(hp.l2) if hp.l2 else None
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    pad = max(hp.kernel_sizes) - 1 if arch in ("kim", "kim_ngram") else 0
+    pad = max(hp.kernel_sizes) - 1 if arch.startswith("kim") else 0
     emb, mask = _embed(ids, vocab_size, hp, pad)
     if arch == "dense":
         x = layers.Dense(hp.dense_units, activation="relu", name="dense")(emb)
@@ -122,10 +132,17 @@ def build_model(arch: str, vocab_size: int, hp: HParams | None = None) -> Built:
     logits = layers.Dense(2, kernel_regularizer=reg, name=LOGITS_LAYER)(x)
     probs = layers.Softmax(name="scores")(logits)
     trainable = keras.Model(ids, probs, name=f"{arch}_core")
-    if arch != "kim_ngram":
+    if arch not in NGRAM_ARCHITECTURES:
         return Built(trainable, trainable)
-    bag = NgramBag(vocab_size, hp.buckets, name=NGRAM_BAG_LAYER)(RightPad(0, name="bag_ids")(ids))
-    blended = LogitBlend(name=BLEND_LAYER)([logits, bag])
+    bag_ids = RightPad(0, name="bag_ids")(ids)
+    bag = NgramBag(vocab_size, hp.buckets, name=NGRAM_BAG_LAYER)(bag_ids)
+    if arch == "kim_ngram":
+        blended = LogitBlend(name=BLEND_LAYER)([logits, bag])
+    else:
+        crops = NgramBag(vocab_size, hp.buckets, name=CROP_BAG_LAYER)(bag_ids)
+        blended = LengthBlend(hp.short_tokens, name=LENGTH_BLEND_LAYER)(
+            [logits, bag, crops, bag_ids]
+        )
     served = keras.Model(ids, layers.Softmax(name="scores_blended")(blended), name=arch)
     return Built(served, trainable)
 

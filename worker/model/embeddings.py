@@ -9,6 +9,7 @@ gensim is the well-kept reference implementation (C-optimised, seeded, multi-thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import structlog
@@ -29,17 +30,33 @@ def word2vec_matrix(
     tokenized: Sequence[Sequence[str]], vocab: Vocabulary, dim: int, seed: int, workers: int = 2
 ) -> tuple[np.ndarray, float]:
     """Embedding matrix for ``vocab`` (PAD row zero) and the share of vocabulary covered."""
-    from gensim.models import Word2Vec
+    import logging
 
-    model = Word2Vec(
-        sentences=[list(t) for t in tokenized],
-        vector_size=dim,
-        window=W2V_WINDOW,
-        min_count=W2V_MIN_COUNT,
-        workers=workers,
-        epochs=W2V_EPOCHS,
-        seed=seed,
-    )
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+    from tqdm import tqdm
+
+    class Progress(CallbackAny2Vec):  # type: ignore[misc]
+        """One progress-bar step per word2vec epoch (gensim's own INFO lines are silenced)."""
+
+        def __init__(self, bar: Any) -> None:
+            self.bar = bar
+
+        def on_epoch_end(self, model: Any) -> None:
+            self.bar.update(1)
+
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    with tqdm(total=W2V_EPOCHS, desc="word2vec", unit=" epochs") as bar:
+        model = Word2Vec(
+            sentences=[list(t) for t in tokenized],
+            vector_size=dim,
+            window=W2V_WINDOW,
+            min_count=W2V_MIN_COUNT,
+            workers=workers,
+            epochs=W2V_EPOCHS,
+            seed=seed,
+            callbacks=[Progress(bar)],
+        )
     vectors = model.wv
     factor = TARGET_STD / max(float(np.std(vectors.vectors)), 1e-12)
     rng = np.random.default_rng(seed)

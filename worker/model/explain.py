@@ -32,8 +32,10 @@ from worker.model.batching import length_batches, pad_batch
 from worker.model.cnn import (
     BLEND_LAYER,
     CONV_PREFIX,
+    CROP_BAG_LAYER,
     EMBEDDING_LAYER,
     FEATURES_LAYER,
+    LENGTH_BLEND_LAYER,
     LOGITS_LAYER,
     NGRAM_BAG_LAYER,
     ZERO_PAD_LAYER,
@@ -66,7 +68,7 @@ class Explainer:
 
         self.model = model
         names = {layer.name for layer in model.layers}
-        head = BLEND_LAYER if BLEND_LAYER in names else LOGITS_LAYER
+        head = next(n for n in (LENGTH_BLEND_LAYER, BLEND_LAYER, LOGITS_LAYER) if n in names)
         self._logit_model = keras.Model(model.inputs, model.get_layer(head).output)
         self._embedding = model.get_layer(EMBEDDING_LAYER)
         self._convs = sorted(
@@ -79,16 +81,30 @@ class Explainer:
             if BLEND_LAYER in names
             else np.array([1.0, 0.0])
         )
+        # Length-gated blend: the coefficients depend on each row's length, so the CNN part is
+        # computed with weight 1 and scaled per row in ``_finish``; each bag has its own column.
+        self._by_length: tuple[int, np.ndarray] | None = None
+        bag_columns: dict[str, Any] = {NGRAM_BAG_LAYER: float(blend[1])}
+        if head == LENGTH_BLEND_LAYER:
+            layer = model.get_layer(LENGTH_BLEND_LAYER)
+            coef = layer.get_weights()[0].astype(np.float64)  # (short/long, cnn/bag/crops/1)
+            self._by_length = (int(layer.short_tokens), coef)
+            blend = np.array([1.0, 0.0])
+            bag_columns = {NGRAM_BAG_LAYER: coef[:, 1], CROP_BAG_LAYER: coef[:, 2]}
         self._feature_weights = (float(blend[0]) * (kernel[:, 1] - kernel[:, 0])).astype(np.float32)
         self._offsets: dict[int, int] = {}
         offset = 0
         for layer in self._convs:
             self._offsets[layer.kernel_size[0]] = offset
             offset += layer.filters
-        self._bag: tuple[np.ndarray, int, int, float] | None = None
-        if NGRAM_BAG_LAYER in names:
-            bag = model.get_layer(NGRAM_BAG_LAYER)
-            self._bag = (bag.get_weights()[0], bag.vocab_size, bag.buckets, float(blend[1]))
+        # Each n-gram bag: its table, vocabulary size, buckets, and its blend weight (a scalar,
+        # or one per length class).
+        self._bags = [
+            (bag.get_weights()[0], bag.vocab_size, bag.buckets, column)
+            for name, column in bag_columns.items()
+            if name in names
+            for bag in [model.get_layer(name)]
+        ]
         # Kim models: gradient x input in closed form from the forward pass (see _attribute_kim).
         self._kim = bool(self._convs) and FEATURES_LAYER in names and ZERO_PAD_LAYER in names
         if self._kim:
@@ -231,16 +247,26 @@ class Explainer:
         row = np.arange(size)[:, None]
         valid = np.arange(width)[None, :] < lengths[:, None]
         weights = np.where(valid, per_token.astype(np.float64), 0.0)
+        scale = np.ones(size)
+        long_rows = np.zeros(size, dtype=np.int64)
+        if self._by_length is not None:
+            short_tokens, coef = self._by_length
+            long_rows = (lengths > short_tokens).astype(np.int64)
+            scale = coef[long_rows, 0]
+            weights *= scale[:, None]
         # Span weights per window width: CNN winning windows (per start position: the summed
         # contribution of the filters whose max is there), plus the n-gram branch's bigrams.
         spans: dict[int, np.ndarray] = {}
         for layer, (best, contrib) in zip(self._convs, winners, strict=True):
             k = layer.kernel_size[0]
             flat = (best.astype(np.int64) + row * width).ravel()
+            contrib = contrib * scale[:, None]
             window = np.bincount(flat, weights=contrib.ravel(), minlength=size * width)
             spans[k] = spans.get(k, 0) + window.reshape(size, width)
-        if self._bag is not None:
-            bigram_share = self._add_bag(ids.astype(np.int64), valid, weights)
+        for table, vocab_size, buckets, column in self._bags:
+            coef = np.broadcast_to(np.asarray(column, dtype=np.float64), (2,))[long_rows]
+            bag = (table, vocab_size, buckets)
+            bigram_share = self._add_bag(bag, coef, ids.astype(np.int64), valid, weights)
             spans[2] = spans.get(2, 0) + bigram_share
         sign = np.where(z > 0, 1.0, -1.0)
         oriented = weights * sign[:, None]
@@ -263,22 +289,30 @@ class Explainer:
             for b in range(size)
         ]
 
-    def _add_bag(self, ids: np.ndarray, valid: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Add the n-gram branch's exact shares to ``weights``; return per-bigram weights.
+    @staticmethod
+    def _add_bag(
+        bag: tuple[np.ndarray, int, int],
+        coef: np.ndarray,
+        ids: np.ndarray,
+        valid: np.ndarray,
+        weights: np.ndarray,
+    ) -> np.ndarray:
+        """Add one n-gram bag's exact shares to ``weights``; return per-bigram weights.
 
-        A unigram's weight is split between its occurrences in the row, a hashed bigram's between
-        its occurrences and then half to each of its two tokens (keys are offset per row so one
-        ``np.unique`` counts occurrences for the whole batch).
+        ``coef`` is the bag's blend weight for each row.  A unigram's weight is split between its
+        occurrences in the row, a hashed bigram's between its occurrences and then half to each
+        of its two tokens (keys are offset per row so one ``np.unique`` counts occurrences for
+        the whole batch).
         """
-        assert self._bag is not None
-        table, vocab_size, buckets, coef = self._bag
+        table, vocab_size, buckets = bag
         size, width = ids.shape
+        coef = coef[:, None] * np.ones_like(ids, dtype=np.float64)  # per position
         row = np.arange(size, dtype=np.int64)[:, None]
         kept = ids[valid]
         _, inverse, counts = np.unique(
             (ids + row * vocab_size)[valid], return_inverse=True, return_counts=True
         )
-        weights[valid] += coef * table[kept] / counts[inverse]
+        weights[valid] += coef[valid] * table[kept] / counts[inverse]
         share = np.zeros((size, width))
         if width > 1:
             pairs = valid[:, 1:]
@@ -286,7 +320,9 @@ class Explainer:
             _, inverse, counts = np.unique(
                 (bigrams + row * buckets)[pairs], return_inverse=True, return_counts=True
             )
-            share[:, :-1][pairs] = coef * table[vocab_size + bigrams[pairs]] / counts[inverse]
+            share[:, :-1][pairs] = (
+                coef[:, :-1][pairs] * table[vocab_size + bigrams[pairs]] / counts[inverse]
+            )
             weights[:, :-1] += share[:, :-1] / 2
             weights[:, 1:] += share[:, :-1] / 2
         return share

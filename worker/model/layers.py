@@ -146,3 +146,41 @@ class LogitBlend(keras.layers.Layer):
         log_odds = cnn_logits[:, 1:2] - cnn_logits[:, 0:1]
         z = self.coef[0] * log_odds + self.coef[1] * bag + self.coef[2]
         return ops.concatenate([-z / 2.0, z / 2.0], axis=1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LengthBlend(keras.layers.Layer):
+    """Two-class logits from a blend of the CNN and two n-gram bags, chosen by text length.
+
+    ``z = coef[c] . [cnn_log_odds, review_bag, crop_bag, 1]`` where ``c`` is 0 for texts of at
+    most ``short_tokens`` real tokens and 1 otherwise: a one-line chat message and a full review
+    are weighed by coefficients fitted on validation texts of their own kind.
+    """
+
+    def __init__(self, short_tokens: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.short_tokens = short_tokens
+
+    def build(self, input_shape: Any) -> None:
+        self.coef = self.add_weight(
+            name="coef",
+            shape=(2, 4),
+            initializer=keras.initializers.Constant([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]),
+            trainable=False,
+        )
+
+    def call(self, inputs: list[Any]) -> Any:
+        cnn_logits, review_bag, crop_bag, ids = inputs
+        log_odds = cnn_logits[:, 1:2] - cnn_logits[:, 0:1]
+        n = ops.sum(ops.cast(ops.not_equal(ids, 0), "int32"), axis=1, keepdims=True)
+        coef = ops.where(n <= self.short_tokens, self.coef[0], self.coef[1])  # (B, 4)
+        z = (
+            coef[:, 0:1] * log_odds
+            + coef[:, 1:2] * review_bag
+            + coef[:, 2:3] * crop_bag
+            + coef[:, 3:4]
+        )
+        return ops.concatenate([-z / 2.0, z / 2.0], axis=1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "short_tokens": self.short_tokens}

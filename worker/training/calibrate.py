@@ -27,14 +27,13 @@ import numpy as np
 import structlog
 
 from shared.store import ModelStore, Published
+from worker.model import SHORT_TOKENS
 from worker.training.gate import sentences_from
 
 log = structlog.get_logger(__name__)
 
 ECE_BINS = 15
 DEFAULT_UNCERTAIN_BELOW = 0.6
-#: Texts up to this many tokens get the short-text calibration (sentences are 5-40 words).
-SHORT_TOKENS = 48
 #: A length class with fewer validation texts than this keeps the identity (T 1, bias 0).
 MIN_TEXTS = 50
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,36 @@ class Prepared:
     test_rows: list[list[int]] | None
     y_test: np.ndarray | None
     sources: dict[str, Any]
+    #: ``kim_ngram_crops`` only: sentence crops of the fitting reviews (labelled like their
+    #: review) and one sentence of each validation review (to fit the short-text blend).
+    fit_crops: list[list[int]] = field(default_factory=list)
+    y_crops: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    val_short_rows: list[list[int]] = field(default_factory=list)
+    y_val_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+#: A crop needs this many tokens to be trained on ("Great." alone says little about a review).
+MIN_CROP_TOKENS = 3
+
+
+def crops_of(
+    texts: Sequence[str], labels: np.ndarray, vocab: Vocabulary, max_len: int, head: float
+) -> tuple[list[list[int]], np.ndarray]:
+    """Every sentence of at least ``MIN_CROP_TOKENS`` tokens of each text, labelled like it."""
+    from tqdm import tqdm
+
+    from worker.training.gate import sentences_of
+
+    rows, out = [], []
+    for text, label in zip(
+        tqdm(texts, desc="sentence crops", unit=" reviews"), labels, strict=True
+    ):
+        for sentence in sentences_of(text):
+            tokens = tokenize(sentence)
+            if len(tokens) >= MIN_CROP_TOKENS:
+                rows.append(vocab.encode(tokens, max_len, head).ids)
+                out.append(int(label))
+    return rows, np.array(out, dtype=np.int64)
 
 
 def _fingerprint(reviews: Sequence[Review]) -> str:
@@ -131,6 +161,25 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
     if test_split is not None:
         encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
         test_rows = [e.ids for e in encoded]
+    crops: dict[str, Any] = {}
+    if config.arch == "kim_ngram_crops":
+        from worker.training.gate import sentences_from
+
+        texts = [r.text for r in train_split.reviews]
+        crops["fit_crops"], crops["y_crops"] = crops_of(
+            [texts[i] for i in fit_idx],
+            train_split.labels[fit_idx],
+            vocab,
+            max_len,
+            config.head_fraction,
+        )
+        short, crops["y_val_short"] = sentences_from(
+            [texts[i] for i in val_idx], train_split.labels[val_idx], len(val_idx), config.seed
+        )
+        crops["val_short_rows"] = [
+            vocab.encode(tokenize(t), max_len, config.head_fraction).ids for t in short
+        ]
+        log.info("sentence_crops", fit=len(crops["fit_crops"]), validation=len(short))
     return Prepared(
         data_path=data_path,
         vocab=vocab,
@@ -155,4 +204,5 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
             if config.extra
             else None,
         },
+        **crops,
     )

@@ -27,6 +27,11 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
+def sentences_of(text: str) -> list[str]:
+    """The sentences of a review (split after . ! ? and at line breaks), stripped."""
+    return [s.strip() for s in _SENTENCE.split(_BREAK.sub(" ", text)) if s.strip()]
+
+
 def sentences_from(
     texts: list[str], labels: np.ndarray, n: int, seed: int
 ) -> tuple[list[str], np.ndarray]:
@@ -34,11 +39,7 @@ def sentences_from(
     rng = np.random.default_rng(seed)
     out, out_labels = [], []
     for i in rng.permutation(len(texts)):
-        candidates = [
-            s.strip()
-            for s in _SENTENCE.split(_BREAK.sub(" ", texts[i]))
-            if 5 <= len(s.split()) <= 40
-        ]
+        candidates = [s for s in sentences_of(texts[i]) if 5 <= len(s.split()) <= 40]
         if candidates:
             out.append(candidates[rng.integers(len(candidates))])
             out_labels.append(labels[i])

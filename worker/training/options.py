@@ -58,8 +58,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pretrain",
         choices=("none", "word2vec"),
-        default="none",
-        help="initialise embeddings with word2vec on train + unlabelled reviews",
+        default="word2vec",
+        help="initialise embeddings with word2vec on the training part + unlabelled reviews "
+        "(default: word2vec, the served recipe)",
     )
     p.add_argument(
         "--unsup-data",

@@ -31,7 +31,10 @@ from worker.training.data import Prepared, prepare
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_ARCH = "kim_ngram"
+DEFAULT_ARCH = "kim_ngram_crops"
+#: kim_ngram_crops: the CNN also sees this many sentence crops per fitting review (sampled,
+#: seeded), so a one-line message is in-distribution for the convolutions too.
+CNN_CROPS_PER_REVIEW = 2
 DEFAULT_VOCAB_SIZE = 30_000
 DEFAULT_EPOCHS = 8
 DEFAULT_BATCH_SIZE = 64
@@ -125,8 +128,14 @@ def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
 
     compile_for_training(built.trainable, config.learning_rate)
     history = _History.create()
+    rows, labels = prepared.fit_rows, prepared.y_fit
+    if len(prepared.fit_crops):
+        n = min(len(prepared.fit_crops), CNN_CROPS_PER_REVIEW * len(rows))
+        pick = np.random.default_rng(config.seed).choice(len(prepared.fit_crops), n, replace=False)
+        rows = rows + [prepared.fit_crops[i] for i in pick]
+        labels = np.concatenate([labels, prepared.y_crops[pick]])
     built.trainable.fit(
-        BucketedBatches(prepared.fit_rows, prepared.y_fit, config.batch_size, seed=config.seed),
+        BucketedBatches(rows, labels, config.batch_size, seed=config.seed),
         validation_data=BucketedBatches(
             prepared.val_rows, prepared.y_val, EVAL_BATCH_SIZE, seed=config.seed, shuffle=False
         ),
@@ -143,10 +152,14 @@ def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
 
 
 def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
-    """Fit the NB-LR table on the training part, then the blend weights on validation."""
-    from sklearn.linear_model import LogisticRegression
+    """Fit the NB-LR table(s) on the fitting part, then the blend weights on validation.
 
-    from worker.model.cnn import BLEND_LAYER, NGRAM_BAG_LAYER
+    The blend is fitted on validation, which no branch was trained on: on the fitting part every
+    branch is overconfident and the blend would trust the wrong one.  ``kim_ngram_crops`` fits a
+    second table on sentence crops and two blends: long texts on the validation reviews, short
+    ones on a sentence of each validation review (plus any short review), class-balanced.
+    """
+    from worker.model.cnn import BLEND_LAYER, CROP_BAG_LAYER, LENGTH_BLEND_LAYER, NGRAM_BAG_LAYER
     from worker.model.ngrams import bag_scores, fit_nb_logreg
     from worker.model.predictor import batched_probs, make_forward
 
@@ -154,15 +167,63 @@ def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
     vocab_size = len(prepared.vocab)
     table, intercept = fit_nb_logreg(prepared.fit_rows, prepared.y_fit, vocab_size, hp.buckets)
     built.model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
-    # The blend is fitted on validation, which neither branch was trained on: on the training
-    # part both branches are overconfident and the blend would trust the wrong one.
-    cnn = log_odds(batched_probs(make_forward(built.trainable), prepared.val_rows))
-    bag = bag_scores(prepared.val_rows, table, vocab_size, hp.buckets)
-    blend = LogisticRegression(C=1e4).fit(np.stack([cnn, bag], axis=1), prepared.y_val)
-    coef = [float(blend.coef_[0, 0]), float(blend.coef_[0, 1]), float(blend.intercept_[0])]
-    built.model.get_layer(BLEND_LAYER).set_weights([np.array(coef, dtype=np.float32)])
-    log.info("ngram_branch_fitted", seconds=round(time.perf_counter() - started, 1), blend=coef)
-    return {"table": table, "intercept": intercept, "blend": coef}
+    forward = make_forward(built.trainable)
+
+    def features(rows: list[list[int]], tables: list[np.ndarray]) -> np.ndarray:
+        cnn = log_odds(batched_probs(forward, rows))
+        bags = [bag_scores(rows, t, vocab_size, hp.buckets) for t in tables]
+        return np.stack([cnn, *bags], axis=1)
+
+    if not len(prepared.fit_crops):
+        coef = _blend(features(prepared.val_rows, [table]), prepared.y_val, balanced=False)
+        built.model.get_layer(BLEND_LAYER).set_weights([np.array(coef, dtype=np.float32)])
+        log.info("ngram_branch_fitted", seconds=round(time.perf_counter() - started, 1), blend=coef)
+        return {"table": table, "intercept": intercept, "blend": coef}
+    crops, crop_intercept = fit_nb_logreg(
+        prepared.fit_crops, prepared.y_crops, vocab_size, hp.buckets
+    )
+    built.model.get_layer(CROP_BAG_LAYER).set_weights([crops])
+    x_val = features(prepared.val_rows, [table, crops])
+    x_short = features(prepared.val_short_rows, [table, crops])
+    is_short = np.array([sum(1 for i in r if i) <= hp.short_tokens for r in prepared.val_rows])
+    long_coef = _blend(x_val[~is_short], prepared.y_val[~is_short], balanced=True)
+    short_coef = _blend(
+        np.concatenate([x_short, x_val[is_short]]),
+        np.concatenate([prepared.y_val_short, prepared.y_val[is_short]]),
+        balanced=True,
+    )
+    built.model.get_layer(LENGTH_BLEND_LAYER).set_weights(
+        [np.array([short_coef, long_coef], dtype=np.float32)]
+    )
+    log.info(
+        "ngram_branches_fitted",
+        seconds=round(time.perf_counter() - started, 1),
+        short=short_coef,
+        long=long_coef,
+    )
+    return {
+        "table": table,
+        "crops_table": crops,
+        "intercept": intercept,
+        "crops_intercept": crop_intercept,
+        "crops": len(prepared.fit_crops),
+        "blend": {"short": short_coef, "long": long_coef, "short_tokens": hp.short_tokens},
+    }
+
+
+def _blend(x: np.ndarray, y: np.ndarray, balanced: bool) -> list[float]:
+    """Coefficients of each column then the intercept: a (nearly unregularised) logistic fit.
+
+    Balanced: each class weighs the same, so a validation split that happens to lean to one
+    class does not move the intercept (the splits and the users' texts are about balanced).
+    A set with one class only (a tiny corpus) keeps the first column alone.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2:
+        return [1.0] + [0.0] * x.shape[1]
+    fit = LogisticRegression(C=1e4, class_weight="balanced" if balanced else None).fit(x, y)
+    return [float(c) for c in fit.coef_[0]] + [float(fit.intercept_[0])]
 
 
 def log_odds(probs: np.ndarray) -> np.ndarray:
@@ -202,6 +263,11 @@ def evaluate(
                 "cnn_only": float((cnn.argmax(axis=1) == labels).mean()),
                 "ngram_only": float(((bag + ngram["intercept"] > 0) == labels).mean()),
             }
+            if "crops_table" in ngram:
+                crops = bag_scores(rows, ngram["crops_table"], len(prepared.vocab), hp.buckets)
+                metrics["test_components"]["crops_ngram_only"] = float(
+                    ((crops + ngram["crops_intercept"] > 0) == labels).mean()
+                )
     return served, metrics
 
 
@@ -209,7 +275,7 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     """Run the whole recipe; publish unless ``config.publish`` is off."""
     import keras
 
-    from worker.model.cnn import HParams, build_model
+    from worker.model.cnn import NGRAM_ARCHITECTURES, HParams, build_model
     from worker.model.predictor import configure_tensorflow
 
     started = time.perf_counter()
@@ -222,11 +288,13 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     if config.pretrain == "word2vec":
         pretrained = pretrain_embeddings(built, config, prepared, hp)
     history = fit(built, prepared, config)
-    ngram = fit_ngram(built, prepared, hp) if config.arch == "kim_ngram" else {}
+    ngram = fit_ngram(built, prepared, hp) if config.arch in NGRAM_ARCHITECTURES else {}
     served, metrics = evaluate(built, prepared, ngram, hp)
     seconds = time.perf_counter() - started
     manifest = describe(config, hp, prepared, history, metrics, seconds)
-    manifest["training"]["ngram_branch"] = {k: v for k, v in ngram.items() if k != "table"} or None
+    manifest["training"]["ngram_branch"] = {
+        k: v for k, v in ngram.items() if not k.endswith("table")
+    } or None
     manifest["training"]["pretrained_embeddings"] = pretrained
     log.info(
         "training_finished",

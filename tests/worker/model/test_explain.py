@@ -2,9 +2,10 @@
 
 import keras
 import numpy as np
+import pytest
 
 from tests.conftest import random_model
-from worker.model.cnn import CONV_PREFIX, LOGITS_LAYER, HParams
+from worker.model.cnn import CONV_PREFIX, LENGTH_BLEND_LAYER, LOGITS_LAYER, HParams
 from worker.model.explain import Explainer
 
 HP = HParams(embed_dim=8, filters=6, kernel_sizes=(1, 2, 3, 5), buckets=256)
@@ -17,21 +18,32 @@ def _model(arch: str) -> keras.Model:
 def test_weights_sum_to_the_log_odds_without_biases() -> None:
     # Biases are zero at initialisation, so gradient x input is exact for ReLU + max-pool, and
     # the n-gram shares are exact by construction: the weights add up to the log-odds.
-    for arch in ("kim", "kim_ngram"):
-        explainer = Explainer(_model(arch))
-        rows = [[5, 9, 3, 3, 7, 2], [11], [4, 4, 4, 8, 12, 30, 31, 2, 5, 6, 7]]
+    # kim_ngram_crops: a short and a long row in one batch, each weighed by its own blend (the
+    # blend's intercepts are the part no token explains).
+    long_row = np.random.default_rng(2).integers(1, 40, size=60).tolist()
+    rows = [[5, 9, 3, 3, 7, 2], [11], [4, 4, 4, 8, 12, 30, 31, 2, 5, 6, 7], long_row]
+    for arch in ("kim", "kim_ngram", "kim_ngram_crops"):
+        model = _model(arch)
+        intercepts = (
+            model.get_layer(LENGTH_BLEND_LAYER).get_weights()[0][:, 3]
+            if arch == "kim_ngram_crops"
+            else np.zeros(2)
+        )
+        explainer = Explainer(model)
         for row, e in zip(rows, explainer.explain_ids(rows), strict=True):
             assert len(e.token_weights) == len(row)
             sign = 1 if e.label == "positive" else -1
+            intercept = intercepts[int(len(row) > HP.short_tokens)]
             np.testing.assert_allclose(
-                sum(e.token_weights), sign * e.log_odds, rtol=1e-4, atol=1e-5
+                sum(e.token_weights), sign * (e.log_odds - intercept), rtol=1e-4, atol=1e-5
             )
 
 
-def test_scores_match_the_model_and_phrases_are_spans() -> None:
-    model = _model("kim_ngram")
+@pytest.mark.parametrize("arch", ["kim_ngram", "kim_ngram_crops"])
+def test_scores_match_the_model_and_phrases_are_spans(arch: str) -> None:
+    model = _model(arch)
     explainer = Explainer(model)
-    rows = [[5, 9, 3, 3, 7, 2, 8, 8, 1], [6, 7]]
+    rows = [[5, 9, 3, 3, 7, 2, 8, 8, 1], [6, 7], list(range(1, 40)) * 2]
     explained = explainer.explain_ids(rows)
     for row, e in zip(rows, explained, strict=True):
         probs = np.asarray(model(np.array([row], dtype=np.int32)))[0]

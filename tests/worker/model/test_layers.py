@@ -11,7 +11,7 @@ from worker.model.ngrams import bag_scores, feature_ids, fit_nb_logreg
 HP = HParams(embed_dim=8, filters=4, kernel_sizes=(1, 2, 3, 5), buckets=512)
 
 
-@pytest.mark.parametrize("arch", ["dense", "kim", "kim_ngram"])
+@pytest.mark.parametrize("arch", ["dense", "kim", "kim_ngram", "kim_ngram_crops"])
 def test_scores_do_not_depend_on_padding(arch: str) -> None:
     model = random_model(arch, vocab_size=50, hp=HP, blend=(1.0, 0.5, 0.1), seed=0)
     short = np.array([[5, 9, 3]], dtype=np.int32)
@@ -49,3 +49,27 @@ def test_nb_logreg_learns_the_direction_of_words() -> None:
     labels = np.array([1, 1, 0, 0] * 10)
     table, _ = fit_nb_logreg(rows, labels, vocab_size=6, buckets=16, c=1.0)
     assert table[2] > 0 > table[3] and table[0] == 0.0
+
+
+def test_length_blend_weighs_short_and_long_texts_with_their_own_coefficients() -> None:
+    # HP.short_tokens is 48: a 48-token text is short, a 49-token one long, whatever the padding.
+    from worker.model.cnn import CROP_BAG_LAYER, LENGTH_BLEND_LAYER, LOGITS_LAYER
+
+    model = random_model("kim_ngram_crops", vocab_size=50, hp=HP, blend=(1.0, 0.5, 0.1), seed=4)
+    parts = keras.Model(
+        model.inputs,
+        [
+            model.get_layer(LOGITS_LAYER).output,
+            model.get_layer(NGRAM_BAG_LAYER).output,
+            model.get_layer(CROP_BAG_LAYER).output,
+            model.get_layer(LENGTH_BLEND_LAYER).output,
+        ],
+    )
+    coef = model.get_layer(LENGTH_BLEND_LAYER).get_weights()[0]
+    rng = np.random.default_rng(0)
+    for n, kind in ((1, 0), (48, 0), (49, 1), (300, 1)):
+        row = rng.integers(2, 50, size=n).tolist()
+        batch = np.array([row + [0] * (310 - n)], dtype=np.int32)
+        logits, bag, crops, blended = (np.asarray(x)[0] for x in parts([batch]))
+        features = np.array([logits[1] - logits[0], bag[0], crops[0], 1.0])
+        np.testing.assert_allclose(blended[1] - blended[0], features @ coef[kind], rtol=1e-4)

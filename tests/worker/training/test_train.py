@@ -134,3 +134,48 @@ def test_predictions_are_identical_alone_or_batched(tiny_predictor: Any) -> None
     alone = [tiny_predictor.predict_texts([t])[0] for t in texts]
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a.scores["positive"], b.scores["positive"], atol=1e-5)
+
+
+def test_served_recipe_on_a_tiny_corpus_publishes_a_loadable_version(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    # The served recipe (kim_ngram_crops, word2vec-initialised) end to end on the synthetic
+    # corpus: sentence crops, two tables, a length-gated blend, a version workers load.
+    config = train_job.TrainConfig(
+        data=corpus["train"],
+        test_data=corpus["test"],
+        arch="kim_ngram_crops",
+        pretrain="word2vec",
+        vocab_size=200,
+        epochs=3,
+        batch_size=32,
+        patience=2,
+        hparams=TINY_HPARAMS,
+        seed=5,
+    )
+    result = train_job.train(config, Settings(model_dir=tmp_path, model_name="recipe"))
+    assert result.published is not None
+    m = ModelStore(tmp_path, "recipe").resolve("LATEST", verify=True).manifest
+    assert m["architecture"] == "kim_ngram_crops"
+    branch = m["training"]["ngram_branch"]
+    # Every fitting review has at least one sentence of 3+ tokens.
+    assert branch["crops"] >= m["training"]["train_reviews"] == 540
+    assert set(branch["blend"]) == {"short", "long", "short_tokens"}
+    assert len(branch["blend"]["short"]) == 4 and branch["blend"]["short"][0] != 1.0  # fitted
+    assert m["training"]["pretrained_embeddings"]["method"].startswith("word2vec")
+    assert {"cnn_only", "ngram_only", "crops_ngram_only"} == set(result.metrics["test_components"])
+    assert result.metrics["test"]["accuracy"] > 0.8
+    from worker.model.served import explain_reviews, load_served
+
+    served = load_served(ModelStore(tmp_path, "recipe"))  # as a worker loads it
+    good, bad = explain_reviews(
+        served,
+        [{"id": "a", "text": "A wonderful superb film, loved it"}, {"id": "b", "text": "Awful."}],
+        top_k=3,
+    )
+    assert good["label"] == "positive" and bad["label"] == "negative"
+    assert (
+        good["top_words"][0][1] > 0
+        and bad["top_words"] == [["awful", pytest.approx(bad["top_words"][0][1])]]
+        and bad["top_words"][0][1] > 0
+    )

@@ -34,6 +34,7 @@ from worker.training.analysis.sections import (
     Population,
     Samples,
     Training,
+    by_length,
 )
 
 log = structlog.get_logger(__name__)
@@ -128,9 +129,11 @@ def analyze(
     texts = [r.text for r in labelled]
     run = forward(served, texts, desc=f"forward {served.model_version}")
     loss = run.loss(labels)
-    other = None
+    other, lengths_table = None, None
     if compare:
-        other = forward(load_served(store, compare), texts, desc=f"forward {compare}")
+        compared = load_served(store, compare)
+        other = forward(compared, texts, desc=f"forward {compare}")
+        lengths_table = compare_by_length([served, compared], texts, labels, run.lengths)
     analysis = Analysis(
         model_version=served.model_version,
         data=data_name,
@@ -142,7 +145,9 @@ def analyze(
         clusters=Clusters.compute(run, labels, loss, served.predictor.vocab.tokens),
         exploration=Exploration.compute(labelled, run, labels, loss),
         samples=Samples.compute(served, labelled, run, labels, loss, k),
-        comparison=Comparison.compute(run, other, labels) if other is not None else None,
+        comparison=Comparison.compute(run, other, labels, lengths_table)
+        if other is not None
+        else None,
     )
     images = draw(analysis, out, labels, loss, run.oov)
     analysis.seconds = time.monotonic() - started
@@ -153,6 +158,32 @@ def analyze(
     )
     log.info("analysis_written", out=str(out), seconds=round(analysis.seconds, 1), n=len(labelled))
     return out, public
+
+
+#: Single sentences cut from the samples for the comparison's short-text row.
+COMPARE_SENTENCES = 2000
+
+
+def compare_by_length(
+    versions: Sequence[Any], texts: list[str], labels: np.ndarray, lengths: np.ndarray
+) -> list[dict[str, Any]]:
+    """Both versions' answers (their own calibration applied, as the workers answer) per length
+    bin of the samples, and on single sentences cut from them (labelled like their review)."""
+    from worker.training.calibrate import answer_probs
+    from worker.training.gate import sentences_from
+
+    sentences, y_sentences = sentences_from(
+        texts, labels, min(COMPARE_SENTENCES, len(texts)), seed=0
+    )
+    answers = [answer_probs(v, texts) for v in versions]
+    short = [answer_probs(v, sentences) for v in versions] if sentences else None
+    return by_length(
+        [v.model_version for v in versions],
+        answers,
+        lengths,
+        labels,
+        (short, y_sentences) if short is not None else None,
+    )
 
 
 # -- HTML ------------------------------------------------------------------------------------
@@ -294,6 +325,13 @@ def render_html(analysis: dict[str, Any], images: dict[str, Path]) -> str:
                 ["", "samples"],
             )
         )
+        if comparison.get("by_length"):
+            parts.append(
+                "<h3>By length</h3><p>Each version's answers as the workers give them (its "
+                "calibration applied), per token-count bin of the samples, and on single sentences "
+                "cut from them (labelled like their review): what chat users send.</p>"
+            )
+            parts.append(_table(comparison["by_length"], list(comparison["by_length"][0])))
     else:
         parts.append(
             "<p>Run with <code>--compare VERSION</code> to compare two versions on these "

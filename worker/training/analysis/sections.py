@@ -294,9 +294,18 @@ class Comparison:
     only_second_right: int
     both_wrong: int
     sentences: list[str]
+    #: Accuracy of both versions' answers (their calibration applied) per length bin of the
+    #: reviews, and on single sentences cut from them (``by_length``).
+    by_length: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def compute(cls, main: Run, other: Run, labels: np.ndarray) -> Comparison:
+    def compute(
+        cls,
+        main: Run,
+        other: Run,
+        labels: np.ndarray,
+        by_length: list[dict[str, Any]] | None = None,
+    ) -> Comparison:
         a, b = main.loss(labels), other.loss(labels)
         ca, cb = main.pred == labels, other.pred == labels
         reduction = 1.0 - float(a.mean()) / max(float(b.mean()), EPS)
@@ -322,6 +331,7 @@ class Comparison:
                 f"reviews; it alone is right on {int((ca & ~cb).sum())}, {second} alone on "
                 f"{int((~ca & cb).sum())}.",
             ],
+            by_length=by_length or [],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -338,5 +348,44 @@ class Comparison:
                 "only_second_right": self.only_second_right,
                 "both_wrong": self.both_wrong,
                 "sentences": self.sentences,
+                "by_length": self.by_length,
             }
         )
+
+
+#: Token-count bins of the per-length comparison; the first is what chat users send.
+LENGTH_BINS = ((1, 48), (49, 150), (151, 300), (301, 600), (601, None))
+
+
+def by_length(
+    versions: Sequence[str],
+    answers: Sequence[np.ndarray],
+    lengths: np.ndarray,
+    labels: np.ndarray,
+    short: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Per length bin (and for ``short``: single sentences), each version's accuracy and share
+    answered positive, and the gain of the first over the second in points.
+
+    ``answers`` are each version's P(positive) on the samples, ``lengths`` their token counts;
+    ``short`` is (each version's P(positive) on the sentences, the sentences' labels).
+    """
+    groups: list[tuple[str, list[np.ndarray], np.ndarray]] = []
+    if short is not None:
+        groups.append(("single sentences", list(short[0]), short[1]))
+    for low, high in LENGTH_BINS:
+        keep = (lengths >= low) & (lengths <= (high if high is not None else np.inf))
+        name = f"{low}-{high} tokens" if high is not None else f"over {low - 1} tokens"
+        groups.append((name, [a[keep] for a in answers], labels[keep]))
+    rows = []
+    for name, probs, truth in groups:
+        if not len(truth):
+            continue
+        accuracy = [float(((p > 0.5) == truth).mean()) for p in probs]
+        row: dict[str, Any] = {"texts": name, "n": len(truth)}
+        for version, acc, p in zip(versions, accuracy, probs, strict=True):
+            row[f"accuracy {version}"] = acc
+            row[f"answered positive {version}"] = float((p > 0.5).mean())
+        row["gain (points)"] = 100 * (accuracy[0] - accuracy[1])
+        rows.append(row)
+    return rows

@@ -69,6 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"accuracy {analysis['training']['evaluation']['accuracy']:.2%}, "
         f"{analysis['seconds']:.0f} s -> {out / 'report.html'}"
     )
+    comparison = analysis.get("comparison") or {}
+    if comparison.get("by_length"):
+        first, second = comparison["versions"]
+        print(
+            f"\n{'texts':<18} {'n':>6} {first:>8} {second:>8} {'gain pt':>8} {'pos ' + first:>9} "
+            f"{'pos ' + second:>9}"
+        )
+        for row in comparison["by_length"]:
+            print(
+                f"{row['texts']:<18} {row['n']:>6} {row[f'accuracy {first}']:>8.4f} "
+                f"{row[f'accuracy {second}']:>8.4f} {row['gain (points)']:>+8.2f} "
+                f"{row[f'answered positive {first}']:>9.3f} "
+                f"{row[f'answered positive {second}']:>9.3f}"
+            )
     return 0
 
 
