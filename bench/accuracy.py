@@ -52,7 +52,8 @@ def with_bigrams(tokens: list[str]) -> list[str]:
 
 
 def with_trigrams(tokens: list[str]) -> list[str]:
-    return with_bigrams(tokens) + [" ".join(t) for t in zip(tokens, tokens[1:], tokens[2:])]
+    triples = zip(tokens, tokens[1:], tokens[2:], strict=False)  # the shorter ones set the length
+    return with_bigrams(tokens) + [" ".join(t) for t in triples]
 
 
 def tfidf_lr(train_tok: list[list[str]], y: np.ndarray, seed: int) -> Any:

@@ -9,6 +9,8 @@
 Each path runs 3 times (--runs); the median is reported with the range (this machine is noisy).
 Also: the chunk-size sweep behind the producer's default, and p50/p99 latency of single-review
 jobs on an idle worker.  Targets (issue 3): (b) with 2 workers >= 1500 reviews/s and >= 0.85 x (a).
+``--compare v0002`` (the default) also runs (a) on that version, its runs interleaved with
+LATEST's so both see the same machine; the ratio is the model's cost (issue 11: >= 0.8).
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads,
 from shared.schema import make_payload
 
 
-def in_process(texts: list[str], out: Path, served: Any = None) -> tuple[float, Any]:
+def in_process(
+    texts: list[str], out: Path, served: Any = None, version: str = "LATEST"
+) -> tuple[float, Any]:
     """Seconds to classify and explain ``texts`` into a JSONL file in this process."""
     from shared.store import ModelStore
     from worker.model.served import explain_reviews, load_served
 
     if served is None:
         settings = Settings.from_env()
-        served = load_served(ModelStore(settings.model_dir, settings.model_name))
+        served = load_served(ModelStore(settings.model_dir, settings.model_name), version)
     t = time.perf_counter()
     with out.open("w") as fh:
         for start in range(0, len(texts), 1024):
@@ -99,6 +103,9 @@ def main() -> int:
     parser.add_argument(
         "--chunk", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job for the 1 vs 2 run"
     )
+    parser.add_argument(
+        "--compare", default="v0002", help="also run (a) on this version ('' to skip)"
+    )
     args = parser.parse_args()
     texts = [r.text for r in read_reviews(args.data, split="test")][: args.n]
     tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
@@ -109,13 +116,20 @@ def main() -> int:
     n = len(texts)
     runs = args.runs
     rows: list[tuple[str, list[float]]] = []
-    served = None
-    a_times = []
+    served, other = None, None
+    a_times, c_times = [], []
     for _ in range(runs):
         elapsed, served = in_process(texts, tmp / "inproc.jsonl", served)
         a_times.append(elapsed)
-    rows.append(("(a) in-process, batched (1 process)", a_times))
+        if args.compare:
+            elapsed, other = in_process(texts, tmp / "other.jsonl", other, args.compare)
+            c_times.append(elapsed)
+    assert served is not None
+    rows.append((f"(a) in-process, batched, {served.model_version}", a_times))
     print(f"(a) done: {n / statistics.median(a_times):,.0f} reviews/s", flush=True)
+    if args.compare:
+        assert other is not None
+        rows.append((f"(a) in-process, batched, {other.model_version}", c_times))
     sweep = []
     with RedisServer.temporary() as redis:
         url = redis.url
@@ -152,6 +166,12 @@ def main() -> int:
     print(
         f"single-review jobs on an idle worker (200 sequential): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
     )
+    if c_times:
+        ratios = [c / a for a, c in zip(a_times, c_times, strict=True)]
+        print(
+            f"(a) rate of {served.model_version} / {args.compare}: median of paired runs "
+            f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
     return 0
 
 

@@ -352,6 +352,47 @@ def _read_aclimdb_tar(path: Path, split: str) -> Iterator[Review]:
         raise DataError(path, f"no aclImdb reviews found for split {split!r}")
 
 
+_ACL_URLS = re.compile(r"(?:^|/)(train|test)/urls_(pos|neg)\.txt$")
+_IMDB_TITLE = re.compile(r"/title/(tt\d+)/")
+
+
+def aclimdb_movies(path: Path, split: str) -> dict[str, str]:
+    """Review id -> IMDb title id (``tt0443632``) of a labelled aclImdb split, from the
+    dataset's ``urls_pos.txt`` / ``urls_neg.txt`` (line ``n`` is review ``n``'s movie page).
+
+    Empty when the files are missing (a hand-made folder in the aclImdb layout).  Reviews of one
+    movie share its plot, cast and words, so a validation split that keeps whole movies apart
+    scores like the test split, whose movies are all unseen.
+    """
+    urls: dict[str, list[str]] = {}
+
+    def take(name: str, raw: bytes) -> None:
+        match = _ACL_URLS.search(name)
+        if match and match.group(1) == split:
+            urls[match.group(2)] = raw.decode("utf-8", "replace").splitlines()
+
+    try:
+        if path.is_dir():
+            for file in path.resolve().rglob("urls_*.txt"):
+                take(file.as_posix(), file.read_bytes())
+        else:
+            with tarfile.open(path, mode="r|gz") as archive:
+                for member in archive:
+                    if member.isfile() and _ACL_URLS.search(member.name):
+                        fh = archive.extractfile(member)
+                        if fh is not None:
+                            take(member.name, fh.read())
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(path, f"cannot read archive: {exc}") from exc
+    movies = {}
+    for polarity, lines in urls.items():
+        for number, url in enumerate(lines):
+            match = _IMDB_TITLE.search(url)
+            if match:
+                movies[f"{split}/{polarity}/{number}"] = match.group(1)
+    return movies
+
+
 def ensure_aclimdb(path: Path | None, data_dir: Path, download: bool = False) -> Path:
     """Return a readable aclImdb path: ``path``, or the archive in ``data_dir``, or download it.
 

@@ -174,3 +174,31 @@ def test_real_imdb_archive_test_split() -> None:
         ratings.add(review.rating)
     assert counts == {0: 12500, 1: 12500}
     assert ratings == {1, 2, 3, 4, 7, 8, 9, 10}
+
+
+def test_aclimdb_movies_come_from_the_url_lists(tmp_path: Path) -> None:
+    from shared.datasets import aclimdb_movies
+
+    base = make_aclimdb(tmp_path)
+    (base / "train" / "urls_pos.txt").write_text(
+        "http://www.imdb.com/title/tt0000007/usercomments\n", encoding="utf-8"
+    )
+    (base / "train" / "urls_neg.txt").write_text(
+        "http://www.imdb.com/title/tt0000001/usercomments\n"
+        "http://www.imdb.com/title/tt0000002/usercomments\n",
+        encoding="utf-8",
+    )
+    assert aclimdb_movies(base, "train") == {
+        "train/pos/0": "tt0000007",
+        "train/neg/0": "tt0000001",
+        "train/neg/1": "tt0000002",
+    }
+    assert aclimdb_movies(base, "test") == {}  # no url lists for that split: no movies
+
+
+@pytest.mark.skipif(not IMDB_ARCHIVE.exists(), reason="the IMDB archive is not beside the repo")
+def test_every_imdb_training_review_has_a_movie() -> None:
+    from shared.datasets import aclimdb_movies
+
+    movies = aclimdb_movies(IMDB_ARCHIVE, "train")
+    assert len(movies) == 25_000 and len(set(movies.values())) > 3_000

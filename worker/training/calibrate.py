@@ -68,7 +68,12 @@ def summary(z: np.ndarray, labels: np.ndarray, temperature: float, bias: float) 
 
 
 def fit_platt(zs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float]:
-    """(temperature, bias) minimising the mean of each set's log loss."""
+    """(temperature, bias) minimising the mean of each set's class-balanced log loss.
+
+    Balanced: each class weighs half, so the fit assumes even odds whatever the validation
+    split's mix (carved by movie, it can be 54% positive) and the bias does not learn that
+    split's prior; IMDB's test split is balanced and chat users' messages are not known to lean.
+    """
     from scipy.optimize import minimize
 
     def loss(params: np.ndarray) -> float:
@@ -76,7 +81,9 @@ def fit_platt(zs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float]
         total = 0.0
         for z, y in zip(zs, ys, strict=True):
             u = a * z + b
-            total += float(np.mean(np.logaddexp(0, u) - y * u))
+            per_text = np.logaddexp(0, u) - y * u
+            classes = [per_text[y == c] for c in (0, 1) if (y == c).any()]
+            total += float(np.mean([c.mean() for c in classes]))
         return total / len(zs)
 
     best = minimize(loss, np.array([1.0, 0.0]), method="Nelder-Mead", options={"xatol": 1e-5})
@@ -254,7 +261,8 @@ def validation_reviews(source: Published, data: Path) -> tuple[list[str], np.nda
     """The version's validation reviews, rebuilt as training carved them (checked by the
     training data's fingerprint)."""
     from shared.datasets import DataError
-    from worker.training.data import load_split
+    from worker.training.data import VAL_BY_MOVIE, VAL_RANDOM, load_split, movies_of
+    from worker.training.data import validation_split as carve
 
     training = source.manifest.get("training", {})
     recorded = source.manifest.get("data", {}).get("train") or {}
@@ -262,8 +270,12 @@ def validation_reviews(source: Published, data: Path) -> tuple[list[str], np.nda
     split = load_split(data, "train", int(recorded["n"]), seed)
     if split.source["fingerprint"] != recorded.get("fingerprint"):
         raise DataError(data, "not the data this version was trained on (fingerprint differs)")
-    order = np.random.default_rng(seed).permutation(len(split.reviews))
-    val = order[: max(1, round(len(order) * fraction))]
+    movies = None
+    if training.get("val_split", VAL_RANDOM) == VAL_BY_MOVIE:
+        movies = movies_of(data, split.reviews)
+        if movies is None:
+            raise DataError(data, "the version's validation split is by movie: no url lists here")
+    val, _ = carve(len(split.reviews), seed, fraction, movies)
     return [split.reviews[i].text for i in val], split.labels[val]
 
 

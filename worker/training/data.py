@@ -14,7 +14,7 @@ import structlog
 
 from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
 from shared.text import tokenize
-from shared.vocab import Vocabulary
+from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -24,6 +24,11 @@ log = structlog.get_logger(__name__)
 
 #: The sequence length is this percentile of the training reviews' token counts.
 DEFAULT_LENGTH_PERCENTILE = 95.0
+
+
+#: How the validation split is carved: whole movies (aclImdb, whose ``urls_*.txt`` name each
+#: review's movie) or reviews at random (any other data, and versions trained before).
+VAL_BY_MOVIE, VAL_RANDOM = "by movie", "random"
 
 
 @dataclass
@@ -51,6 +56,8 @@ class Prepared:
     test_rows: list[list[int]] | None
     y_test: np.ndarray | None
     sources: dict[str, Any]
+    val_split: str = VAL_RANDOM
+    head_fraction: float = DEFAULT_HEAD_FRACTION
     #: ``kim_ngram_crops`` only: sentence crops of the fitting reviews (labelled like their
     #: review) and one sentence of each validation review (to fit the short-text blend).
     fit_crops: list[list[int]] = field(default_factory=list)
@@ -118,6 +125,42 @@ def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
     return Split(reviews, tokens, labels, source)
 
 
+def movies_of(path: Path, reviews: Sequence[Review]) -> list[str] | None:
+    """Each review's movie, when the data is aclImdb with its url lists; else None."""
+    from shared.datasets import aclimdb_movies
+
+    if not detect_format(path).startswith("aclimdb"):
+        return None
+    movies = aclimdb_movies(path, "train")
+    keys = [r.id.rsplit("_", 1)[0] for r in reviews]
+    if not movies or not all(k in movies for k in keys):
+        return None
+    return [movies[k] for k in keys]
+
+
+def validation_split(
+    n: int, seed: int, fraction: float, groups: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, fitting) indices: seeded, ``fraction`` of ``n`` for validation.
+
+    With ``groups`` (each review's movie), whole groups go to validation, in a seeded order,
+    until it holds ``fraction`` of the reviews: no movie is on both sides.
+    """
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(n * fraction))
+    if groups is None:
+        order = rng.permutation(n)
+        return order[:n_val], order[n_val:]
+    names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    sizes = np.bincount(group_of, minlength=len(names))
+    chosen = rng.permutation(len(names))
+    take = chosen[: int(np.searchsorted(np.cumsum(sizes[chosen]), n_val)) + 1]
+    in_val = np.isin(group_of, take)
+    val = rng.permutation(np.flatnonzero(in_val))
+    fit = rng.permutation(np.flatnonzero(~in_val))
+    return val, fit
+
+
 def sequence_length(tokens: Sequence[Sequence[str]], requested: int | None) -> int:
     """The token cap: as requested, else a high percentile of the training lengths."""
     if requested is not None:
@@ -139,9 +182,11 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
     if test_path is not None and not config.no_test:
         test_split = load_split(test_path, "test", config.limit, config.seed)
 
-    order = np.random.default_rng(config.seed).permutation(len(train_split.reviews))
-    n_val = max(1, round(len(order) * config.val_fraction))
-    val_idx, fit_idx = order[:n_val], order[n_val:]
+    movies = movies_of(data_path, train_split.reviews)
+    val_idx, fit_idx = validation_split(
+        len(train_split.reviews), config.seed, config.val_fraction, movies
+    )
+    n_val = len(val_idx)
     fit_tokens = [train_split.tokens[i] for i in fit_idx]
     extra_tokens = [tokenize(text) for text, _ in config.extra] * config.extra_repeat
     extra_labels = np.array([label for _, label in config.extra] * config.extra_repeat, np.int64)
@@ -173,6 +218,10 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
             max_len,
             config.head_fraction,
         )
+        # Feedback corrections are mostly chat messages: the short-text bag learns them too
+        # (whole, as users sent them, with the same repeat as the review bag).
+        crops["fit_crops"] += extra_rows
+        crops["y_crops"] = np.concatenate([crops["y_crops"], extra_labels])
         short, crops["y_val_short"] = sentences_from(
             [texts[i] for i in val_idx], train_split.labels[val_idx], len(val_idx), config.seed
         )
@@ -191,6 +240,8 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         y_val=train_split.labels[val_idx],
         test_rows=test_rows,
         y_test=test_split.labels if test_split is not None else None,
+        val_split=VAL_RANDOM if movies is None else VAL_BY_MOVIE,
+        head_fraction=config.head_fraction,
         sources={
             "train": train_split.source,
             "test": test_split.source if test_split is not None else None,

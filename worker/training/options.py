@@ -67,6 +67,13 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="unlabelled reviews for --pretrain (default: aclImdb's train/unsup)",
     )
+    p.add_argument(
+        "--pseudo-label",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="kim_ngram_crops: train the short-text bag on sentences of unlabelled reviews too, "
+        "labelled by the review bag where it is confident (default: on, the served recipe)",
+    )
     p.add_argument("--min-accuracy", type=float, help="refuse to publish below this test accuracy")
 
 
@@ -104,6 +111,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         min_accuracy=args.min_accuracy,
         pretrain=args.pretrain,
         unsup_data=args.unsup_data,
+        pseudo_label=args.pseudo_label,
         hparams={
             "embed_dim": args.embed_dim,
             "filters": args.filters,

@@ -51,8 +51,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grid": {"filters": [32, 64], "embed_dim": [32, 48], "learning_rate": [0.001, 0.002]},
         "fixed": {},
     },
+    # What the unlabelled reviews bring to the served recipe: word2vec initialisation and
+    # pseudo-labelled sentence crops, each on and off (validation reviews and sentences).
+    "served": {
+        "family": "kim_ngram_crops",
+        "grid": {"pretrain": ["none", "word2vec"], "pseudo_label": [False, True]},
+        "fixed": {},
+    },
 }
-FIELDS = ("run", "params", "val_accuracy", "val_loss", "seconds")
+FIELDS = ("run", "params", "val_accuracy", "val_loss", "val_sentence_accuracy", "seconds")
 
 
 def configurations(
@@ -85,12 +92,11 @@ class Split:
 
 def validation_split(data: Path, limit: int | None, seed: int, val_fraction: float) -> Split:
     """Tokenized training reviews, split into fit and validation exactly as training splits."""
-    from worker.training.data import load_split
+    from worker.training.data import load_split, movies_of
+    from worker.training.data import validation_split as carve
 
     split = load_split(data, "train", limit, seed)
-    order = np.random.default_rng(seed).permutation(len(split.reviews))
-    n_val = max(1, round(len(order) * val_fraction))
-    val, fit = order[:n_val], order[n_val:]
+    val, fit = carve(len(split.reviews), seed, val_fraction, movies_of(data, split.reviews))
     return Split(
         [split.tokens[i] for i in fit],
         split.labels[fit],
@@ -153,8 +159,9 @@ def _multihot_pair(vocab: Any, split: Split) -> tuple[Any, Any]:
 
 def run_architecture(
     arch: str, data: Path, params: dict[str, Any], base: dict[str, Any]
-) -> tuple[float, float]:
-    """One run of our recipe (not published); (validation accuracy, validation loss)."""
+) -> tuple[float, float, float | None]:
+    """One run of our recipe (not published); (validation accuracy, validation loss, accuracy
+    on one sentence of each validation review where the architecture fits sentences)."""
     import dataclasses
 
     from shared.config import Settings
@@ -168,7 +175,12 @@ def run_architecture(
     )
     result = train(config, Settings.from_env())
     val = result.metrics["validation"]
-    return float(val["accuracy"]), float(val["loss"])
+    sentences = result.metrics.get("validation_sentences")
+    return (
+        float(val["accuracy"]),
+        float(val["loss"]),
+        float(sentences["accuracy"]) if sentences else None,
+    )
 
 
 def done_runs(results: Path) -> dict[str, dict[str, str]]:
@@ -217,16 +229,18 @@ def sweep(
         for params in todo:
             full = {**fixed, **params}
             started = time.monotonic()
+            sentences = None
             if split is not None:
                 accuracy, loss = run_multihot(split, full, seed)
             else:
                 base = {"limit": limit, "seed": seed, "val_fraction": val_fraction, **fixed}
-                accuracy, loss = run_architecture(family, data, params, base)
+                accuracy, loss, sentences = run_architecture(family, data, params, base)
             row = {
                 "run": len(done) + 1,
                 "params": run_key(full),
                 "val_accuracy": round(accuracy, 4),
                 "val_loss": round(loss, 4),
+                "val_sentence_accuracy": round(sentences, 4) if sentences is not None else "",
                 "seconds": round(time.monotonic() - started, 1),
             }
             writer.writerow(row)
@@ -249,18 +263,24 @@ def write_report(rows: list[dict[str, Any]], out: Path, family: str) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted({k for r in rows for k in json.loads(r["params"])})
+    sentences = any(r.get("val_sentence_accuracy") for r in rows)
     lines = [
         f"# Sweep: {family} ({len(rows)} runs, validation split)",
         "",
-        "| rank | " + " | ".join(keys) + " | val accuracy | val loss | seconds |",
-        "|" + "---|" * (len(keys) + 4),
+        "| rank | "
+        + " | ".join(keys)
+        + " | val accuracy | val loss | "
+        + ("val sentences | " if sentences else "")
+        + "seconds |",
+        "|" + "---|" * (len(keys) + 4 + sentences),
     ]
     for rank, r in enumerate(rows, 1):
         params = json.loads(r["params"])
         cells = " | ".join(str(params.get(k, "")) for k in keys)
+        extra = f"{float(r['val_sentence_accuracy']):.4f} | " if sentences else ""
         lines.append(
             f"| {rank} | {cells} | {float(r['val_accuracy']):.4f} | "
-            f"{float(r['val_loss']):.4f} | {r['seconds']} |"
+            f"{float(r['val_loss']):.4f} | {extra}{r['seconds']} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.25), 4))
@@ -284,6 +304,9 @@ def parse_grid(items: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
             raise ValueError(f"--grid wants key=v1,v2,..., got {item!r}")
         values: list[Any] = []
         for text in raw.split(","):
+            if text.lower() in ("true", "false"):
+                values.append(text.lower() == "true")
+                continue
             if "|" in text:
                 values.append(tuple(int(x) for x in text.split("|")))
                 continue

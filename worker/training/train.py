@@ -22,12 +22,17 @@ import numpy as np
 import structlog
 
 from shared.config import Settings
-from shared.datasets import detect_format, read_reviews
 from shared.schema import LABELS
 from shared.store import MODEL_FILE, VOCAB_FILE, ModelStore, Published
-from shared.text import PREPROCESSING, tokenize
+from shared.text import PREPROCESSING
 from shared.vocab import DEFAULT_HEAD_FRACTION
 from worker.training.data import Prepared, prepare
+from worker.training.unlabelled import (
+    Unlabelled,
+    pretrain_embeddings,
+    pseudo_labelled_crops,
+    read_unlabelled,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +70,9 @@ class TrainConfig:
     limit: int | None = None
     pretrain: str = "none"
     unsup_data: Path | None = None
+    #: kim_ngram_crops: sentences of confidently pseudo-labelled unlabelled reviews join the
+    #: crop bag's training crops (``worker.training.unlabelled``).
+    pseudo_label: bool = False
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True
@@ -151,7 +159,9 @@ def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
     return {"batches": history.batches, "epochs": history.epochs}
 
 
-def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
+def fit_ngram(
+    built: Any, prepared: Prepared, hp: Any, unlabelled: Unlabelled | None = None
+) -> dict[str, Any]:
     """Fit the NB-LR table(s) on the fitting part, then the blend weights on validation.
 
     The blend is fitted on validation, which no branch was trained on: on the fitting part every
@@ -179,9 +189,13 @@ def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
         built.model.get_layer(BLEND_LAYER).set_weights([np.array(coef, dtype=np.float32)])
         log.info("ngram_branch_fitted", seconds=round(time.perf_counter() - started, 1), blend=coef)
         return {"table": table, "intercept": intercept, "blend": coef}
-    crops, crop_intercept = fit_nb_logreg(
-        prepared.fit_crops, prepared.y_crops, vocab_size, hp.buckets
-    )
+    crop_rows, crop_labels, pseudo = prepared.fit_crops, prepared.y_crops, None
+    if unlabelled is not None and unlabelled.texts:
+        extra, extra_labels, pseudo = pseudo_labelled_crops(
+            unlabelled, prepared, table, intercept, hp.buckets, prepared.head_fraction
+        )
+        crop_rows, crop_labels = crop_rows + extra, np.concatenate([crop_labels, extra_labels])
+    crops, crop_intercept = fit_nb_logreg(crop_rows, crop_labels, vocab_size, hp.buckets)
     built.model.get_layer(CROP_BAG_LAYER).set_weights([crops])
     x_val = features(prepared.val_rows, [table, crops])
     x_short = features(prepared.val_short_rows, [table, crops])
@@ -207,6 +221,7 @@ def fit_ngram(built: Any, prepared: Prepared, hp: Any) -> dict[str, Any]:
         "intercept": intercept,
         "crops_intercept": crop_intercept,
         "crops": len(prepared.fit_crops),
+        "pseudo_labelled": pseudo,
         "blend": {"short": short_coef, "long": long_coef, "short_tokens": hp.short_tokens},
     }
 
@@ -251,6 +266,10 @@ def evaluate(
             prepared.y_val, batched_probs(forward, prepared.val_rows, progress="validate")
         )
     }
+    if len(prepared.val_short_rows):  # one sentence of each validation review
+        metrics["validation_sentences"] = classification_metrics(
+            prepared.y_val_short, batched_probs(forward, prepared.val_short_rows)
+        )
     if prepared.test_rows is not None and prepared.y_test is not None:
         rows, labels = prepared.test_rows, prepared.y_test
         metrics["test"] = classification_metrics(
@@ -285,10 +304,15 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     hp = HParams.from_json(config.hparams)
     built = build_model(config.arch, len(prepared.vocab), hp)
     pretrained = None
+    unlabelled = Unlabelled(None, [], [])
+    if config.pretrain == "word2vec" or (config.pseudo_label and config.arch == "kim_ngram_crops"):
+        unlabelled = read_unlabelled(config, prepared)
     if config.pretrain == "word2vec":
-        pretrained = pretrain_embeddings(built, config, prepared, hp)
+        pretrained = pretrain_embeddings(built, config, prepared, hp, unlabelled)
     history = fit(built, prepared, config)
-    ngram = fit_ngram(built, prepared, hp) if config.arch in NGRAM_ARCHITECTURES else {}
+    ngram = {}
+    if config.arch in NGRAM_ARCHITECTURES:
+        ngram = fit_ngram(built, prepared, hp, unlabelled if config.pseudo_label else None)
     served, metrics = evaluate(built, prepared, ngram, hp)
     seconds = time.perf_counter() - started
     manifest = describe(config, hp, prepared, history, metrics, seconds)
@@ -344,6 +368,7 @@ def describe(
             "learning_rate": config.learning_rate,
             "seed": config.seed,
             "val_fraction": config.val_fraction,
+            "val_split": prepared.val_split,
             "patience": config.patience,
             "train_reviews": len(prepared.fit_rows),
             "validation_reviews": len(prepared.val_rows),
@@ -382,34 +407,3 @@ def publish(
     published = store.publish(write, min_accuracy=config.min_accuracy)
     log.info("model_published", model_version=published.model_version, path=str(published.path))
     return published
-
-
-def pretrain_embeddings(
-    built: Any, config: TrainConfig, prepared: Prepared, hp: Any
-) -> dict[str, Any]:
-    """Initialise the embedding layer with word2vec on the training part + unlabelled reviews."""
-    from tqdm import tqdm
-
-    from worker.model.cnn import EMBEDDING_LAYER
-    from worker.model.embeddings import word2vec_matrix
-
-    started = time.perf_counter()
-    unsup_path = config.unsup_data
-    if unsup_path is None and detect_format(prepared.data_path).startswith("aclimdb"):
-        unsup_path = prepared.data_path
-    extra_tokens: list[list[str]] = []
-    if unsup_path is not None:
-        reviews = read_reviews(unsup_path, split="unsup", errors="keep")
-        extra_tokens = [
-            tokenize(r.text) for r in tqdm(reviews, desc="tokenize unsup", unit=" reviews")
-        ]
-    texts = prepared.fit_tokens + extra_tokens
-    matrix, covered = word2vec_matrix(texts, prepared.vocab, hp.embed_dim, config.seed)
-    built.trainable.get_layer(EMBEDDING_LAYER).set_weights([matrix])
-    return {
-        "method": "word2vec (gensim CBOW)",
-        "texts": len(texts),
-        "unlabelled": len(extra_tokens),
-        "vocabulary_covered": round(covered, 4),
-        "seconds": round(time.perf_counter() - started, 1),
-    }

@@ -64,6 +64,14 @@ def test_every_section_is_there_with_consistent_counts(
     parts = ("both_right", "only_first_right", "only_second_right", "both_wrong")
     assert sum(comparison[k] for k in parts) == n
     assert comparison["mean_loss"][0] == pytest.approx(comparison["mean_loss"][1])  # same weights
+    # Per length bin: the bins partition the samples; single sentences come first; a copy of a
+    # version gains nothing anywhere.
+    by_length = comparison["by_length"]
+    assert by_length[0]["texts"] == "single sentences" and by_length[0]["n"] > 0
+    assert sum(row["n"] for row in by_length[1:]) == n
+    for row in by_length:
+        assert row["gain (points)"] == pytest.approx(0.0)
+        assert row["accuracy tiny/v0002"] == row["accuracy tiny/v0001"]
     for name in analysis["images"].values():
         assert (out / name).stat().st_size > 1000
 

@@ -139,13 +139,27 @@ def test_predictions_are_identical_alone_or_batched(tiny_predictor: Any) -> None
 def test_served_recipe_on_a_tiny_corpus_publishes_a_loadable_version(
     corpus: dict[str, Path], tmp_path: Path
 ) -> None:
-    # The served recipe (kim_ngram_crops, word2vec-initialised) end to end on the synthetic
-    # corpus: sentence crops, two tables, a length-gated blend, a version workers load.
+    # The served recipe (kim_ngram_crops, word2vec on labelled + unlabelled reviews, pseudo-
+    # labelled crops) end to end on the synthetic corpus: sentence crops, two tables, a
+    # length-gated blend, a version workers load.
+    import csv
+    import random
+
+    from tests.conftest import synthetic_review
+
+    unsup = tmp_path / "unsup.csv"
+    rng = random.Random(9)
+    with unsup.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review"])
+        writer.writerows([synthetic_review(rng, i % 2)] for i in range(300))
     config = train_job.TrainConfig(
         data=corpus["train"],
         test_data=corpus["test"],
         arch="kim_ngram_crops",
         pretrain="word2vec",
+        unsup_data=unsup,
+        pseudo_label=True,
         vocab_size=200,
         epochs=3,
         batch_size=32,
@@ -162,7 +176,10 @@ def test_served_recipe_on_a_tiny_corpus_publishes_a_loadable_version(
     assert branch["crops"] >= m["training"]["train_reviews"] == 540
     assert set(branch["blend"]) == {"short", "long", "short_tokens"}
     assert len(branch["blend"]["short"]) == 4 and branch["blend"]["short"][0] != 1.0  # fitted
-    assert m["training"]["pretrained_embeddings"]["method"].startswith("word2vec")
+    embeddings = m["training"]["pretrained_embeddings"]
+    assert embeddings["method"].startswith("word2vec") and embeddings["unlabelled"] == 300
+    pseudo = branch["pseudo_labelled"]
+    assert pseudo["of"] == 300 and 0 < pseudo["reviews"] <= 300 and pseudo["crops"] > 0
     assert {"cnn_only", "ngram_only", "crops_ngram_only"} == set(result.metrics["test_components"])
     assert result.metrics["test"]["accuracy"] > 0.8
     from worker.model.served import explain_reviews, load_served

@@ -72,16 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparison = analysis.get("comparison") or {}
     if comparison.get("by_length"):
         first, second = comparison["versions"]
+        a, b = first.rsplit("/", 1)[-1], second.rsplit("/", 1)[-1]
+        print(f"\nanswers per length ({first} vs {second}; accuracy, share answered positive)")
         print(
-            f"\n{'texts':<18} {'n':>6} {first:>8} {second:>8} {'gain pt':>8} {'pos ' + first:>9} "
-            f"{'pos ' + second:>9}"
+            f"{'texts':<18} {'n':>6} {a:>8} {b:>8} {'gain pt':>8} {'pos ' + a:>10} {'pos ' + b:>10}"
         )
         for row in comparison["by_length"]:
             print(
                 f"{row['texts']:<18} {row['n']:>6} {row[f'accuracy {first}']:>8.4f} "
                 f"{row[f'accuracy {second}']:>8.4f} {row['gain (points)']:>+8.2f} "
-                f"{row[f'answered positive {first}']:>9.3f} "
-                f"{row[f'answered positive {second}']:>9.3f}"
+                f"{row[f'answered positive {first}']:>10.3f} "
+                f"{row[f'answered positive {second}']:>10.3f}"
             )
     return 0
 

@@ -3,6 +3,7 @@
     sentiment-sweep --preset keras-blog                 # the Keras blog's 36-run grid
     sentiment-sweep --arch kim_ngram --grid filters=32,64 --grid embed_dim=32,48
     sentiment-sweep --preset kim-ngram --sample 4       # a random 4 of the preset's grid
+    sentiment-sweep --preset served                     # what the unlabelled reviews bring
 
 Writes ``results.csv`` (one line per finished run, kept if the sweep is killed: the same command
 resumes), ``results.md`` (best first) and ``results.png`` into ``--out``.
