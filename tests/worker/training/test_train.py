@@ -1,5 +1,6 @@
 """A training run on a tiny corpus publishes a version the loader accepts and that makes sense."""
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ import pytest
 
 from shared.config import Settings
 from shared.store import ModelStore, StoreError
-from tests.conftest import TINY_HPARAMS, copy_store
+from tests.conftest import TINY_HPARAMS, copy_store, tiny_config
 from worker.model.predictor import load_predictor
 from worker.training import train as train_job
 from worker.training.commands import train as train_cli
@@ -153,18 +154,13 @@ def test_served_recipe_on_a_tiny_corpus_publishes_a_loadable_version(
         writer = csv.writer(fh)
         writer.writerow(["review"])
         writer.writerows([synthetic_review(rng, i % 2)] for i in range(300))
-    config = train_job.TrainConfig(
-        data=corpus["train"],
-        test_data=corpus["test"],
+    config = dataclasses.replace(
+        tiny_config(corpus),
         arch="kim_ngram_crops",
         pretrain="word2vec",
         unsup_data=unsup,
         pseudo_label=True,
-        vocab_size=200,
         epochs=3,
-        batch_size=32,
-        patience=2,
-        hparams=TINY_HPARAMS,
         seed=5,
     )
     result = train_job.train(config, Settings(model_dir=tmp_path, model_name="recipe"))
