@@ -23,7 +23,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from worker.model import SHORT_TOKENS
+from worker.model import CROPS_ARCHITECTURE, SHORT_TOKENS
 from worker.model.layers import (
     ApplyMask,
     LengthBlend,
@@ -35,9 +35,9 @@ from worker.model.layers import (
     RightPad,
 )
 
-ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram", "kim_ngram_crops")
+ARCHITECTURES = ("dense", "cnn3", "kim", "kim_ngram", CROPS_ARCHITECTURE)
 #: The architectures with n-gram bags fitted outside gradient descent.
-NGRAM_ARCHITECTURES = ("kim_ngram", "kim_ngram_crops")
+NGRAM_ARCHITECTURES = ("kim_ngram", CROPS_ARCHITECTURE)
 # Layer names other modules look up (the explainer, the trainer, the analysis report).
 EMBEDDING_LAYER = "embedding"
 ZERO_PAD_LAYER = "zero_pad"  # the embeddings with PAD positions zeroed

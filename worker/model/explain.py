@@ -99,12 +99,11 @@ class Explainer:
             offset += layer.filters
         # Each n-gram bag: its table, vocabulary size, buckets, and its blend weight (a scalar,
         # or one per length class).
-        self._bags = [
-            (bag.get_weights()[0], bag.vocab_size, bag.buckets, column)
-            for name, column in bag_columns.items()
-            if name in names
-            for bag in [model.get_layer(name)]
-        ]
+        self._bags = []
+        for name, column in bag_columns.items():
+            if name in names:
+                bag = model.get_layer(name)
+                self._bags.append((bag.get_weights()[0], bag.vocab_size, bag.buckets, column))
         # Kim models: gradient x input in closed form from the forward pass (see _attribute_kim).
         self._kim = bool(self._convs) and FEATURES_LAYER in names and ZERO_PAD_LAYER in names
         if self._kim:
@@ -306,7 +305,7 @@ class Explainer:
         """
         table, vocab_size, buckets = bag
         size, width = ids.shape
-        coef = coef[:, None] * np.ones_like(ids, dtype=np.float64)  # per position
+        coef = np.broadcast_to(coef[:, None], ids.shape)  # per position, no copy
         row = np.arange(size, dtype=np.int64)[:, None]
         kept = ids[valid]
         _, inverse, counts = np.unique(

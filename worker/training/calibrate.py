@@ -121,6 +121,11 @@ def answer_probs(served: Any, texts: list[str], calibration: Any = None) -> np.n
     version's own, applied per text length)."""
     cal = calibration if calibration is not None else served.calibration
     z, n_tokens = log_odds(served, texts)
+    return calibrated(z, n_tokens, cal)
+
+
+def calibrated(z: np.ndarray, n_tokens: np.ndarray, cal: Any) -> np.ndarray:
+    """P(positive) from raw positive-class log-odds, ``cal``'s pair chosen per text length."""
     pairs = np.array([cal.params(int(n)) for n in n_tokens]).reshape(-1, 2)
     return 1 / (1 + np.exp(-np.clip(z / pairs[:, 0] + pairs[:, 1], -60, 60)))
 

@@ -15,6 +15,7 @@ import structlog
 from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
 from shared.text import tokenize
 from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
+from worker.model import CROPS_ARCHITECTURE
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -133,7 +134,13 @@ def movies_of(path: Path, reviews: Sequence[Review]) -> list[str] | None:
         return None
     movies = aclimdb_movies(path, "train")
     keys = [r.id.rsplit("_", 1)[0] for r in reviews]
-    if not movies or not all(k in movies for k in keys):
+    missing = sum(1 for k in keys if k not in movies)
+    if missing:
+        log.warning(
+            "validation_split_random",
+            reason="aclImdb url lists missing or incomplete: cannot keep movies apart",
+            reviews_without_movie=missing,
+        )
         return None
     return [movies[k] for k in keys]
 
@@ -207,7 +214,7 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         encoded = encode_texts(test_split.tokens, vocab, max_len, config.head_fraction)
         test_rows = [e.ids for e in encoded]
     crops: dict[str, Any] = {}
-    if config.arch == "kim_ngram_crops":
+    if config.arch == CROPS_ARCHITECTURE:
         from worker.training.gate import sentences_from
 
         texts = [r.text for r in train_split.reviews]

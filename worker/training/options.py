@@ -58,7 +58,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pretrain",
         choices=("none", "word2vec"),
-        default="word2vec",
+        default=TrainConfig.pretrain,
         help="initialise embeddings with word2vec on the training part + unlabelled reviews "
         "(default: word2vec, the served recipe)",
     )
@@ -70,7 +70,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pseudo-label",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=TrainConfig.pseudo_label,
         help="kim_ngram_crops: train the short-text bag on sentences of unlabelled reviews too, "
         "labelled by the review bag where it is confident (default: on, the served recipe)",
     )

@@ -215,8 +215,12 @@ def sweep(
         todo = todo[:max_runs]
     split = validation_split(data, limit, seed, val_fraction) if family == "multihot" else None
     new = not results.exists()
+    fields: Sequence[str] = FIELDS
+    if not new:  # resume in the file's own columns (a sweep begun before a column was added)
+        with results.open(newline="", encoding="utf-8") as fh:
+            fields = next(csv.reader(fh), []) or FIELDS
     with results.open("a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, FIELDS)
+        writer = csv.DictWriter(fh, fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         bar = tqdm(

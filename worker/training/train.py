@@ -26,6 +26,7 @@ from shared.schema import LABELS
 from shared.store import MODEL_FILE, VOCAB_FILE, ModelStore, Published
 from shared.text import PREPROCESSING
 from shared.vocab import DEFAULT_HEAD_FRACTION
+from worker.model import CROPS_ARCHITECTURE
 from worker.training.data import Prepared, prepare
 from worker.training.unlabelled import (
     Unlabelled,
@@ -36,7 +37,7 @@ from worker.training.unlabelled import (
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_ARCH = "kim_ngram_crops"
+DEFAULT_ARCH = CROPS_ARCHITECTURE
 #: kim_ngram_crops: the CNN also sees this many sentence crops per fitting review (sampled,
 #: seeded), so a one-line message is in-distribution for the convolutions too.
 CNN_CROPS_PER_REVIEW = 2
@@ -68,11 +69,12 @@ class TrainConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     patience: int = DEFAULT_PATIENCE
     limit: int | None = None
-    pretrain: str = "none"
+    #: The defaults are the served recipe (the command line's too): word2vec on the fitting +
+    #: unlabelled reviews, and (kim_ngram_crops) sentences of confidently pseudo-labelled
+    #: unlabelled reviews in the crop bag (``worker.training.unlabelled``).
+    pretrain: str = "word2vec"
     unsup_data: Path | None = None
-    #: kim_ngram_crops: sentences of confidently pseudo-labelled unlabelled reviews join the
-    #: crop bag's training crops (``worker.training.unlabelled``).
-    pseudo_label: bool = False
+    pseudo_label: bool = True
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True
@@ -199,7 +201,7 @@ def fit_ngram(
     built.model.get_layer(CROP_BAG_LAYER).set_weights([crops])
     x_val = features(prepared.val_rows, [table, crops])
     x_short = features(prepared.val_short_rows, [table, crops])
-    is_short = np.array([sum(1 for i in r if i) <= hp.short_tokens for r in prepared.val_rows])
+    is_short = np.array([len(r) <= hp.short_tokens for r in prepared.val_rows])  # no PAD in rows
     long_coef = _blend(x_val[~is_short], prepared.y_val[~is_short], balanced=True)
     short_coef = _blend(
         np.concatenate([x_short, x_val[is_short]]),
@@ -305,7 +307,7 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     built = build_model(config.arch, len(prepared.vocab), hp)
     pretrained = None
     unlabelled = Unlabelled(None, [], [])
-    if config.pretrain == "word2vec" or (config.pseudo_label and config.arch == "kim_ngram_crops"):
+    if config.pretrain == "word2vec" or (config.pseudo_label and config.arch == CROPS_ARCHITECTURE):
         unlabelled = read_unlabelled(config, prepared)
     if config.pretrain == "word2vec":
         pretrained = pretrain_embeddings(built, config, prepared, hp, unlabelled)

@@ -65,6 +65,28 @@ def test_a_killed_sweep_resumes_without_redoing_a_run(
     assert "best" in capsys.readouterr().out
 
 
+def test_a_sweep_begun_before_the_sentence_column_resumes_in_its_own_columns(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    import csv
+    import json
+
+    out = tmp_path / "old"
+    out.mkdir()
+    first = {"activation": "relu", "batch_size": 512, "epochs": 4, "layers": 1}
+    first |= {"loss": "binary_crossentropy", "units": 16, "words": 10000}
+    with (out / "results.csv").open("w", newline="", encoding="utf-8") as fh:
+        fh.write("run,params,val_accuracy,val_loss,seconds\n")  # the columns before
+        csv.writer(fh).writerow([1, json.dumps(first, sort_keys=True), 0.81, 0.45, 3.0])
+    argv = ["--preset", "keras-blog", "--data", str(corpus["train"]), "--out", str(out)]
+    assert main([*argv, "--max-runs", "1"]) == 0
+    with (out / "results.csv").open(newline="", encoding="utf-8") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == ["run", "params", "val_accuracy", "val_loss", "seconds"]
+    assert len(lines) == 3 and all(len(line) == 5 for line in lines)
+    assert lines[2][1] != lines[1][1]  # the finished run was not done again
+
+
 def test_a_grid_over_one_of_our_architectures(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "kim"
     argv = [

@@ -53,21 +53,42 @@ def test_loaded_predictor_gets_direction_and_negation(tiny_predictor: Any) -> No
 
 
 def test_training_is_reproducible_with_a_seed(corpus: dict[str, Path], tmp_path: Path) -> None:
+    # The served recipe's defaults: word2vec initialisation, crops, both bags, the blends.
     config = train_job.TrainConfig(
         data=corpus["train"],
         no_test=True,
-        arch="kim",
         vocab_size=100,
         epochs=1,
         hparams=TINY_HPARAMS,
         seed=7,
         publish=False,
     )
+    assert config.arch == "kim_ngram_crops" and config.pretrain == "word2vec"
     first = train_job.train(config, Settings(model_dir=tmp_path))
     second = train_job.train(config, Settings(model_dir=tmp_path))
     assert first.metrics["validation"]["loss"] == pytest.approx(
         second.metrics["validation"]["loss"], rel=1e-4
     )
+    blends = [r.manifest["training"]["ngram_branch"]["blend"] for r in (first, second)]
+    for kind in ("short", "long"):
+        assert blends[0][kind] == pytest.approx(blends[1][kind], rel=1e-4)
+
+
+def test_word2vec_gives_the_same_vectors_every_run() -> None:
+    # Enough text for gensim to hand several jobs to its threads per epoch: with more than one
+    # thread the order of updates, hence the vectors, changed from run to run.
+    import random
+
+    from shared.vocab import Vocabulary
+    from tests.conftest import synthetic_review
+    from worker.model.embeddings import word2vec_matrix
+
+    rng = random.Random(4)
+    texts = [synthetic_review(rng, i % 2).lower().split() for i in range(6000)]
+    vocab = Vocabulary.build(texts, 200)
+    first, _ = word2vec_matrix(texts, vocab, 16, seed=3)
+    second, _ = word2vec_matrix(texts, vocab, 16, seed=3)
+    np.testing.assert_array_equal(first, second)
 
 
 def test_cli_refuses_to_publish_below_min_accuracy(

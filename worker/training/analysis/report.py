@@ -27,7 +27,7 @@ from shared.datasets import DataError, Review
 from shared.store import ModelStore
 from worker.training.analysis import plots
 from worker.training.analysis.clusters import Clusters
-from worker.training.analysis.run import forward
+from worker.training.analysis.run import Run, forward
 from worker.training.analysis.sections import (
     Comparison,
     Exploration,
@@ -133,7 +133,9 @@ def analyze(
     if compare:
         compared = load_served(store, compare)
         other = forward(compared, texts, desc=f"forward {compare}")
-        lengths_table = compare_by_length([served, compared], texts, labels, run.lengths)
+        lengths_table = compare_by_length(
+            [(served, run), (compared, other)], texts, labels, run.lengths
+        )
     analysis = Analysis(
         model_version=served.model_version,
         data=data_name,
@@ -165,20 +167,24 @@ COMPARE_SENTENCES = 2000
 
 
 def compare_by_length(
-    versions: Sequence[Any], texts: list[str], labels: np.ndarray, lengths: np.ndarray
+    versions: Sequence[tuple[Any, Run]], texts: list[str], labels: np.ndarray, lengths: np.ndarray
 ) -> list[dict[str, Any]]:
     """Both versions' answers (their own calibration applied, as the workers answer) per length
-    bin of the samples, and on single sentences cut from them (labelled like their review)."""
-    from worker.training.calibrate import answer_probs
+    bin of the samples, from the passes already made, and on single sentences cut from them
+    (labelled like their review)."""
+    from worker.training.calibrate import answer_probs, calibrated
     from worker.training.gate import sentences_from
 
     sentences, y_sentences = sentences_from(
         texts, labels, min(COMPARE_SENTENCES, len(texts)), seed=0
     )
-    answers = [answer_probs(v, texts) for v in versions]
-    short = [answer_probs(v, sentences) for v in versions] if sentences else None
+    answers = []
+    for served, run in versions:
+        p = np.clip(run.probs[:, 1].astype(np.float64), 1e-7, 1 - 1e-7)
+        answers.append(calibrated(np.log(p / (1 - p)), run.lengths, served.calibration))
+    short = [answer_probs(served, sentences) for served, _ in versions] if sentences else None
     return by_length(
-        [v.model_version for v in versions],
+        [served.model_version for served, _ in versions],
         answers,
         lengths,
         labels,
