@@ -37,15 +37,19 @@ security: install
 bench-accuracy: install
 	$(PY) bench/accuracy.py
 
-## every benchmark, one after the other (about 25 minutes; needs ../shared/data and redis-server)
+## every benchmark, one after the other (needs ../shared/data and redis-server; the longest is
+## bench/region_embeddings.py, about 13 minutes)
 bench: install
 	$(PY) bench/accuracy.py
-	$(PY) bench/explain.py
+	$(PY) bench/explain.py --greedy 400
+	$(PY) bench/region_embeddings.py
 	$(PY) bench/throughput.py
 	$(PY) bench/reload.py
 	$(PY) bench/bot_latency.py
 	$(PY) bench/scaling.py
 	$(PY) bench/faults.py
+	$(PY) bench/api_latency.py
+	$(PY) bench/producer_memory.py
 
 ## the analysis report of the served model on the 25k test split (about a minute)
 analyze: install
