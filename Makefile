@@ -37,8 +37,8 @@ security: install
 bench-accuracy: install
 	$(PY) bench/accuracy.py
 
-## every benchmark, one after the other (needs ../shared/data and redis-server; the longest is
-## bench/region_embeddings.py, about 13 minutes)
+## every benchmark, one after the other (needs ../shared/data and redis-server): about 28 minutes
+## on 2 cores, the longest bench/region_embeddings.py (about 13)
 bench: install
 	$(PY) bench/accuracy.py
 	$(PY) bench/explain.py --greedy 400
