@@ -10,6 +10,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from shared.config import Settings
 from shared.local import free_port, stop_processes
@@ -68,3 +71,51 @@ def model_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None
     parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
     parser.add_argument("--model-name", default=settings.model_name)
     parser.add_argument("--version", default="LATEST")
+
+
+class NotComparable(Exception):
+    """The data cannot reproduce the version's training split (its message says why)."""
+
+
+def reproduce_split(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, Any]:
+    """(published version, its TrainConfig, the Prepared data) exactly as the version's training
+    run had them: its seed, hence the same vocabulary and validation split, checked against the
+    version's vocabulary fingerprint so validation reviews can never leak into a probe."""
+    import json
+
+    from shared.store import ModelStore
+    from worker.training.data import prepare
+    from worker.training.train import TrainConfig
+
+    if not args.data.exists():
+        raise NotComparable(f"dataset not found: {args.data}")
+    published = ModelStore(args.model_dir, args.model_name).resolve(args.version)
+    manifest = json.loads((published.path / "manifest.json").read_text())
+    config = TrainConfig(
+        data=args.data, seed=int(manifest["training"]["seed"]), arch=manifest["architecture"]
+    )
+    prepared = prepare(config, settings)
+    if prepared.vocab.fingerprint != manifest["vocab"]["fingerprint"]:
+        raise NotComparable("this data does not reproduce the version's vocabulary: not comparable")
+    if prepared.test_rows is None or prepared.y_test is None:
+        raise NotComparable("no test split in this data")
+    return published, config, prepared
+
+
+def accuracy(log_odds: np.ndarray, labels: np.ndarray) -> float:
+    return float(((log_odds > 0) == labels).mean())
+
+
+def blend(
+    x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
+) -> tuple[float, float, list[float]]:
+    """A logistic regression on the columns (log-odds of models) fitted on validation: its
+    10-fold cross-validated validation accuracy, its test accuracy and its coefficients."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    folds = StratifiedKFold(10, shuffle=True, random_state=seed)
+    cv = float(cross_val_score(LogisticRegression(), x_val, y_val, cv=folds).mean())
+    fitted = LogisticRegression().fit(x_val, y_val)
+    coef = np.round(fitted.coef_.ravel(), 3).tolist()
+    return cv, float(fitted.score(x_test, y_test)), coef

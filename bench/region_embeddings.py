@@ -21,7 +21,6 @@ Takes about 13 minutes on 2 cores (most of it step 2).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -34,9 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import model_arguments
+from bench.infra import NotComparable, accuracy, blend, model_arguments, reproduce_split
 from shared.config import Settings
-from shared.store import ModelStore
 
 REGION = 5
 STOP_WORDS = 60  # the most frequent ids are not prediction targets (function words)
@@ -140,10 +138,6 @@ def log_odds(forward: Any, rows: list[list[int]]) -> np.ndarray:
     return logits[:, 1] - logits[:, 0]
 
 
-def acc(z: np.ndarray, y: np.ndarray) -> float:
-    return float(((z > 0) == y).mean())
-
-
 def main() -> int:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -153,32 +147,21 @@ def main() -> int:
     parser.add_argument("--maps", type=int, default=500, help="the region CNN's feature maps")
     parser.add_argument("--epochs", type=int, default=10, help="the region CNN's epochs")
     args = parser.parse_args()
-    if not args.data.exists():
-        print(f"dataset not found: {args.data}", file=sys.stderr)
+    try:
+        published, config, prepared = reproduce_split(args, settings)
+    except NotComparable as exc:
+        print(exc, file=sys.stderr)
         return 2
+    seed = config.seed
 
     import keras
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
     from tqdm import tqdm
 
     from worker.model.batching import encode_texts, length_batches, pad_batch
     from worker.model.predictor import batched_probs, load_predictor, make_forward
-    from worker.training.data import prepare
-    from worker.training.train import TrainConfig
     from worker.training.train import log_odds as prob_log_odds
     from worker.training.unlabelled import read_unlabelled
 
-    published = ModelStore(args.model_dir, args.model_name).resolve(args.version)
-    manifest = json.loads((published.path / "manifest.json").read_text())
-    seed = int(manifest["training"]["seed"])
-    config = TrainConfig(data=args.data, seed=seed, arch=manifest["architecture"])
-    prepared = prepare(config, settings)
-    if prepared.vocab.fingerprint != manifest["vocab"]["fingerprint"]:
-        print(
-            "this data does not reproduce the version's vocabulary: not comparable", file=sys.stderr
-        )
-        return 2
     unlabelled = read_unlabelled(config, prepared)
     unsup = encode_texts(unlabelled.tokens, prepared.vocab, prepared.max_len, config.head_fraction)
     started = time.perf_counter()
@@ -194,9 +177,6 @@ def main() -> int:
     keras.utils.set_random_seed(seed)
     fit, y_fit = prepared.fit_rows, prepared.y_fit
     val, y_val = prepared.val_rows, prepared.y_val
-    if prepared.test_rows is None or prepared.y_test is None:
-        print("no test split in this data", file=sys.stderr)
-        return 2
     test, y_test = prepared.test_rows, prepared.y_test
     steps = args.epochs * (len(fit) // 64 + 1)
     model = region_cnn(emb, bias, args.maps, steps)
@@ -210,9 +190,9 @@ def main() -> int:
         for idx in order:
             model.train_on_batch(pad_batch([fit[i] for i in idx]), y_fit[idx])
         z = log_odds(forward_cnn, val)
-        accuracy = acc(z, y_val)
-        if best is None or accuracy > best[0]:
-            best = (accuracy, epoch, z)
+        score = accuracy(z, y_val)
+        if best is None or score > best[0]:
+            best = (score, epoch, z)
             best_weights = model.get_weights()
     cnn_seconds = time.perf_counter() - started
     assert best is not None
@@ -238,7 +218,6 @@ def main() -> int:
             run(test)
             times[name].append(time.perf_counter() - t)
     t_version, t_region = (statistics.median(times[k]) for k in ("version", "region"))
-    folds = StratifiedKFold(10, shuffle=True, random_state=seed)
     print(
         f"\n{predictor.model_version} (seed {seed}); region embedding {args.dim}-d, "
         f"{args.tv_epochs:g} epochs over {len(fit) + len(unsup):,} reviews in {tv_seconds:.0f} s; "
@@ -246,11 +225,12 @@ def main() -> int:
     )
     print(f"\n{'model':<44} {'validation':>10} {'test':>8}")
     print(
-        f"{predictor.model_version + ' as served':<44} {acc(z_val_v, y_val):>10.4f} "
-        f"{acc(z_test_v, y_test):>8.4f}"
+        f"{predictor.model_version + ' as served':<44} {accuracy(z_val_v, y_val):>10.4f} "
+        f"{accuracy(z_test_v, y_test):>8.4f}"
     )
     print(
-        f"{'region CNN alone':<44} {acc(z_val_cnn, y_val):>10.4f} {acc(z_test_cnn, y_test):>8.4f}"
+        f"{'region CNN alone':<44} {accuracy(z_val_cnn, y_val):>10.4f} "
+        f"{accuracy(z_test_cnn, y_test):>8.4f}"
     )
     for name, xv, xt in (
         (f"{predictor.model_version} refitted on validation", z_val_v[:, None], z_test_v[:, None]),
@@ -260,12 +240,8 @@ def main() -> int:
             np.c_[z_test_v, z_test_cnn],
         ),
     ):
-        cv = cross_val_score(LogisticRegression(), xv, y_val, cv=folds).mean()
-        blend = LogisticRegression().fit(xv, y_val)
-        print(
-            f"{name:<44} {cv:>10.4f} {blend.score(xt, y_test):>8.4f}   "
-            f"coefficients {np.round(blend.coef_.ravel(), 3).tolist()}"
-        )
+        cv, test_acc, coef = blend(xv, y_val, xt, y_test, seed)
+        print(f"{name:<44} {cv:>10.4f} {test_acc:>8.4f}   coefficients {coef}")
     print(
         f"\nforward over the {len(test):,} test reviews (median of 3): version {t_version:.1f} s, "
         f"region CNN {t_region:.1f} s ({t_region / t_version:.2f}x the version)"
