@@ -37,12 +37,13 @@ security: install
 bench-accuracy: install
 	$(PY) bench/accuracy.py
 
-## every benchmark, one after the other (needs ../shared/data and redis-server): about 28 minutes
+## every benchmark, one after the other (needs ../shared/data and redis-server): about 32 minutes
 ## on 2 cores, the longest bench/region_embeddings.py (about 13)
 bench: install
 	$(PY) bench/accuracy.py
 	$(PY) bench/explain.py --greedy 400
 	$(PY) bench/region_embeddings.py
+	$(PY) bench/stacking.py
 	$(PY) bench/throughput.py
 	$(PY) bench/reload.py
 	$(PY) bench/bot_latency.py
