@@ -73,22 +73,23 @@ def model_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None
     parser.add_argument("--version", default="LATEST")
 
 
-class NotComparable(Exception):
-    """The data cannot reproduce the version's training split (its message says why)."""
-
-
-def reproduce_split(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, Any]:
-    """(published version, its TrainConfig, the Prepared data) exactly as the version's training
+def reproduce_split(
+    parser: argparse.ArgumentParser, settings: Settings
+) -> tuple[argparse.Namespace, Any, Any, Any]:
+    """Parse ``parser``'s arguments (``model_arguments`` among them) and return them with the
+    published version, its TrainConfig and the Prepared data exactly as the version's training
     run had them: its seed, hence the same vocabulary and validation split, checked against the
-    version's vocabulary fingerprint so validation reviews can never leak into a probe."""
+    version's vocabulary fingerprint so validation reviews can never leak into a probe.  Exits
+    with status 2 and a message on stderr when the data cannot reproduce it."""
     import json
 
     from shared.store import ModelStore
     from worker.training.data import prepare
     from worker.training.train import TrainConfig
 
+    args = parser.parse_args()
     if not args.data.exists():
-        raise NotComparable(f"dataset not found: {args.data}")
+        parser.exit(2, f"dataset not found: {args.data}\n")
     published = ModelStore(args.model_dir, args.model_name).resolve(args.version)
     manifest = json.loads((published.path / "manifest.json").read_text())
     config = TrainConfig(
@@ -96,10 +97,10 @@ def reproduce_split(args: argparse.Namespace, settings: Settings) -> tuple[Any, 
     )
     prepared = prepare(config, settings)
     if prepared.vocab.fingerprint != manifest["vocab"]["fingerprint"]:
-        raise NotComparable("this data does not reproduce the version's vocabulary: not comparable")
+        parser.exit(2, "this data does not reproduce the version's vocabulary: not comparable\n")
     if prepared.test_rows is None or prepared.y_test is None:
-        raise NotComparable("no test split in this data")
-    return published, config, prepared
+        parser.exit(2, "no test split in this data\n")
+    return args, published, config, prepared
 
 
 def accuracy(log_odds: np.ndarray, labels: np.ndarray) -> float:

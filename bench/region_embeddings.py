@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import NotComparable, accuracy, blend, model_arguments, reproduce_split
+from bench.infra import accuracy, blend, model_arguments, reproduce_split
 from shared.config import Settings
 
 REGION = 5
@@ -146,12 +146,7 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=100, help="region embedding size")
     parser.add_argument("--maps", type=int, default=500, help="the region CNN's feature maps")
     parser.add_argument("--epochs", type=int, default=10, help="the region CNN's epochs")
-    args = parser.parse_args()
-    try:
-        published, config, prepared = reproduce_split(args, settings)
-    except NotComparable as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    args, published, config, prepared = reproduce_split(parser, settings)
     seed = config.seed
 
     import keras

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import NotComparable, accuracy, blend, model_arguments, reproduce_split
+from bench.infra import accuracy, blend, model_arguments, reproduce_split
 from shared.config import Settings
 
 FOLDS = 5
@@ -115,12 +115,7 @@ def main() -> int:
     parser.add_argument(
         "--tails", type=int, nargs="+", default=[40, 80, 150], help="end-of-review lengths"
     )
-    args = parser.parse_args()
-    try:
-        published, config, prepared = reproduce_split(args, settings)
-    except NotComparable as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    args, published, config, prepared = reproduce_split(parser, settings)
 
     from sklearn.linear_model import LogisticRegression
 
