@@ -82,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.insecure_local and api_settings.tokens:
         print("sentiment-api: API_TOKENS is set: drop --insecure-local", file=sys.stderr)
         return 2
+    from shared.feedback import salt_is_set
+
+    if not args.insecure_local and not salt_is_set():
+        print(
+            "sentiment-api: FEEDBACK_SALT is not set: votes are kept under keyed pseudonyms "
+            "of their voters; make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())'`",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     conn = connect(settings.redis_url, check=False)
     try:
@@ -96,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import GuardedH11Protocol
+
+    class Protocol(GuardedH11Protocol):
+        header_timeout_s = api_settings.header_timeout_s
+        max_connections = api_settings.max_connections
 
     app = create_app(settings, api_settings)  # no tokens: --insecure-local, checked above
     log.info(
@@ -113,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,  # the app logs each request itself, without credentials
         server_header=False,
         timeout_graceful_shutdown=10,
+        http=Protocol,  # header deadline and connection cap (api.server)
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers at most 16 KB
     )
     log.info("api_stopped")
     return 0

@@ -7,7 +7,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.config import ConfigError, env_int
+from api.uploads import UploadLimits
+from shared.config import ConfigError, env_float, env_int
+from shared.feedback import Budget
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 #: The shortest token accepted (a guessable token is no guard).
@@ -27,13 +29,34 @@ class ApiSettings:
     top_words: int = DEFAULT_TOP_WORDS
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 100 << 20
+    #: Token names whose votes speak for their end users (a moderation tool).
+    feedback_trusted: frozenset[str] = frozenset()
+    feedback_trusted_rate_per_minute: int = 600
+    feedback_budget: Budget = field(default_factory=Budget)
+    upload: UploadLimits = field(default_factory=UploadLimits)
+    #: How long one GET of a batch's results waits for its jobs before answering the rest late.
+    results_wait_s: float = 600.0
+    #: Batches prepared (read, planned, enqueued) at once; more are refused with 503.
+    max_preparing: int = 2
+    body_idle_s: float = 30.0
+    body_total_s: float = 300.0
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
         """Build from ``env`` (default: ``os.environ``); ConfigError when unusable."""
         env = os.environ if env is None else env
+        tokens = parse_tokens(env.get("API_TOKENS", ""))
+        trusted = frozenset(
+            n for n in env.get("API_FEEDBACK_TRUSTED", "").replace(",", " ").split()
+        )
+        unknown = sorted(trusted - set(tokens))
+        if unknown:
+            raise ConfigError(f"API_FEEDBACK_TRUSTED names tokens not in API_TOKENS: {unknown}")
+        max_upload = env_int(env, "API_MAX_UPLOAD_BYTES", 100 << 20, minimum=1024)
         return cls(
-            tokens=parse_tokens(env.get("API_TOKENS", "")),
+            tokens=tokens,
             rate_per_minute=env_int(env, "API_RATE_PER_MINUTE", 120, minimum=1),
             feedback_rate_per_minute=env_int(env, "FEEDBACK_RATE_PER_MINUTE", 20, minimum=1),
             timeout_s=float(env_int(env, "API_TIMEOUT_S", 20, minimum=1)),
@@ -41,7 +64,24 @@ class ApiSettings:
                 env, "API_TOP_WORDS", DEFAULT_TOP_WORDS, minimum=0, maximum=MAX_TOP_WORDS
             ),
             max_body_bytes=env_int(env, "API_MAX_BODY_BYTES", 1 << 20, minimum=1024),
-            max_upload_bytes=env_int(env, "API_MAX_UPLOAD_BYTES", 100 << 20, minimum=1024),
+            max_upload_bytes=max_upload,
+            feedback_trusted=trusted,
+            feedback_trusted_rate_per_minute=env_int(
+                env, "FEEDBACK_TRUSTED_RATE_PER_MINUTE", 600, minimum=1
+            ),
+            feedback_budget=Budget.from_env(env),
+            upload=UploadLimits(
+                max_bytes=max_upload,
+                max_inflated=env_int(env, "API_MAX_INFLATED_BYTES", 1 << 30, minimum=1024),
+                max_ratio=env_int(env, "API_MAX_INFLATION_RATIO", 20, minimum=1),
+                max_members=env_int(env, "API_MAX_ARCHIVE_MEMBERS", 200_000, minimum=1),
+            ),
+            results_wait_s=env_float(env, "API_RESULTS_WAIT_S", 600.0, 1.0, 86400.0),
+            max_preparing=env_int(env, "API_MAX_PREPARING", 2, minimum=1),
+            body_idle_s=env_float(env, "API_BODY_IDLE_S", 30.0, 0.1, 3600.0),
+            body_total_s=env_float(env, "API_BODY_TIMEOUT_S", 300.0, 1.0, 86400.0),
+            header_timeout_s=env_float(env, "API_HEADER_TIMEOUT_S", 10.0, 0.1, 600.0),
+            max_connections=env_int(env, "API_MAX_CONNECTIONS", 1000, minimum=1),
         )
 
 

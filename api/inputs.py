@@ -13,7 +13,10 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.errors import ApiError
 from shared.highlight import word_spans
-from shared.schema import MAX_ID_CHARS, MAX_REVIEWS_PER_JOB
+from shared.schema import MAX_ID_CHARS, MAX_REVIEWS_PER_JOB, is_unicode
+
+#: Highlight spans one review's answer carries at most (the strongest are kept).
+MAX_HIGHLIGHTS = 1000
 
 #: Upload names keep their format suffix (the producer picks the reader by it).
 SUFFIXES = (".tar.gz", ".tgz", ".csv", ".jsonl", ".ndjson", ".txt", ".tsv")
@@ -96,6 +99,8 @@ async def read_reviews_from(request: Request) -> tuple[list[tuple[str, Any]], bo
             raise ApiError(400, "the body is not valid UTF-8") from exc
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # "[[[[...": nested deeper than Python's stack
+            raise ApiError(400, "the body's JSON is nested too deeply") from exc
         return reviews_from_json(body)
     raise ApiError(
         415,
@@ -142,7 +147,7 @@ def reviews_from_json(body: Any) -> tuple[list[tuple[str, Any]], bool]:
                 item,
             )
         )
-        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS or not is_unicode(rid):
             raise ApiError(422, f"reviews[{i}].id must be a string of 1-{MAX_ID_CHARS} characters")
         if rid in seen:
             raise ApiError(422, f"reviews[{i}].id {rid!r} repeats an earlier id")
@@ -153,7 +158,9 @@ def reviews_from_json(body: Any) -> tuple[list[tuple[str, Any]], bool]:
 
 def with_highlights(text: str, item: dict[str, Any]) -> dict[str, Any]:
     """The worker's result plus ``highlights``: spans of the review's own text, each with its
-    word's weight toward *positive* (the worker's weights lean toward its label)."""
+    word's weight toward *positive* (the worker's weights lean toward its label).  At most
+    ``MAX_HIGHLIGHTS`` spans, the strongest, in text order (``highlights_truncated`` says when
+    more were found)."""
     if item.get("error"):
         return item
     sign = 1.0 if item["label"] == "positive" else -1.0
@@ -163,7 +170,15 @@ def with_highlights(text: str, item: dict[str, Any]) -> dict[str, Any]:
         sums.setdefault(str(token), []).append(float(weight))
     weights = {t: sign * sum(ws) / len(ws) for t, ws in sums.items()}
     spans = word_spans(text, weights)
-    return {**item, "highlights": [[s.start, s.end, round(s.weight, 4)] for s in spans]}
+    cut = len(spans) > MAX_HIGHLIGHTS
+    if cut:
+        spans = sorted(
+            sorted(spans, key=lambda s: -abs(s.weight))[:MAX_HIGHLIGHTS], key=lambda s: s.start
+        )
+    out = {**item, "highlights": [[s.start, s.end, round(s.weight, 4)] for s in spans]}
+    if cut:
+        out["highlights_truncated"] = True
+    return out
 
 
 class FeedbackBody(BaseModel):
@@ -181,8 +196,11 @@ class FeedbackBody(BaseModel):
         None,
         max_length=120,
         description="your id for the answer rated (default: a hash of the text); a later vote "
-        "with the same id and user replaces the earlier",
+        "with the same id from the same voter replaces the earlier",
     )
     user: str | None = Field(
-        None, max_length=120, description="your end user's id, stored as a pseudonym"
+        None,
+        max_length=120,
+        description="your end user's id, stored as a pseudonym: only from a token declared a "
+        "trusted feedback source (API_FEEDBACK_TRUSTED); other tokens vote as themselves",
     )

@@ -48,8 +48,18 @@ BATCH_ROWS = Counter(
 )
 
 
+#: The methods a label may name; any other (a client may send anything) is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 def observe_request(method: str, endpoint: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, endpoint, str(status)).inc()
+    """Count one answered request; every label comes from a closed set (methods above, route
+    templates or "unmatched", HTTP status codes)."""
+    REQUESTS.labels(method_label(method), endpoint, str(status)).inc()
     LATENCY.labels(endpoint).observe(seconds)
 
 

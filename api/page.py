@@ -167,13 +167,18 @@ document.getElementById("batch-form").addEventListener("submit", async (event) =
   try {
     const created = await (await call("/v1/batches", {method: "POST", body: form})).json();
     const bar = el("progress", {max: "1", value: "0", id: "batch-progress"});
-    const status = el("span", {class: "muted", id: "batch-status"}, ` 0 / ${created.rows} lines`);
-    box.replaceChildren(el("p", {}, `Batch ${created.batch_id}: ${created.rows} lines`), bar, status);
+    const status = el("span", {class: "muted", id: "batch-status"}, " reading the file\u2026");
+    const title = el("p", {}, `Batch ${created.batch_id}`);
+    box.replaceChildren(title, bar, status);
     for (;;) {
       const progress = await (await call(created.status_url)).json();
-      bar.value = progress.progress;
-      status.textContent = ` ${progress.rows_done} / ${progress.rows} lines`;
-      if (progress.complete) break;
+      if (progress.state === "failed") throw new Error(progress.error);
+      if (progress.state === "ready") {
+        bar.value = progress.progress;
+        title.textContent = `Batch ${created.batch_id}: ${progress.rows} lines`;
+        status.textContent = ` ${progress.rows_done} / ${progress.rows} lines`;
+        if (progress.complete) break;
+      }
       await new Promise(resolve => setTimeout(resolve, 500));
     }
     const links = el("p", {id: "downloads"}, "Results: ");

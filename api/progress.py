@@ -1,4 +1,7 @@
-"""A batch's progress, read from the status fields of its jobs (nothing else is loaded)."""
+"""A batch's progress, read from the status fields of its jobs (nothing else is loaded).
+
+A batch belongs to the token that uploaded it: any other caller is told there is no such batch
+(404, the same answer as for an id that never existed)."""
 
 from __future__ import annotations
 
@@ -52,15 +55,32 @@ async def _jobs_of(aconn: Any, batch_id: str, at: str) -> _Known:
     return known
 
 
-async def batch_progress(aconn: Any, batch_id: str) -> dict[str, Any]:
+async def batch_meta(aconn: Any, batch_id: str, caller: str) -> dict[str, str]:
+    """The batch's record, if ``caller`` owns it; 404 otherwise (unknown, expired, not theirs)."""
+    check_batch_id(batch_id)
+    meta_raw = await aconn.hgetall(batches.BATCH_KEY.format(batch_id))
+    meta = {k.decode(): v.decode() for k, v in (meta_raw or {}).items()}
+    if not meta or meta.get("owner") != caller:
+        raise ApiError(404, f"batch {batch_id}: unknown or expired batch id")
+    return meta
+
+
+async def batch_progress(aconn: Any, batch_id: str, caller: str) -> dict[str, Any]:
     """Rows and jobs of a batch, and how many jobs have ended.
 
     A page polls this twice a second: the batch's windows are read once per process, and each
     poll reads only the status field of the jobs not yet seen finished."""
-    meta_raw = await aconn.hgetall(batches.BATCH_KEY.format(batch_id))
-    if not meta_raw:
-        raise ApiError(404, f"batch {batch_id}: unknown or expired batch id")
-    meta = {k.decode(): v.decode() for k, v in meta_raw.items()}
+    meta = await batch_meta(aconn, batch_id, caller)
+    state = meta.get("state", "ready")
+    if state != "ready":
+        return {
+            "batch_id": batch_id,
+            "state": state,
+            "error": meta.get("error") or None,
+            "complete": state == "failed",
+            "progress": 0.0,
+            "results_url": f"/v1/batches/{batch_id}/results",
+        }
     known = await _jobs_of(aconn, batch_id, meta.get("at", ""))
     open_jobs = [(job_id, size) for job_id, size in known.jobs if job_id not in known.finished]
     async with aconn.pipeline(transaction=False) as pipe:
@@ -81,6 +101,8 @@ async def batch_progress(aconn: Any, batch_id: str) -> dict[str, Any]:
     rows, invalid = int(meta["rows"]), int(meta["invalid"])
     return {
         "batch_id": batch_id,
+        "state": state,
+        "model_version": meta.get("model_version") or None,
         "rows": rows,
         "invalid": invalid,
         "jobs": len(known.jobs),

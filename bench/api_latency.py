@@ -105,8 +105,8 @@ async def through_queue(redis_url: str, texts: list[str], rate: float, seconds: 
     try:
 
         async def send(text: str) -> None:
-            job_id = await client.submit("b", text, 10)
-            outcome = await client.wait(job_id, 60)
+            ticket = await client.submit("b", text, 10)
+            outcome = await client.wait(ticket.job_id, 60)
             if outcome is None or outcome.result is None:
                 raise RuntimeError("no answer" if outcome is None else outcome.error)
 

@@ -62,9 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"sentiment-bot: {exc}", file=sys.stderr)
             return 2
-    from shared.feedback import warn_if_default_salt
-
-    warn_if_default_salt()
     log.info(
         "bot_starting",
         api_url=bot_settings.api_url,

@@ -37,9 +37,10 @@ from telegram.ext import (
 
 from bot import metrics, render, votes
 from bot.config import BotSettings
-from bot.limits import RateLimiter
+from bot.limits import UserLimits
 from shared import announcements
-from shared.aqueue import AsyncQueueClient
+from shared.aqueue import AsyncQueueClient, Ticket
+from shared.ratelimit import AsyncLimiter, Limiter
 from shared.schema import review_error
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,8 @@ class SentimentBot:
     def __init__(self, settings: BotSettings, client: AsyncQueueClient) -> None:
         self.settings = settings
         self.client = client
-        self.limiter = RateLimiter(settings.rate_per_minute)
+        self.limiter = UserLimits(AsyncLimiter(client.aconn), settings.rate_per_minute)
+        self.vote_limiter = Limiter(client.conn)
 
     # -- gate -------------------------------------------------------------------------------
     async def gate(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -155,7 +157,7 @@ class SentimentBot:
             metrics.ANSWERS.labels("invalid").inc()
             await self._reply(update, render.EMPTY if not text.strip() else render.escape(error))
             return
-        decision = self.limiter.acquire(user_id)
+        decision = await self.limiter.acquire(user_id)
         if not decision.allowed:
             log.info("update_rate_limited", **fields, reason=decision.reason)
             metrics.RATE_LIMITED.labels(decision.reason or "rate").inc()
@@ -168,7 +170,7 @@ class SentimentBot:
                     else render.rate_limited(self.settings.rate_per_minute, decision.retry_in),
                 )
             return
-        outcome_name, job_id, version = "error", None, None
+        outcome_name, ticket, version = "error", None, None
         placeholder: Message | None = None
         typing = asyncio.ensure_future(self._typing(chat))
         try:
@@ -182,15 +184,15 @@ class SentimentBot:
             placeholder = sent
             if isinstance(submitted, BaseException):
                 raise submitted
-            job_id = submitted
-            outcome = await self.client.wait(job_id, self.settings.reply_timeout_s)
+            ticket = submitted
+            outcome = await self.client.wait(ticket.job_id, self.settings.reply_timeout_s)
             self.limiter.release(user_id)  # answered: the next review may come before the edit
             if outcome is None:
                 outcome_name = "timeout"
                 await self._edit(placeholder, render.BUSY)
-                await self.client.cancel(job_id)
+                await self.client.cancel(ticket)
             elif outcome.result is None:
-                log.error("job_failed", **fields, job_id=job_id, reason=outcome.error)
+                log.error("job_failed", **fields, job_id=ticket.job_id, reason=outcome.error)
                 await self._edit(placeholder, render.FAILED)
             else:
                 version = outcome.result["model_version"]
@@ -206,13 +208,13 @@ class SentimentBot:
             # Redis went away while we enqueued or waited: say so, and drop the job (best
             # effort: Redis may still be away; the job's text then expires with its result).
             outcome_name = "redis_error"
-            log.error("redis_failed", **fields, job_id=job_id, reason=str(exc))
+            log.error("redis_failed", **fields, job_id=_job_id(ticket), reason=str(exc))
             if placeholder is not None:
                 await self._edit_quietly(placeholder, render.BUSY)
-            if job_id is not None:
-                self.client.cancel_later(job_id)
+            if ticket is not None:
+                self.client.cancel_later(ticket)
         except TelegramError as exc:
-            log.error("update_failed", **fields, job_id=job_id, reason=str(exc))
+            log.error("update_failed", **fields, job_id=_job_id(ticket), reason=str(exc))
         finally:
             self.limiter.release(user_id)
             await asyncio.gather(typing, return_exceptions=True)
@@ -221,7 +223,7 @@ class SentimentBot:
             log.info(
                 "update_answered",
                 **fields,
-                job_id=job_id,
+                job_id=_job_id(ticket),
                 outcome=outcome_name,
                 model_version=version,
                 chars=len(text),
@@ -257,7 +259,11 @@ class SentimentBot:
         query = update.callback_query
         assert query is not None
         reply, outcome = await votes.vote(
-            query, self.client.conn, self.settings.feedback_rate_per_minute
+            query,
+            self.client.conn,
+            self.vote_limiter,
+            self.settings.feedback_rate_per_minute,
+            self.settings.feedback_budget,
         )
         metrics.FEEDBACK.labels(outcome).inc()
         log.info("feedback", update_id=update.update_id, outcome=outcome)
@@ -279,6 +285,10 @@ class SentimentBot:
         """Log an error no handler caught (the update is dropped, never retried)."""
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("handler_error", update_id=update_id, reason=repr(context.error))
+
+
+def _job_id(ticket: Ticket | None) -> str | None:
+    return ticket.job_id if ticket is not None else None
 
 
 def _update_kind(update: Update) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.config import ConfigError, env_int
+from shared.feedback import Budget, salt_is_set
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 DEFAULT_API_URL = "https://api.telegram.org"
@@ -26,6 +27,7 @@ class BotSettings:
     reply_timeout_s: float = 20.0
     top_words: int = DEFAULT_TOP_WORDS
     feedback_rate_per_minute: int = 20
+    feedback_budget: Budget = field(default_factory=Budget)
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -68,6 +70,12 @@ class BotSettings:
             raise ConfigError(
                 f"BOT_ALLOWED_USERS must be Telegram user ids separated by commas, got {raw_users}"
             ) from exc
+        if not salt_is_set(env):
+            raise ConfigError(
+                "FEEDBACK_SALT is not set: the bot keeps votes under keyed pseudonyms of Telegram "
+                "ids, which are short numbers anyone could try; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            )
         return cls(
             token=token,
             api_url=api_url,
@@ -78,4 +86,5 @@ class BotSettings:
                 env, "BOT_TOP_WORDS", DEFAULT_TOP_WORDS, minimum=1, maximum=MAX_TOP_WORDS
             ),
             feedback_rate_per_minute=env_int(env, "FEEDBACK_RATE_PER_MINUTE", 20, minimum=1),
+            feedback_budget=Budget.from_env(env),
         )

@@ -68,6 +68,7 @@ FEEDBACK_EXPIRED = "This answer is too old to rate (answers are kept 48 hours)."
 FEEDBACK_FOREIGN = "This button does not belong to this chat."
 FEEDBACK_UNKNOWN = "Unknown button."
 FEEDBACK_RATE = "Too many votes at once; please try again in a minute."
+FEEDBACK_FULL = "Thanks, but no more votes can be kept from you right now."
 FEEDBACK_FAILED = "Sorry, your vote could not be saved; please try again."
 
 

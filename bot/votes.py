@@ -1,9 +1,10 @@
 """The Right / Wrong buttons under an answer, and what a press does (``shared.feedback``).
 
 An answer is kept ``feedback.ANSWER_TTL_S`` for its buttons, whose data names it by a random
-token.  A press stores one vote per user and answer (a later press replaces it); forged data, an
-expired answer, a press from another chat and a flood (``FEEDBACK_RATE_PER_MINUTE``) are answered
-and ignored.
+token.  A press stores one vote per user and answer (a later press replaces it); the voter is the
+Telegram user who pressed, never anything the message carries.  Forged data, an expired answer,
+a press from another chat, a flood (``FEEDBACK_RATE_PER_MINUTE``) and a voter over their storage
+budget are answered and ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import render
 from shared import feedback
+from shared.ratelimit import Limiter
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +45,13 @@ async def buttons(
     )
 
 
-async def vote(query: CallbackQuery, conn: Redis, per_minute: int) -> tuple[str, str]:
+async def vote(
+    query: CallbackQuery,
+    conn: Redis,
+    limiter: Limiter,
+    per_minute: int,
+    budget: feedback.Budget,
+) -> tuple[str, str]:
     """Store a press; returns (the callback answer, the outcome for logs and metrics)."""
     parts = (query.data or "").split(":")
     if len(parts) != 3 or parts[0] != "fb" or parts[2] not in ("r", "w"):
@@ -68,10 +76,12 @@ async def vote(query: CallbackQuery, conn: Redis, per_minute: int) -> tuple[str,
             source="bot",
             at=time.time(),
         )
-        await asyncio.to_thread(feedback.allow, conn, user, per_minute)
-        await asyncio.to_thread(feedback.record, conn, item)
+        await asyncio.to_thread(feedback.allow, limiter, user, per_minute)
+        await asyncio.to_thread(feedback.record, conn, item, budget)
     except feedback.RateLimited:
         return render.FEEDBACK_RATE, "rate_limited"
+    except feedback.BudgetExceeded:
+        return render.FEEDBACK_FULL, "budget"
     except feedback.FeedbackError:
         return render.FEEDBACK_UNKNOWN, "invalid"
     except RedisError as exc:

@@ -1,45 +1,44 @@
 """The asynchronous side of the queue, shared by the bot and the HTTP API.
 
-Both serve people who wait for an answer, from one event loop, many at a time.  Nothing here
-holds a thread while it waits:
+Both serve people who wait for an answer, from one event loop, many at a time:
 
-* **Enqueueing** runs RQ's own ``Queue.enqueue_many`` against a *recording* pipeline (RQ writes
-  the job hash, the queue push and the queue registration through the pipeline it is given and
-  reads nothing once the server version is known), then replays those commands on a
-  ``redis.asyncio`` pipeline: the job a worker sees is exactly the one RQ would have written,
-  without a thread per request.
+* **Enqueueing** runs the producers' own ``shared.queues.enqueue_payloads`` (reuse rules,
+  version checks, RQ's ``enqueue_many``) on a small thread pool of this client: one code path
+  for every producer, and no reliance on the order of RQ's internal Redis calls.
 * **Waiting** is ``XREAD BLOCK`` on the job's RQ result stream: the answer arrives the moment the
-  worker writes it, with no polling.
-* **Cancelling** a job nobody waits for any more (rare: timeouts, Redis errors) uses RQ's
-  ``Job.delete`` in a worker thread, retried while Redis is away.
+  worker writes it, with no polling and no thread.
+* **Cancelling** a job nobody waits for any more (timeouts, Redis errors) deletes it only if this
+  client created it, it is still queued, and no other request came to share it (one Lua script:
+  a request never cancels a job it did not create).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.queues import (
+    _CANCEL,
     INTERACTIVE_RESULT_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
     SERVED_MODEL_KEY,
+    SHARED_FIELD,
     Outcome,
+    cancel_keys,
     connect,
+    enqueue_payloads,
     get_queue,
-    job_data,
-    job_id_for,
     result_outcome,
 )
 from shared.schema import make_payload
@@ -56,28 +55,20 @@ MAX_CONNECTIONS = 2000
 POOL_WAIT_S = 20.0
 #: Tries to cancel a job while Redis is away (about a minute with the growing pause).
 CANCEL_ATTEMPTS = 15
-#: Statuses of a job that is in flight or answered: enqueueing it again would run it twice.
-LIVE = {
-    JobStatus.QUEUED.value,
-    JobStatus.STARTED.value,
-    JobStatus.FINISHED.value,
-    JobStatus.DEFERRED.value,
-    JobStatus.SCHEDULED.value,
-}
+#: Threads that enqueue (each holds one Redis round trip at a time).
+ENQUEUE_THREADS = 8
+#: How long the served version read from Redis is trusted (workers take about a second to
+#: reload a new version anyway).
+VERSION_CACHE_S = 0.5
 
 
-class _Recorder:
-    """Stands in for a Redis pipeline: records the commands RQ queues on it."""
+@dataclass(frozen=True)
+class Ticket:
+    """A submitted job: its id, and whether this submission created it (only then may it be
+    cancelled by the submitter)."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def record(*args: Any, **kwargs: Any) -> _Recorder:
-            self.calls.append((name, args, kwargs))
-            return self
-
-        return record
+    job_id: str
+    created: bool
 
 
 class AsyncQueueClient:
@@ -92,8 +83,7 @@ class AsyncQueueClient:
         failure_ttl: int = INTERACTIVE_RESULT_TTL_S,
         max_connections: int | None = None,
     ) -> None:
-        # The sync client is used at start (readiness checks) and by cancel(); RQ's Queue needs
-        # one to build jobs, but never talks to Redis through it when enqueueing here.
+        # The sync client enqueues (in this client's threads), checks readiness and cancels.
         self.conn = connect(redis_url, check=False)
         # Each waiting request holds a connection in XREAD BLOCK.  A blocking pool makes a
         # burst beyond ``max_connections`` wait for a free connection (up to POOL_WAIT_S)
@@ -109,66 +99,46 @@ class AsyncQueueClient:
         self.queue = get_queue(queue, self.conn)
         self.job_timeout = job_timeout
         self.result_ttl, self.failure_ttl = result_ttl, failure_ttl
+        self._threads = ThreadPoolExecutor(ENQUEUE_THREADS, thread_name_prefix="enqueue")
+        self._version: tuple[float, str] = (float("-inf"), "")
         self._cancelling: set[asyncio.Future[None]] = set()
 
-    async def _server_version(self) -> None:
-        if getattr(self.queue, "redis_server_version", None) is None:
-            info: dict[str, Any] = await self.aconn.info("server")
-            parts = [*(int(p) for p in str(info["redis_version"]).split(".")[:3]), 0, 0]
-            self.queue.redis_server_version = (parts[0], parts[1], parts[2])
+    async def served_version(self) -> str:
+        """The version the workers announce (read at most every ``VERSION_CACHE_S``)."""
+        at, version = self._version
+        if time.monotonic() - at >= VERSION_CACHE_S:
+            raw: Any = await self.aconn.hget(SERVED_MODEL_KEY, "model_version")
+            version = raw.decode() if raw else ""
+            self._version = (time.monotonic(), version)
+        return version
 
-    async def submit(self, review_id: str, text: str, top_words: int) -> str:
-        """Enqueue one review; return the job id."""
-        (job_id,) = await self.submit_payloads([make_payload([(review_id, text)], top_words)])
-        return job_id
+    async def submit(self, review_id: str, text: str, top_words: int) -> Ticket:
+        """Enqueue one review for the serving version."""
+        version = await self.served_version()
+        return await self.submit_payload(make_payload([(review_id, text)], top_words, version))
 
-    async def submit_payloads(self, payloads: Sequence[dict[str, Any]]) -> list[str]:
-        """Enqueue the payloads whose job is not already in flight or answered; all their ids.
+    async def submit_payload(self, payload: dict[str, Any]) -> Ticket:
+        """Enqueue a payload unless its job is in flight or answered by its version.
 
-        Job ids come from the content (as for every producer): the same review asked twice
-        while the first is in flight, or within the result's retention, runs once.
+        Job ids come from the content and the version (as for every producer): the same
+        reviews asked again while the first job is in flight, or within the answer's retention,
+        run once; after a publish or a rollback they run again on the new version.
         """
-        await self._server_version()
-        ids = [job_id_for(p) for p in payloads]
-        async with self.aconn.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(Job.key_for(job_id), "status")
-            statuses = await pipe.execute()
-        recorder, reused, seen = _Recorder(), [], set()
-        datas = []
-        for job_id, raw, payload in zip(ids, statuses, payloads, strict=True):
-            status = raw.decode() if isinstance(raw, bytes) else raw
-            if job_id in seen:
-                continue
-            seen.add(job_id)
-            if status in LIVE:
-                if status == JobStatus.FINISHED.value:
-                    reused.append(job_id)
-                continue
-            datas.append(
-                job_data(payload, job_id, self.job_timeout, self.result_ttl, self.failure_ttl)
-            )
-        if datas:
-            self.queue.enqueue_many(datas, pipeline=recorder)  # type: ignore[arg-type]
-            async with self.aconn.pipeline(transaction=True) as pipe:
-                for name, args, kwargs in recorder.calls:
-                    getattr(pipe, name)(*args, **kwargs)
-                await pipe.execute()
-        if reused:
-            await self._extend(reused)
-        return ids
+        created: list[str] = []
 
-    async def _extend(self, job_ids: Sequence[str]) -> None:
-        """A reused answer stays at least the retention of the request that reuses it."""
-        keys = [k for job_id in job_ids for k in (Job.key_for(job_id), Result.get_key(job_id))]
-        async with self.aconn.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.ttl(key)
-            remaining = await pipe.execute()
-            for key, left in zip(keys, remaining, strict=True):
-                if 0 <= left < self.result_ttl:
-                    pipe.expire(key, self.result_ttl)
-            await pipe.execute()
+        def enqueue() -> list[str]:
+            return enqueue_payloads(
+                self.queue,
+                [payload],
+                timeout=self.job_timeout,
+                result_ttl=self.result_ttl,
+                failure_ttl=self.failure_ttl,
+                created=created,
+            )
+
+        loop = asyncio.get_running_loop()
+        (job_id,) = await loop.run_in_executor(self._threads, enqueue)
+        return Ticket(job_id, job_id in created)
 
     async def wait(self, job_id: str, timeout: float) -> Outcome | None:
         """The job's outcome, or None if it did not end within ``timeout`` seconds."""
@@ -189,35 +159,29 @@ class AsyncQueueClient:
                     return result_outcome(job_id, result)
         return None
 
-    async def cancel(self, job_id: str, attempts: int = CANCEL_ATTEMPTS) -> None:
-        """Drop a job nobody waits for any more: a job still queued is deleted with its text; one
-        already running finishes and its result expires with the interactive retention.  While
-        Redis is away, the cancellation is retried (with a growing pause) ``attempts`` times."""
-
-        def cancel() -> None:
-            try:
-                job = Job.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
-                if job.get_status(refresh=False) == JobStatus.QUEUED:
-                    job.delete(remove_from_queue=True)
-            except (NoSuchJobError, InvalidJobOperation, ValueError) as exc:
-                log.debug("cancel_skipped", job_id=job_id, reason=str(exc))
-
+    async def cancel(self, ticket: Ticket, attempts: int = CANCEL_ATTEMPTS) -> None:
+        """Drop a job nobody waits for any more: only one this client created, still queued and
+        not shared since (a job already running finishes; its answer expires with the
+        interactive retention).  While Redis is away it is retried ``attempts`` times."""
+        if not ticket.created:
+            return
+        keys = cancel_keys(ticket.job_id, self.queue.name)
         pause = 0.5
         for attempt in range(1, attempts + 1):
             try:
-                await asyncio.to_thread(cancel)
+                await self.aconn.eval(_CANCEL, len(keys), *keys, ticket.job_id, SHARED_FIELD)
                 return
             except RedisError as exc:
                 if attempt == attempts:
-                    log.warning("cancel_failed", job_id=job_id, reason=str(exc))
+                    log.warning("cancel_failed", job_id=ticket.job_id, reason=str(exc))
                     return
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 5.0)
 
-    def cancel_later(self, job_id: str) -> None:
+    def cancel_later(self, ticket: Ticket) -> None:
         """``cancel`` in the background (Redis may take a while to come back); ``close``
         gives pending cancellations a few seconds."""
-        task = asyncio.ensure_future(self.cancel(job_id))
+        task = asyncio.ensure_future(self.cancel(ticket))
         self._cancelling.add(task)
         task.add_done_callback(self._cancelling.discard)
 
@@ -246,4 +210,5 @@ class AsyncQueueClient:
             for task in late:
                 task.cancel()
         await self.aconn.aclose()
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.conn.close()

@@ -8,15 +8,21 @@ input order: the result, or the error for that record.
 Memory stays flat whatever the input size: the input is read twice as a stream (a first pass
 counts and fingerprints it, the second plans it), planned in windows of ``WINDOW_ROWS`` records,
 and each window is recorded in Redis as one list element and enqueued before the next is read;
-results are collected and written window by window.  Within a window, reviews of similar
-length share a job (a job's forward pass is padded to its longest review).  Used by
+results are collected and written window by window.  Windows are recorded under a key of this
+submission alone and renamed into place at the end, so two submissions of the same input at once
+each leave a whole, consistent record.  Jobs are made for the version serving at submission
+(``Options.model_version``): a batch enqueued before a publish is answered by whichever version
+each worker serves when it takes the job, and every row says which.  Within a window, reviews of
+similar length share a job (a job's forward pass is padded to its longest review).  Used by
 ``sentiment-enqueue``, ``sentiment-run``, the HTTP API and the benchmarks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,10 +41,12 @@ from shared.queues import (
     JOB_TIMEOUT_S,
     QUEUE_BULK,
     RESULT_TTL_S,
+    Outcome,
     collect,
     enqueue_payloads,
     get_queue,
     job_id_for,
+    served_version,
 )
 from shared.schema import DEFAULT_TOP_WORDS, MAX_ID_CHARS, make_payload, review_error
 
@@ -68,6 +76,8 @@ class Options:
     job_timeout: int = JOB_TIMEOUT_S
     result_ttl: int = RESULT_TTL_S
     failure_ttl: int = FAILURE_TTL_S
+    #: The version serving when the batch is submitted ("" until known: ``submit`` reads it).
+    model_version: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, **choices: Any) -> Options:
@@ -99,13 +109,19 @@ class Window:
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """A recorded batch: its id and size."""
+    """A recorded batch: its id, size, and who submitted it (``""``: an operator's command)."""
 
     batch_id: str
     rows: int
     jobs: int
     windows: int
     invalid: int
+    owner: str = ""
+
+
+def new_batch_id() -> str:
+    """An id nobody can compute from the input (API batches); 24 hex digits like a fingerprint."""
+    return secrets.token_hex(12)
 
 
 def file_source(files: Sequence[Path], split: str = "test") -> Source:
@@ -151,9 +167,7 @@ def row_error(review: Review) -> str | None:
     return review_error(review.text)
 
 
-def plan_window(
-    reviews: Sequence[Review], chunk_size: int, top_words: int
-) -> tuple[Window, list[dict[str, Any]]]:
+def plan_window(reviews: Sequence[Review], options: Options) -> tuple[Window, list[dict[str, Any]]]:
     """Rows for every record, and jobs of ``chunk_size`` valid reviews of similar length."""
     window = Window()
     valid: list[int] = []
@@ -164,10 +178,14 @@ def plan_window(
             valid.append(offset)
     valid.sort(key=lambda i: len(reviews[i].text))  # stable: ties keep input order
     payloads = []
-    for start in range(0, len(valid), chunk_size):
-        idx = valid[start : start + chunk_size]
-        payload = make_payload([(reviews[i].id, reviews[i].text) for i in idx], top_words)
-        window.jobs.append((job_id_for(payload), idx))
+    for start in range(0, len(valid), options.chunk_size):
+        idx = valid[start : start + options.chunk_size]
+        payload = make_payload(
+            [(reviews[i].id, reviews[i].text) for i in idx],
+            options.top_words,
+            options.model_version,
+        )
+        window.jobs.append((job_id_for(payload, options.queue), idx))
         payloads.append(payload)
     return window, payloads
 
@@ -182,22 +200,33 @@ def windows_of(
         chunk.append(review)
         chars += len(review.text)
         if len(chunk) >= WINDOW_ROWS or chars >= WINDOW_CHARS:
-            yield plan_window(chunk, options.chunk_size, options.top_words)
+            yield plan_window(chunk, options)
             chunk, chars = [], 0
     if chunk:
-        yield plan_window(chunk, options.chunk_size, options.top_words)
+        yield plan_window(chunk, options)
 
 
 def submit(
-    conn: Redis, source: Source, options: Options | None = None, progress: bool = True
+    conn: Redis,
+    source: Source,
+    options: Options | None = None,
+    progress: bool = True,
+    batch_id: str | None = None,
+    owner: str = "",
 ) -> BatchInfo:
-    """Fingerprint the input, then plan, enqueue and record it window by window."""
+    """Fingerprint the input, then plan, enqueue and record it window by window.
+
+    ``batch_id`` defaults to the input's fingerprint (a rerun of the same command finds its
+    batch again); the API passes a random one and its caller as ``owner``."""
     options = options or Options()
-    batch_id, total = fingerprint(source, options, progress=progress and sys.stderr.isatty())
+    if not options.model_version:
+        options = dataclasses.replace(options, model_version=served_version(conn))
+    fingerprinted, total = fingerprint(source, options, progress=progress and sys.stderr.isatty())
+    batch_id = batch_id or fingerprinted
     if total == 0:
         raise DataError("input", "no reviews found")
     key, windows_key = BATCH_KEY.format(batch_id), WINDOWS_KEY.format(batch_id)
-    conn.delete(key, windows_key)
+    staging = f"{windows_key}:staging:{secrets.token_hex(8)}"
     queue = get_queue(options.queue, conn)
     jobs = windows = invalid = 0
     with _progress(total, "enqueue", progress) as bar:
@@ -211,25 +240,31 @@ def submit(
                 failure_ttl=options.failure_ttl,
             )
             with conn.pipeline(transaction=False) as pipe:
-                pipe.rpush(windows_key, window.to_json())
-                pipe.expire(windows_key, options.result_ttl)
+                pipe.rpush(staging, window.to_json())
+                pipe.expire(staging, options.result_ttl)
                 pipe.execute()
             jobs += len(window.jobs)
             windows += 1
             invalid += sum(1 for row in window.rows if row[2])
             bar.update(len(window.rows))
-    info = BatchInfo(batch_id, total, jobs, windows, invalid)
-    conn.hset(
-        key,
-        mapping={
-            "rows": total,
-            "jobs": jobs,
-            "windows": windows,
-            "invalid": invalid,
-            "at": time.time(),
-        },
-    )
-    conn.expire(key, options.result_ttl)
+    info = BatchInfo(batch_id, total, jobs, windows, invalid, owner)
+    with conn.pipeline() as pipe:  # MULTI: the windows and their counts appear together
+        pipe.rename(staging, windows_key)
+        pipe.hset(
+            key,
+            mapping={
+                "rows": total,
+                "jobs": jobs,
+                "windows": windows,
+                "invalid": invalid,
+                "at": time.time(),
+                "owner": owner,
+                "state": "ready",
+                "model_version": options.model_version,
+            },
+        )
+        pipe.expire(key, options.result_ttl)
+        pipe.execute()
     log.info(
         "batch_enqueued",
         batch_id=batch_id,
@@ -237,6 +272,7 @@ def submit(
         jobs=jobs,
         invalid=invalid,
         queue=options.queue,
+        model_version=options.model_version or None,
     )
     return info
 
@@ -247,8 +283,15 @@ def load(conn: Redis, batch_id: str) -> BatchInfo:
     if not raw:
         raise DataError(batch_id, "unknown or expired batch id")
     meta = {k.decode(): v.decode() for k, v in raw.items()}
+    if meta.get("state", "ready") != "ready":
+        raise DataError(batch_id, f"the batch is {meta['state']}: {meta.get('error', '')}".strip())
     return BatchInfo(
-        batch_id, int(meta["rows"]), int(meta["jobs"]), int(meta["windows"]), int(meta["invalid"])
+        batch_id,
+        int(meta["rows"]),
+        int(meta["jobs"]),
+        int(meta["windows"]),
+        int(meta["invalid"]),
+        meta.get("owner", ""),
     )
 
 
@@ -277,20 +320,26 @@ def results(
                 on_done=lambda o, sizes=sizes: bar.update(sizes[o.job_id]),
             )
             bar.update(sum(1 for row in window.rows if row[2]))
-            out: list[dict[str, Any]] = [
-                {"id": rid, "line": line, "error": error} for rid, line, error in window.rows
-            ]
-            for job_id, idx in window.jobs:
-                outcome = outcomes[job_id]
-                if outcome.result is None:
-                    for i in idx:
-                        out[i]["error"] = outcome.error
-                    continue
-                version = outcome.result["model_version"]
-                for i, answer in zip(idx, outcome.result["results"], strict=True):
-                    out[i].update({k: v for k, v in answer.items() if k != "id"})
-                    out[i]["model_version"] = version
-            metrics.count_collected(out)
+            out = window_rows(window, outcomes)
             if on_window is not None:
                 on_window(index)
             yield from out
+
+
+def window_rows(window: Window, outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
+    """The output rows of a window once its jobs ended: a result or an error for every record."""
+    out: list[dict[str, Any]] = [
+        {"id": rid, "line": line, "error": error} for rid, line, error in window.rows
+    ]
+    for job_id, idx in window.jobs:
+        outcome = outcomes[job_id]
+        if outcome.result is None:
+            for i in idx:
+                out[i]["error"] = outcome.error
+            continue
+        version = outcome.result["model_version"]
+        for i, answer in zip(idx, outcome.result["results"], strict=True):
+            out[i].update({k: v for k, v in answer.items() if k != "id"})
+            out[i]["model_version"] = version
+    metrics.count_collected(out)
+    return out

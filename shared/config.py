@@ -59,6 +59,22 @@ def env_int(
     return value
 
 
+def env_float(
+    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
+) -> float:
+    """The number setting ``name`` (``default`` when unset); ConfigError outside the bounds."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {value:g}")
+    return value
+
+
 def _store_url(url: str) -> str:
     if url and not (url.startswith("s3://") and len(url) > len("s3://")):
         raise ConfigError(f"MODEL_STORE_URL must look like s3://bucket/prefix, got {url!r}")

@@ -118,6 +118,13 @@ def read_reviews(
         yield from _apply_policy(reader(path, labelled), errors)
 
 
+def sniff(path: Path) -> None:
+    """DataError at once when a file plainly cannot be read (empty, binary, compressed or UTF-16
+    text): a check of its first bytes, for answering an upload before reading it all."""
+    if detect_format(Path(path)) in ("csv", "jsonl", "txt"):
+        _check_text_file(Path(path))
+
+
 def _apply_policy(reviews: Iterator[Review], errors: Errors) -> Iterator[Review]:
     for review in reviews:
         if review.error is not None and errors == "raise":

@@ -168,10 +168,58 @@ def get_queue(name: str, conn: Redis) -> Queue:
     return Queue(name, connection=conn, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT_S)
 
 
-def job_id_for(payload: dict[str, Any]) -> str:
-    """Deterministic id from the payload's content: re-enqueueing the same input is a no-op."""
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode())
-    return JOB_ID_PREFIX + digest.hexdigest()[:32]
+#: Set on a job that a second request or batch also counts on: its creator no longer cancels it.
+SHARED_FIELD = "sentiment_shared"
+#: Statuses of a job whose answer is coming or here: it is reused, not enqueued again.
+IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def served_version(conn: Redis) -> str:
+    """The model version the workers last announced (``""`` before any worker started)."""
+    raw: Any = conn.hget(SERVED_MODEL_KEY, "model_version")
+    return raw.decode() if raw else ""
+
+
+def job_id_for(payload: dict[str, Any], queue: str = QUEUE_BULK) -> str:
+    """Deterministic id from the payload's content and the queue: re-enqueueing the same input
+    is a no-op.  The payload names the serving version (``make_payload``), so a new version gets
+    new ids; the queue keeps interactive and bulk jobs apart (their retention differs, and a
+    request never holds a batch's job, nor a batch a request's)."""
+    blob = json.dumps([queue, payload], sort_keys=True, ensure_ascii=False)
+    return JOB_ID_PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def expected_version(payload: dict[str, Any]) -> str:
+    return str(payload.get("options", {}).get("model_version", ""))
+
+
+def reuse(status: str | None, answered_by: str | None, expected: str) -> str:
+    """What to do with an existing job of the same id: ``reuse`` it (in flight, or answered by
+    the version expected), ``create`` it (none), or ``replace`` it (it failed, was stopped, or
+    its answer came from another version: a worker that had not reloaded yet)."""
+    if status is None:
+        return "create"
+    if status in IN_FLIGHT:
+        return "reuse"
+    if status == JobStatus.FINISHED and (not expected or answered_by in (expected, None)):
+        return "reuse"
+    return "replace"
+
+
+def answered_by(raw_results: Any, job_id: str, conn: Redis) -> str | None:
+    """The model version in a job's latest result (``XREVRANGE ... COUNT 1``), if readable."""
+    for entry_id, fields in raw_results or []:
+        result = Result.restore(
+            job_id,
+            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            fields,
+            connection=conn,
+            serializer=JSONSerializer,
+        )
+        value = result.return_value
+        if isinstance(value, dict):
+            return str(value.get("model_version", ""))
+    return None
 
 
 def job_data(
@@ -199,54 +247,109 @@ def enqueue_payloads(
     ids: Sequence[str] | None = None,
     result_ttl: int = RESULT_TTL_S,
     failure_ttl: int = FAILURE_TTL_S,
+    created: list[str] | None = None,
 ) -> list[str]:
-    """Enqueue payloads whose job is not already queued, running or finished; return all ids.
+    """Enqueue payloads whose job is not already in flight or answered; return all ids (and
+    add to ``created`` those this call enqueued).
 
-    Failed or missing jobs are (re)created.  A finished job that is reused keeps its result at
-    least ``result_ttl`` more seconds, like the batch that now counts on it.  Pipelines of
-    ``pipeline_size`` jobs keep round trips low while letting workers start on the first jobs
-    before the whole file is enqueued.
+    A job in flight is marked shared and kept at least ``result_ttl``; a finished one is reused
+    when the version its payload names answered it, and keeps its result at least
+    ``result_ttl`` more seconds, like the batch that now counts on it.  Failed jobs, and answers
+    of another version, are replaced (their old result deleted first, so no reader mistakes it
+    for the new one).  Pipelines of ``pipeline_size`` jobs keep round trips low while letting
+    workers start on the first jobs before the whole file is enqueued.
     """
-    ids = list(ids) if ids is not None else [job_id_for(p) for p in payloads]
+    conn = queue.connection
+    ids = list(ids) if ids is not None else [job_id_for(p, queue.name) for p in payloads]
     for start in range(0, len(payloads), pipeline_size):
-        part_ids = ids[start : start + pipeline_size]
-        existing = Job.fetch_many(part_ids, connection=queue.connection, serializer=JSONSerializer)
-        datas = []
+        part = dict(
+            zip(
+                ids[start : start + pipeline_size],
+                payloads[start : start + pipeline_size],
+                strict=True,
+            )
+        )
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in part:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = [s.decode() if s else None for s in pipe.execute()]
+        finished = [j for j, s in zip(part, statuses, strict=True) if s == JobStatus.FINISHED]
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id in finished:
+                pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+            versions = dict(zip(finished, pipe.execute() if finished else [], strict=True))
+        datas: list[Any] = []
+        replaced: list[str] = []
+        shared: list[str] = []
         reused: list[str] = []
-        seen: set[str] = set()
-        reviews = retried = 0
-        for job_id, job, payload in zip(
-            part_ids, existing, payloads[start : start + pipeline_size], strict=True
-        ):
-            if job_id in seen:
-                continue
-            seen.add(job_id)
-            status = job.get_status(refresh=False) if job is not None else None
-            if status is not None and status not in (
-                JobStatus.FAILED,
-                JobStatus.STOPPED,
-                JobStatus.CANCELED,
-            ):
-                if status == JobStatus.FINISHED:
-                    reused.append(job_id)
+        reviews = 0
+        for (job_id, payload), status in zip(part.items(), statuses, strict=True):
+            by = answered_by(versions[job_id], job_id, conn) if job_id in versions else None
+            action = reuse(status, by, expected_version(payload))
+            if action == "reuse":
                 metrics.REUSED_JOBS.inc()
+                (reused if status == JobStatus.FINISHED else shared).append(job_id)
                 continue
-            if status is not None:
-                retried += 1
+            if action == "replace":
+                replaced.append(job_id)
             datas.append(job_data(payload, job_id, timeout, result_ttl, failure_ttl))
             reviews += len(payload["reviews"])
         if datas:
-            with queue.connection.pipeline() as pipe:
+            with conn.pipeline() as pipe:
+                for job_id in replaced:
+                    pipe.delete(Job.key_for(job_id), Result.get_key(job_id))
                 queue.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
             metrics.ENQUEUED_JOBS.labels(queue.name).inc(len(datas))
             metrics.ENQUEUED_REVIEWS.labels(queue.name).inc(reviews)
-            metrics.RETRIED_JOBS.inc(retried)
+            metrics.RETRIED_JOBS.inc(len(replaced))
+            if created is not None:
+                created.extend(data.job_id for data in datas)
+        if shared:
+            share_jobs(conn, shared, result_ttl, failure_ttl)
         if reused:
-            extend_results(queue.connection, reused, result_ttl)
+            extend_results(conn, reused, result_ttl)
         if progress is not None:
-            progress.update(len(part_ids))
+            progress.update(len(part))
     return ids
+
+
+# KEYS: job hash.  ARGV: result TTL, failure TTL.  A job still in flight is marked shared and
+# answers at least as long as its new holder needs (the worker reads these fields at the end).
+_SHARE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], '1')
+for i, field in ipairs({'result_ttl', 'failure_ttl'}) do
+  local current = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  if current ~= -1 and current < tonumber(ARGV[i]) then
+    redis.call('HSET', KEYS[1], field, ARGV[i])
+  end
+end
+return 1
+"""
+
+# KEYS: job hash, queue list, results stream.  ARGV: job id.  Deletes a job nobody else counts
+# on while it is still queued; returns 1 when it did.
+_CANCEL = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[3])
+return 1
+"""
+
+
+def share_jobs(conn: Redis, job_ids: Sequence[str], result_ttl: int, failure_ttl: int) -> None:
+    """Mark jobs in flight as shared and raise their retention to at least ours."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.eval(_SHARE, 1, Job.key_for(job_id), result_ttl, failure_ttl, SHARED_FIELD)
+        pipe.execute()
+
+
+def cancel_keys(job_id: str, queue: str) -> tuple[str, str, str]:
+    """The keys the cancel script touches."""
+    return Job.key_for(job_id), f"{reliable.RQ_QUEUE_PREFIX}{queue}", Result.get_key(job_id)
 
 
 def extend_results(conn: Redis, job_ids: Sequence[str], ttl: int) -> None:

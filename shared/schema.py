@@ -3,7 +3,11 @@
 A job is ``JOB_FUNCTION(payload)`` serialized with RQ's JSON serializer, so producers never import
 the worker or TensorFlow and nothing is unpickled.  Payload::
 
-    {"schema": 2, "reviews": [{"id": "r1", "text": "..."}], "options": {"top_words": 10}}
+    {"schema": 2, "reviews": [{"id": "r1", "text": "..."}],
+     "options": {"top_words": 10, "model_version": "sentiment-cnn/v0003"}}
+
+``options.model_version`` (optional) names the version that served when the job was made; the
+worker answers with the version it serves and says which in the result.
 
 Result::
 
@@ -59,17 +63,37 @@ def review_error(text: object) -> str | None:
         return f"review longer than {MAX_REVIEW_CHARS:,} characters"
     if "\x00" in text:
         return "review contains NUL bytes"
+    if not is_unicode(text):
+        return "review is not valid Unicode text (it holds a lone surrogate)"
     return None
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8 (JSON lets a client send a lone surrogate, "\\ud800",
+    which no UTF-8 writer, Redis client or JSON encoder downstream accepts)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def make_payload(
-    reviews: Sequence[tuple[str, str]], top_words: int = DEFAULT_TOP_WORDS
+    reviews: Sequence[tuple[str, str]],
+    top_words: int = DEFAULT_TOP_WORDS,
+    model_version: str = "",
 ) -> dict[str, Any]:
-    """A validated job payload for ``(id, text)`` pairs (SchemaError if it breaks the contract)."""
+    """A validated job payload for ``(id, text)`` pairs (SchemaError if it breaks the contract).
+
+    ``model_version`` is the version serving when the job is made (``shared.queues``): part of
+    the payload, hence of the job id, so an answer is reused only while that version serves."""
+    options: dict[str, Any] = {"top_words": top_words}
+    if model_version:
+        options["model_version"] = model_version
     payload = {
         "schema": SCHEMA_VERSION,
         "reviews": [{"id": rid, "text": text} for rid, text in reviews],
-        "options": {"top_words": top_words},
+        "options": options,
     }
     validate_payload(payload)
     return payload
@@ -90,7 +114,7 @@ def validate_payload(payload: object) -> dict[str, Any]:
         if not isinstance(review, Mapping) or "text" not in review:
             raise SchemaError(f"review {i} must be an object with 'id' and 'text'")
         rid = review.get("id")
-        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS or not is_unicode(rid):
             raise SchemaError(f"review {i} needs a string 'id' of 1-{MAX_ID_CHARS} characters")
     options = payload.get("options", {})
     if not isinstance(options, Mapping):
@@ -98,6 +122,9 @@ def validate_payload(payload: object) -> dict[str, Any]:
     token_weights = options.get("token_weights", False)
     if not isinstance(token_weights, bool):
         raise SchemaError("'token_weights' must be true or false")
+    version = options.get("model_version", "")
+    if not isinstance(version, str) or len(version) > 200:
+        raise SchemaError("'model_version' must be a string of at most 200 characters")
     top = options.get("top_words", DEFAULT_TOP_WORDS)
     if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_WORDS:
         raise SchemaError(f"'top_words' must be an integer in 0..{MAX_TOP_WORDS}")

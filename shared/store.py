@@ -147,8 +147,13 @@ class ModelStore:
         write: Callable[[Path], dict[str, Any]],
         min_accuracy: float | None = None,
         set_latest: bool = True,
+        after: str | None = None,
     ) -> Published:
         """Stage files with ``write(folder) -> manifest``, check them, and publish atomically.
+
+        The version number is the next after both this store's newest version and ``after``
+        (a publisher that uploads to a shared store passes that store's newest: numbers come
+        from where the version is published, not from a local cache that may lack some).
 
         Raises PublishRefused (nothing published, LATEST untouched) when the manifest's test
         accuracy is below ``min_accuracy`` or missing while a minimum is required.
@@ -160,7 +165,7 @@ class ModelStore:
         try:
             manifest = dict(write(staging))
             self._check_bar(manifest, min_accuracy)
-            published = self._rename_into_place(staging, manifest)
+            published = self._rename_into_place(staging, manifest, after)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -208,11 +213,12 @@ class ModelStore:
 
         ``only_forward`` (publishing) leaves a newer LATEST alone: of two concurrent
         publishers, the later version wins whatever order they finish in.  The check and the
-        replace happen under a lock on the store folder.
+        replace happen under a lock on the store folder (as does ``remove``: a version cannot be
+        deleted between the check that it exists and LATEST naming it).
         """
-        if not (self.base / version / MANIFEST).is_file():
-            raise StoreError(f"{self.base / version}: not a published version")
         with self._locked():
+            if not (self.base / version / MANIFEST).is_file():
+                raise StoreError(f"{self.base / version}: not a published version")
             current = self.latest()
             if only_forward and current is not None and int(current[1:]) > int(version[1:]):
                 return False
@@ -241,14 +247,16 @@ class ModelStore:
         return target
 
     def remove(self, version: str) -> None:
-        """Delete a version (never LATEST): renamed away in one step, then deleted."""
-        if version == self.latest():
-            raise StoreError(f"{version} is LATEST: promote another version first")
+        """Delete a version (never LATEST): renamed away in one step, under the store's lock
+        (so a concurrent promote either sees it gone or keeps it), then deleted."""
         path = self.base / version
-        if not _VERSION.match(version) or not path.is_dir():
-            raise StoreError(f"{path}: no such version")
         trash = self.base / f".trash-{uuid.uuid4().hex}"
-        os.rename(path, trash)
+        with self._locked():
+            if version == self.latest():
+                raise StoreError(f"{version} is LATEST: promote another version first")
+            if not _VERSION.match(version) or not path.is_dir():
+                raise StoreError(f"{path}: no such version")
+            os.rename(path, trash)
         for p in trash.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
         shutil.rmtree(trash, ignore_errors=True)
@@ -275,13 +283,16 @@ class ModelStore:
                 f"test accuracy {float(accuracy):.4f} is below the minimum {min_accuracy:.4f}"
             )
 
-    def _rename_into_place(self, staging: Path, manifest: dict[str, Any]) -> Published:
+    def _rename_into_place(
+        self, staging: Path, manifest: dict[str, Any], after: str | None = None
+    ) -> Published:
         missing = [f for f in (MODEL_FILE, VOCAB_FILE) if not (staging / f).is_file()]
         if missing:
             raise StoreError(f"staged model lacks {', '.join(missing)}")
+        floor = int(after[1:]) if after and _VERSION.match(after) else 0
         for _ in range(100):
             existing = self.versions()
-            number = int(existing[-1][1:]) + 1 if existing else 1
+            number = max(int(existing[-1][1:]) if existing else 0, floor) + 1
             version = f"v{number:04d}"
             manifest.update(
                 format=MANIFEST_FORMAT,

@@ -237,8 +237,21 @@ def publish_copy(store: Any, source: str = "v0001", edit: Any = None, **publish:
     return store.publish(write, **publish)
 
 
+#: The pseudonym key of the test processes that keep votes (the bot and the API require one).
+TEST_SALT = "test-salt-not-a-secret"
+
+
 def env_for(redis_url: str, store: Any) -> dict[str, str]:
-    """A worker's (or producer's) environment for ``store``: short job timeout, JSON logs."""
+    """A worker's (or producer's, bot's, API's) environment for ``store``: short job timeout,
+    JSON logs, a feedback salt."""
     from shared.local import worker_env
 
-    return worker_env(redis_url, 1, store.root, store.name, JOB_TIMEOUT="5", LOG_LEVEL="INFO")
+    return worker_env(
+        redis_url,
+        1,
+        store.root,
+        store.name,
+        JOB_TIMEOUT="5",
+        LOG_LEVEL="INFO",
+        FEEDBACK_SALT=TEST_SALT,
+    )

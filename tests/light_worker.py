@@ -44,6 +44,7 @@ class LightWorker(ReliableWorker):
     """ReliableWorker running the test job, with a random pause where the service reloads."""
 
     job_functions = frozenset({JOB, PAUSE})
+    max_retries = 50  # the delivery test's jobs outlive hundreds of kills
 
     def before_execution(self, job: Any) -> None:
         time.sleep(random.uniform(0, 0.005))  # widen the take -> register window

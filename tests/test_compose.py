@@ -214,7 +214,9 @@ def test_env_example_lists_every_variable() -> None:
         in_code |= set(
             re.findall(r"""(?:env|environ)\.get\(\s*["']([A-Z_]+)["']""", path.read_text())
         )
-        in_code |= set(re.findall(r"""env_int\(\s*env, ["']([A-Z_]+)["']""", path.read_text()))
+        in_code |= set(
+            re.findall(r"""env_(?:int|float)\(\s*env, ["']([A-Z_]+)["']""", path.read_text())
+        )
     assert in_code >= {"REDIS_URL", "TELEGRAM_BOT_TOKEN", "BOT_RATE_PER_MINUTE", "JOB_TIMEOUT"}
     missing = (in_compose | in_code) - example - {"TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH"}
     assert not missing, f"not in .env.example: {sorted(missing)}"

@@ -11,8 +11,13 @@ clock, refusal of foreign jobs, and surviving a Redis that is out of memory.
 * refreshes its liveness key and the job's heartbeat from a background thread while a job runs,
   so a long job is never taken for abandoned and a killed worker's job is retried within
   ``HEARTBEAT_TTL_S``; every timestamp RQ writes or compares comes from Redis's clock;
-* runs only ``shared.schema.JOB_FUNCTION``: a job naming any other function (anyone who can
-  write to Redis could name ``os.system``) is failed without running, and logged;
+* runs only jobs our producers make (``job_contract_breaches``): ``shared.schema.JOB_FUNCTION``
+  (anyone who can write to Redis could name ``os.system``), no success/failure/stopped callback
+  (RQ imports and calls the named function), no webhook (RQ POSTs to its URL), no dependency or
+  repeat, no more retries than ``JOB_RETRIES``.  Any other job is failed without running, with
+  its callbacks and webhooks dropped first, and logged;
+* keeps an answer as long as the longest holder of a shared job asked (``handle_job_success``
+  re-reads the retention producers may have raised while the job waited);
 * when Redis refuses writes (``maxmemory`` reached), logs one line, keeps every job where it
   is and waits for memory, instead of exiting with a job left behind.
 
@@ -36,7 +41,7 @@ from rq.job import Job, JobStatus
 from rq.worker import WorkerStatus
 
 from shared import reliable
-from shared.queues import recover_abandoned, redis_out_of_memory
+from shared.queues import JOB_RETRIES, recover_abandoned, redis_out_of_memory
 from shared.schema import JOB_FUNCTION
 from worker import metrics
 
@@ -54,11 +59,46 @@ BACKOFF_S = (0.5, 5.0)
 HOUSEKEEPING_EVERY_S = 5.0
 
 
+def job_contract_breaches(
+    job: Any, functions: frozenset[str], max_retries: int = JOB_RETRIES
+) -> list[str]:
+    """What a job carries that none of our producers ever sets (empty: the job may run)."""
+    breaches = []
+    if job.func_name not in functions:
+        breaches.append(f"job function {job.func_name!r} is not {JOB_FUNCTION!r}")
+    for kind in ("success", "failure", "stopped"):
+        if getattr(job, f"_{kind}_callback_name", None):
+            breaches.append(f"an on_{kind} callback")
+    if job.webhooks:
+        breaches.append("webhooks")
+    if (job.retries_left or 0) > max_retries or (job.number_of_retries or 0) > max_retries:
+        breaches.append(f"more than {max_retries} retries")
+    if any(interval for interval in job.retry_intervals or ()):
+        breaches.append("retry intervals")
+    if job.repeats_left or job.repeat_intervals:
+        breaches.append("repeats")
+    if job._dependency_ids:
+        breaches.append("dependencies")
+    return breaches
+
+
+def _disarm(job: Any) -> None:
+    """Drop what RQ would act on when it fails the job: callbacks, webhooks, retries."""
+    for kind in ("success", "failure", "stopped"):
+        setattr(job, f"_{kind}_callback_name", None)
+        setattr(job, f"_{kind}_callback", None)
+    job.webhooks = []
+    job.retries_left = 0
+    job.repeats_left = None
+
+
 class ReliableWorker(SimpleWorker):  # type: ignore[misc]
     """SimpleWorker with a reliable dequeue, heartbeats and a job-function allowlist."""
 
     #: The only job functions this worker runs.
     job_functions: frozenset[str] = frozenset({JOB_FUNCTION})
+    #: The most retries a job may ask for (what our producers set).
+    max_retries: int = JOB_RETRIES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -153,8 +193,9 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
                 raise
             self._redis_trouble_wait(exc)  # the job stays in our list and is taken again
             return
-        if job.func_name not in self.job_functions:
-            self.refuse(job, queue, execution)
+        breaches = job_contract_breaches(job, self.job_functions, self.max_retries)
+        if breaches:
+            self.refuse(job, queue, execution, breaches)
             return
         done = threading.Event()
         beat = threading.Thread(
@@ -179,17 +220,40 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
     def before_execution(self, job: Any) -> None:
         """Hook between taking a job and registering it (the service reloads the model here)."""
 
-    def refuse(self, job: Any, queue: Any, execution: Any) -> None:
-        """Fail a job that names a function we do not run, without running it (no retry)."""
-        reason = f"refused: job function {job.func_name!r} is not {JOB_FUNCTION!r}"
-        log.error("job_refused", job_id=job.id, function=job.func_name, queue=queue.name)
-        job.retries_left = 0
+    def refuse(self, job: Any, queue: Any, execution: Any, breaches: list[str]) -> None:
+        """Fail a job outside our contract without running it, its callbacks or webhooks, and
+        without a retry."""
+        reason = "refused: " + "; ".join(breaches)
+        log.error(
+            "job_refused", job_id=job.id, function=job.func_name, queue=queue.name, why=breaches
+        )
+        _disarm(job)
         metrics.JOBS.labels(queue.name, "refused").inc()
-        metrics.ERRORS.labels("refused_function").inc()
+        metrics.ERRORS.labels("refused_job").inc()
         self.handle_job_failure(
             job, queue, queue.started_job_registry, exc_string=reason, execution=execution
         )
         self._set_idle()
+
+    def handle_job_success(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> None:
+        self._refresh_retention(job)
+        super().handle_job_success(job, queue, *args, **kwargs)
+
+    def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> None:
+        self._refresh_retention(job)
+        super().handle_job_failure(job, queue, *args, **kwargs)
+
+    def _refresh_retention(self, job: Any) -> None:
+        """A producer that came to share this job while it ran may have raised its retention
+        (``shared.queues.share_jobs``): keep the answer that long."""
+        try:
+            raw = self.connection.hmget(job.key, "result_ttl", "failure_ttl")
+        except RedisError:
+            return
+        for name, value in zip(("result_ttl", "failure_ttl"), raw, strict=True):
+            ours = getattr(job, name)
+            if value is not None and ours is not None and ours != -1:
+                setattr(job, name, max(ours, int(value)))
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's check of ``rq suspend`` at the top of its loop (it writes the heartbeat in the

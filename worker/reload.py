@@ -2,7 +2,11 @@
 
 A background watcher notices a new ``LATEST`` within ``WATCH_INTERVAL_S``, loads, checks and
 warms it while the current version keeps serving; ``maybe_reload()``, called between jobs, then
-swaps in O(1).  A version that fails to load is logged and refused; the old one keeps serving.
+swaps in O(1).  A version that fails to load is logged and refused; the old one keeps serving,
+and the version is tried again after a growing pause (``RETRY_S``) for as long as ``LATEST``
+names it: a version still being copied into place, or a store that failed for a moment, is
+served once it can be, while a broken one costs a load every few minutes at most.  A remote
+store that is away is likewise polled again after a growing pause, not every half second.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ WATCH_INTERVAL_S = 0.25
 #: How often a worker on a remote store asks it for LATEST (a conditional GET: a 304 when
 #: unchanged; 2 per second per worker is about 173k requests a day, a few cents on AWS S3).
 REMOTE_POLL_S = 0.5
+#: Pause before trying a refused LATEST again, and before polling a remote store that failed:
+#: doubled after each failure, from the first value up to the second.
+RETRY_S = (5.0, 300.0)
 
 
 class ModelHolder:
@@ -37,6 +44,9 @@ class ModelHolder:
         self.store = store
         self.remote = remote
         self._polled = 0.0
+        self._remote_pause = REMOTE_POLL_S
+        #: The LATEST that failed to load: (its stamp, when to try again, the pause after that).
+        self._failed: tuple[tuple[int, int] | None, float, float] | None = None
         self.current: Served | None = None
         #: The version served before ``current``, kept loaded: a rollback to it is a swap.
         self.previous: Served | None = None
@@ -92,11 +102,12 @@ class ModelHolder:
         """Every ``REMOTE_POLL_S``: bring a new remote LATEST into the local cache (where
         ``_check`` finds it).  A version that fails its checks is refused; a store that is
         away is retried at the next poll."""
-        if self.remote is None or time.monotonic() - self._polled < REMOTE_POLL_S:
+        if self.remote is None or time.monotonic() - self._polled < self._remote_pause:
             return
         self._polled = time.monotonic()
         try:
             self.remote.sync()
+            self._remote_pause = REMOTE_POLL_S
         except StoreError as exc:
             metrics.REFUSALS.inc()
             log.error(
@@ -105,13 +116,21 @@ class ModelHolder:
                 refused=self.remote.refused,
                 keeps_serving=self.current.model_version if self.current else None,
             )
-        except Exception as exc:  # the store is away: keep serving, poll again
-            log.warning("model_store_unreachable", reason=repr(exc))
+        except Exception as exc:  # the store is away: keep serving, poll again later
+            self._remote_pause = min(max(self._remote_pause * 2, RETRY_S[0]), RETRY_S[1])
+            log.warning(
+                "model_store_unreachable", reason=repr(exc), retry_in_s=self._remote_pause
+            )
 
     def _check(self) -> tuple[Served, float] | None:
         """Load the version LATEST names if it changed and differs from what is served."""
         stamp = self.store.latest_stamp()
-        if stamp == self._stamp:
+        retry = (
+            self._failed is not None
+            and self._failed[0] == stamp
+            and time.monotonic() >= self._failed[1]
+        )
+        if stamp == self._stamp and not retry:
             return None
         self._stamp = stamp
         started = time.perf_counter()
@@ -122,18 +141,27 @@ class ModelHolder:
                 serving = self._ready[0] if self._ready else self.current
             published = serving.published if serving is not None else None
             if target is None or (published is not None and target == published.version):
+                self._failed = None
                 return None
             kept = self.previous
             if kept is not None and kept.published and kept.published.version == target:
+                self._failed = None
                 return kept, started  # a rollback: no load needed
-            return load_served(self.store, target), started
+            loaded = load_served(self.store, target), started
+            self._failed = None
+            return loaded
         except Exception as exc:  # a version that cannot be served, for whatever reason
+            pause = RETRY_S[0]
+            if self._failed is not None and self._failed[0] == stamp:
+                pause = min(self._failed[2] * 2, RETRY_S[1])
+            self._failed = (stamp, time.monotonic() + pause, pause)
             metrics.REFUSALS.inc()
             log.error(
                 "model_reload_failed",
                 reason=str(exc) if isinstance(exc, StoreError | OSError) else repr(exc),
                 refused=target,
                 keeps_serving=self.current.model_version if self.current else None,
+                retry_in_s=pause,
             )
             return None
 

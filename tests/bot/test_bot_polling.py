@@ -22,7 +22,7 @@ import pytest
 from bench.fake_telegram import TOKEN, FakeTelegram, FakeTelegramServer, check_text
 from shared.local import RedisServer, start, start_worker, stop_processes, wait_for_workers
 from shared.store import ModelStore
-from tests.conftest import REPO, env_for
+from tests.conftest import REPO, TEST_SALT, env_for
 
 pytestmark = [
     pytest.mark.redis_server,
@@ -318,6 +318,7 @@ def test_a_token_the_api_rejects_is_never_printed(tmp_path: Path) -> None:
             "LOG_LEVEL": "DEBUG",
             "LOG_FORMAT": "json",
             "REDIS_URL": server.url,
+            "FEEDBACK_SALT": TEST_SALT,
         }
         done = subprocess.run(
             [sys.executable, "-m", "bot"],
@@ -340,6 +341,7 @@ def test_a_top_words_setting_out_of_range_is_refused_at_start() -> None:
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "BOT_TOP_WORDS": "101",
         "PYTHONPATH": str(REPO),
+        "FEEDBACK_SALT": TEST_SALT,
     }
     done = subprocess.run(
         [sys.executable, "-m", "bot"], env=env, cwd=REPO, capture_output=True, text=True

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from bench.fake_telegram import TOKEN, ApiError, check_text, parse_html
 from bot import render
 from bot.config import BotSettings
-from bot.limits import NOTICE_EVERY_S, RateLimiter
+from bot.limits import NOTICE_EVERY_S, UserLimits
 from shared.config import ConfigError
 
 RESULT = {
@@ -68,28 +68,52 @@ def test_the_fake_api_is_as_strict_as_telegram_about_html() -> None:
         check_text("<b> </b>", "HTML")
 
 
-def test_rate_limiter_counts_per_user_holds_one_in_flight_and_notices_once() -> None:
-    now = [0.0]
-    limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
-    assert limiter.acquire(1).allowed
-    busy = limiter.acquire(1)
-    assert not busy.allowed and busy.reason == "in_flight" and busy.notify
-    assert limiter.acquire(2).allowed  # other users are not affected
-    limiter.release(1)
-    assert limiter.acquire(1).allowed
-    limiter.release(1)
-    over = limiter.acquire(1)
-    assert not over.allowed and over.reason == "rate" and 0 < over.retry_in <= 60
-    assert not over.notify  # told at t=0 already: a flood gets one answer, not one per message
-    now[0] = NOTICE_EVERY_S + 1
-    assert limiter.acquire(1).notify
-    now[0] = 61.0
-    assert limiter.acquire(1).allowed  # the window slid
+def test_user_limits_count_in_redis_hold_one_in_flight_and_notice_once() -> None:
+    import asyncio
+
+    import fakeredis
+
+    from shared.feedback import hash_user
+    from shared.ratelimit import AsyncLimiter
+
+    async def scenario() -> None:
+        server = fakeredis.FakeServer()
+        now = [0.0]
+
+        def limits() -> UserLimits:
+            aconn = fakeredis.aioredis.FakeRedis(server=server)
+            return UserLimits(AsyncLimiter(aconn), per_minute=2, clock=lambda: now[0])
+
+        limiter = limits()
+        assert (await limiter.acquire(1)).allowed
+        busy = await limiter.acquire(1)
+        assert not busy.allowed and busy.reason == "in_flight" and busy.notify
+        assert (await limiter.acquire(2)).allowed  # other users are not affected
+        limiter.release(1)
+        # A restarted (or second) bot process shares the budget: it lives in Redis.
+        restarted = limits()
+        assert (await restarted.acquire(1)).allowed
+        restarted.release(1)
+        over = await restarted.acquire(1)
+        assert not over.allowed and over.reason == "rate" and 0 < over.retry_in <= 60
+        assert over.notify
+        again = await restarted.acquire(1)
+        assert not again.notify  # a flood gets one answer, not one per message
+        now[0] = NOTICE_EVERY_S + 1
+        assert (await restarted.acquire(1)).notify
+        keys = [k.decode() for k in await fakeredis.aioredis.FakeRedis(server=server).keys()]
+        # Counted under the user's pseudonym, never their Telegram id.
+        assert keys and all(k.startswith("sentiment:limits") for k in keys)
+        assert any(hash_user("tg:1") in k for k in keys)
+
+    asyncio.run(scenario())
 
 
 def test_bot_settings_require_a_real_looking_token_and_hide_it() -> None:
     with pytest.raises(ConfigError, match="not set"):
         BotSettings.from_env({})
+    with pytest.raises(ConfigError, match="FEEDBACK_SALT"):  # votes need keyed pseudonyms
+        BotSettings.from_env({"TELEGRAM_BOT_TOKEN": TOKEN})
     for placeholder in ("changeme", "your-token-here", "123:abc"):
         with pytest.raises(ConfigError, match="placeholder"):
             BotSettings.from_env({"TELEGRAM_BOT_TOKEN": placeholder})
@@ -99,10 +123,13 @@ def test_bot_settings_require_a_real_looking_token_and_hide_it() -> None:
             "TELEGRAM_API_URL": "http://127.0.0.1:9/",
             "BOT_ALLOWED_USERS": "5, 7",
             "BOT_RATE_PER_MINUTE": "4",
+            "FEEDBACK_SALT": "a-salt-for-tests",
         }
     )
     assert settings.base_url == "http://127.0.0.1:9/bot"
     assert settings.allowed_users == {5, 7} and settings.rate_per_minute == 4
     assert TOKEN not in repr(settings)
     with pytest.raises(ConfigError, match="user ids"):
-        BotSettings.from_env({"TELEGRAM_BOT_TOKEN": TOKEN, "BOT_ALLOWED_USERS": "alice"})
+        BotSettings.from_env(
+            {"TELEGRAM_BOT_TOKEN": TOKEN, "BOT_ALLOWED_USERS": "alice", "FEEDBACK_SALT": "s"}
+        )

@@ -1,4 +1,5 @@
-"""The feedback store (fakeredis): one vote per user and message, caps, holdout, rate limit."""
+"""The feedback store (fakeredis): one vote per voter and message, budgets, expiry, rate limit;
+the trainer's rules for votes (a cap per voter, voters held out whole, the canary)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,38 @@ def test_a_later_vote_replaces_the_earlier_one_of_the_same_user_on_the_same_mess
     assert len(counted) == 3
     mine = [f for f in counted if f.message == "tg:abc" and f.user == feedback.hash_user("tg:1")]
     assert [f.label for f in mine] == ["negative"]
-    assert conn.xlen(feedback.STREAM_KEY) == 4  # the stream keeps the history
+    assert conn.xlen(feedback.STREAM_KEY) == 3  # the replaced vote is gone, not kept
+
+
+def test_every_feedback_key_expires_and_a_voter_keeps_at_most_their_budget(
+    conn: fakeredis.FakeRedis,
+) -> None:
+    budget = feedback.Budget(max_stored=3, retention_s=3600)
+    for i in range(3):
+        feedback.record(conn, vote(message=f"m{i}"), budget)
+    with pytest.raises(feedback.BudgetExceeded, match="3 votes"):
+        feedback.record(conn, vote(message="m3"), budget)
+    feedback.record(conn, vote(message="m1", label="negative"), budget)  # a change of mind fits
+    other = vote(message="m3", user=feedback.hash_user("tg:2"))
+    feedback.record(conn, other, budget)  # another voter has their own budget
+    assert conn.xlen(feedback.STREAM_KEY) == 4
+    for key in conn.keys("sentiment:feedback*"):
+        assert 0 < conn.ttl(key) <= 3600, key
+    # Texts far beyond a review are refused, not stored.
+    with pytest.raises(FeedbackError, match="at most"):
+        feedback.record(conn, vote(text="word " * 5000, user="someone"), budget)
+
+
+def test_votes_older_than_the_retention_are_trimmed_and_their_budget_freed(
+    conn: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = feedback.Budget(max_stored=2, retention_s=60)
+    feedback.record(conn, vote(message="old1"), budget)
+    feedback.record(conn, vote(message="old2"), budget)
+    later = time.time() + 120
+    monkeypatch.setattr(feedback.time, "time", lambda: later)
+    feedback.record(conn, vote(message="new", at=later), budget)  # the old ones expired
+    assert [f.message for _, f in feedback.entries(conn)] == ["new"]
 
 
 def test_user_ids_are_pseudonyms_and_the_salt_changes_them() -> None:
@@ -75,29 +107,54 @@ def test_bad_votes_are_refused_with_a_reason_and_nothing_is_stored(
     assert conn.xlen(feedback.STREAM_KEY) == 0
 
 
-def test_the_rate_limit_is_a_sliding_minute_and_refused_votes_do_not_count(
+def test_the_rate_limit_is_a_moving_minute_shared_by_every_process(
     conn: fakeredis.FakeRedis,
 ) -> None:
-    for _ in range(3):
-        feedback.allow(conn, "u1", per_minute=3)
-    for _ in range(5):
-        with pytest.raises(RateLimited):
-            feedback.allow(conn, "u1", per_minute=3)
-    assert conn.zcard(feedback.RATE_KEY.format("u1")) == 3
-    feedback.allow(conn, "u2", per_minute=3)  # other users are not affected
+    from shared.ratelimit import Limiter
+
+    replicas = [Limiter(conn), Limiter(conn)]  # two API replicas on one Redis
+    for i in range(3):
+        feedback.allow(replicas[i % 2], "u1", per_minute=3)
+    for replica in replicas:
+        with pytest.raises(RateLimited) as refused:
+            feedback.allow(replica, "u1", per_minute=3)
+        assert 0 < refused.value.retry_after <= 60
+    feedback.allow(replicas[0], "u2", per_minute=3)  # other voters are not affected
 
 
-def test_one_user_is_capped_in_a_training_set_and_the_newest_votes_are_held_out() -> None:
+def test_one_voter_is_capped_in_a_training_set_and_voters_are_held_out_whole() -> None:
+    from worker.training import votes
+
     now = time.time()
     flood = [vote(text=f"t{i}", user="flooder", message=f"m{i}", at=now + i) for i in range(100)]
-    others = [vote(text=f"o{i}", user=f"u{i}", message=f"o{i}", at=now + i) for i in range(30)]
-    kept = feedback.training_set(flood + others, max_per_user=10)
+    others = [vote(text=f"o{i}", user=f"u{i % 10}", message=f"o{i}", at=now + i) for i in range(30)]
+    kept = votes.training_set(flood + others, max_per_user=10)
     assert sum(1 for f in kept if f.user == "flooder") == 10
     assert {f.text for f in kept if f.user == "flooder"} == {f"t{i}" for i in range(90, 100)}
     assert [f.at for f in kept] == sorted(f.at for f in kept)
-    train, held = feedback.split_by_time(kept, 0.25, min_holdout=5)
-    assert len(held) == 10 and min(f.at for f in held) >= max(f.at for f in train)
-    assert feedback.split_by_time(kept[:8], 0.25, min_holdout=5) == (kept[:8], [])
+    train, held = votes.split_by_voter(kept, 0.25, min_voters=3)
+    held_voters = {f.user for f in held}
+    assert len(held_voters) == 3 and not held_voters & {f.user for f in train}
+    assert votes.split_by_voter(kept, 0.25, min_voters=3) == (train, held)  # stable
+    assert votes.split_by_voter(flood, 0.25, min_voters=3) == (flood, [])  # one voter: none
+    weights = votes.voter_weights(kept)
+    flooder = sum(w for w, f in zip(weights, kept, strict=True) if f.user == "flooder")
+    assert flooder == pytest.approx(1.0)  # ten votes weigh as one voter
+
+
+def test_the_canary_holds_texts_nobody_voted_about_that_share_the_votes_words() -> None:
+    import numpy as np
+
+    from worker.training import votes
+
+    pool = [f"the acting was {w} and the music {m}" for w in ("superb", "awful") for m in ("loud", "soft")]
+    pool += [f"filler text number {i} with the plot" for i in range(40)]
+    pool += ["a superb cast"]  # voted on below: never in the canary
+    labels = np.array([1, 1, 0, 0] + [1] * 40 + [1])
+    poison = [vote(text="a superb cast", label="negative", message=f"p{i}") for i in range(5)]
+    bird = votes.canary(poison, pool, labels)
+    assert sorted(bird.texts) == sorted(pool[:2])  # "superb" texts; "a"/"cast" too common/absent
+    assert set(bird.groups) == {"superb"} and "a superb cast" not in bird.texts
 
 
 def test_stats_count_votes_per_version_and_the_agreement(conn: fakeredis.FakeRedis) -> None:
@@ -155,15 +212,8 @@ def test_the_cli_imports_exports_and_counts(
         assert "2 votes from 1 users" in capsys.readouterr().out
 
 
-def test_the_built_in_salt_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
-    from structlog.testing import capture_logs
-
-    monkeypatch.delenv("FEEDBACK_SALT", raising=False)
-    with capture_logs() as logs:
-        feedback.warn_if_default_salt()
-    assert [e["event"] for e in logs] == ["feedback_salt_default"]
+def test_the_salt_is_required_and_changes_every_pseudonym(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not feedback.salt_is_set({}) and not feedback.salt_is_set({"FEEDBACK_SALT": "  "})
+    assert feedback.salt_is_set({"FEEDBACK_SALT": "s3cret"})
     monkeypatch.setenv("FEEDBACK_SALT", "s3cret")
-    with capture_logs() as logs:
-        feedback.warn_if_default_salt()
-    assert logs == []
     assert feedback.hash_user("tg:1") != feedback.hash_user("tg:1", salt="")

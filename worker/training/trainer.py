@@ -2,13 +2,15 @@
 
 One cycle (``run_cycle``):
 
-1. read the votes that count (a user's latest per message), keep at most ``max_per_user`` per
-   user, hold the newest ``holdout_fraction`` out by time when that is at least ``min_holdout``;
+1. read the votes that count (a voter's latest per message), keep at most ``max_per_user`` per
+   voter, and hold about ``holdout_fraction`` of the voters out whole when there are at least
+   ``min_holdout_voters`` (``worker.training.votes``);
 2. train a challenger on the training data plus the remaining votes (each ``repeat`` times),
    published into a private scratch store (nothing visible to workers);
 3. score challenger and the serving champion on the same sets (``worker.training.gate``): the
-   fixed test split, single sentences of it, and the held-out (or, early on, the trained-on)
-   feedback;
+   fixed test split, single sentences of it, the held-out voters' votes (one weight per voter),
+   and a canary of texts nobody voted about that share the votes' words; the votes trained on
+   are scored too, for the record only;
 4. publish into the real store only when the challenger is not worse beyond the tolerance on
    any set: a copy of the scratch version with the decision in its manifest, the usual atomic
    publish (and upload to ``MODEL_STORE_URL``), then its analysis report ``--compare``d with the
@@ -25,9 +27,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,36 +40,21 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import announcements, feedback
-from shared.config import ConfigError, Settings, env_int
+from shared.config import Settings, env_float, env_int
 from shared.datasets import detect_format, ensure_aclimdb, read_reviews
 from shared.store import ModelStore
+from worker.training import votes
 from worker.training.gate import EvalSet, Tolerances, compare, decide, label_ids, sentences_from
+from worker.training.lock import RedisLock
 from worker.training.train import TrainConfig, train
 
 log = structlog.get_logger(__name__)
 
-LOCK_KEY = "sentiment:trainer:lock"
 STATE_KEY = "sentiment:trainer:state"
-_RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-)
-_REFRESH = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-)
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be between 0 and 1, got {value}")
-    return value
+    return env_float(env, name, default, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -81,7 +66,7 @@ class TrainerSettings:
     check_every_s: int = 30
     lock_ttl_s: int = 300
     holdout_fraction: float = 0.2
-    min_holdout: int = 20
+    min_holdout_voters: int = 3
     max_per_user: int = feedback.DEFAULT_MAX_PER_USER
     repeat: int = 5
     short_sentences: int = 2000
@@ -96,7 +81,7 @@ class TrainerSettings:
             check_every_s=env_int(env, "TRAINER_CHECK_S", 30, minimum=1),
             lock_ttl_s=env_int(env, "TRAINER_LOCK_TTL_S", 300, minimum=3),
             holdout_fraction=_env_float(env, "TRAINER_HOLDOUT_FRACTION", 0.2),
-            min_holdout=env_int(env, "TRAINER_MIN_HOLDOUT", 20),
+            min_holdout_voters=env_int(env, "TRAINER_MIN_HOLDOUT_VOTERS", 3, minimum=2),
             max_per_user=env_int(env, "FEEDBACK_MAX_PER_USER", feedback.DEFAULT_MAX_PER_USER, 1),
             repeat=env_int(env, "TRAINER_FEEDBACK_REPEAT", 5, minimum=1, maximum=1000),
             short_sentences=env_int(env, "TRAINER_SHORT_SENTENCES", 2000, minimum=0),
@@ -105,61 +90,10 @@ class TrainerSettings:
                 test=_env_float(env, "TRAINER_TOLERANCE_TEST", 0.005),
                 short=_env_float(env, "TRAINER_TOLERANCE_SHORT", 0.01),
                 feedback=_env_float(env, "TRAINER_TOLERANCE_FEEDBACK", 0.02),
+                canary=_env_float(env, "TRAINER_TOLERANCE_CANARY", 0.02),
+                canary_word=_env_float(env, "TRAINER_TOLERANCE_CANARY_WORD", 0.10),
             ),
         )
-
-
-class LockHeld(RuntimeError):
-    """Another trainer holds the lock."""
-
-
-class RedisLock:
-    """A lock with an expiry, refreshed by a thread while held; released only by its owner.
-
-    A killed holder stops refreshing and the lock lapses after ``ttl`` seconds.  ``lost`` is set
-    when a refresh finds the lock gone or taken (then the holder must not publish)."""
-
-    def __init__(self, conn: Redis, ttl_s: int, key: str = LOCK_KEY) -> None:
-        self.conn, self.ttl_ms, self.key = conn, ttl_s * 1000, key
-        self.token = uuid.uuid4().hex
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def acquire(self, wait_s: float = 0.0) -> bool:
-        deadline = time.monotonic() + wait_s
-        while not self.conn.set(self.key, self.token, nx=True, px=self.ttl_ms):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(1.0, max(0.05, self.ttl_ms / 3000)))
-        self._thread = threading.Thread(target=self._refresh, name="trainer-lock", daemon=True)
-        self._thread.start()
-        return True
-
-    def _refresh(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            try:
-                if not self.conn.eval(_REFRESH, 1, self.key, self.token, self.ttl_ms):
-                    self.lost.set()
-                    log.error("trainer_lock_lost", key=self.key)
-                    return
-            except RedisError as exc:  # Redis away: the lock may lapse; checked before publish
-                log.warning("trainer_lock_refresh_failed", reason=str(exc))
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        try:
-            self.conn.eval(_RELEASE, 1, self.key, self.token)
-        except RedisError as exc:  # it lapses by itself
-            log.warning("trainer_lock_release_failed", reason=str(exc))
-
-    def still_held(self) -> bool:
-        try:
-            return not self.lost.is_set() and self.conn.get(self.key) == self.token.encode()
-        except RedisError:
-            return False
 
 
 @dataclass
@@ -181,13 +115,16 @@ def eval_sets(
     config: TrainConfig,
     settings: Settings,
     tsettings: TrainerSettings,
-    votes: list[feedback.Feedback],
-    votes_note: str,
+    trained: list[feedback.Feedback],
+    held: list[feedback.Feedback],
 ) -> list[EvalSet]:
-    """The fixed test split, sentences of it, and the feedback set."""
+    """The fixed test split, sentences of it, the held-out voters' votes, the canary of texts
+    nobody voted about, and (for the record) the votes trained on."""
     data = ensure_aclimdb(config.data, settings.data_dir, config.download)
     test_path = config.test_data or (data if detect_format(data).startswith("aclimdb") else None)
     sets: list[EvalSet] = []
+    pool_texts: list[str] = []
+    pool_labels: list[np.ndarray] = []
     if test_path is not None:
         reviews = [
             r for r in read_reviews(test_path, split="test", labelled=True) if r.text.strip()
@@ -200,14 +137,47 @@ def eval_sets(
         texts = [r.text for r in reviews]
         labels = np.array([r.label for r in reviews], dtype=np.int64)
         sets.append(EvalSet("test", texts, labels, f"{test_path.name} (test split)"))
+        pool_texts, pool_labels = list(texts), [labels]
         if tsettings.short_sentences:
             short, y_short = sentences_from(texts, labels, tsettings.short_sentences, seed=0)
             sets.append(EvalSet("short", short, y_short, "single sentences of the test split"))
-    sets.append(
-        EvalSet(
-            "feedback", [v.text for v in votes], label_ids([v.label for v in votes]), votes_note
+            pool_texts += short
+            pool_labels.append(y_short)
+    if held:
+        sets.append(
+            EvalSet(
+                "feedback",
+                [v.text for v in held],
+                label_ids([v.label for v in held]),
+                f"votes of {len({v.user for v in held})} voters held out whole, one weight each",
+                weights=votes.voter_weights(held),
+            )
         )
-    )
+    if trained and pool_texts:
+        bird = votes.canary(
+            trained, pool_texts, np.concatenate(pool_labels), [v.text for v in held]
+        )
+        if bird.texts:
+            sets.append(
+                EvalSet(
+                    "canary",
+                    bird.texts,
+                    bird.labels,
+                    f"texts nobody voted about sharing {len(bird.groups)} of the votes' words",
+                    groups=bird.groups,
+                )
+            )
+    if trained:
+        sets.append(
+            EvalSet(
+                "learnt",
+                [v.text for v in trained],
+                label_ids([v.label for v in trained]),
+                "the votes trained on (for the record: never decisive)",
+                weights=votes.voter_weights(trained),
+                informational=True,
+            )
+        )
     return sets
 
 
@@ -222,11 +192,16 @@ def run_cycle(
     from worker.model.served import load_served
 
     started = time.monotonic()
-    votes = feedback.training_set([f for _, f in feedback.entries(conn)], tsettings.max_per_user)
-    train_votes, held = feedback.split_by_time(
-        votes, tsettings.holdout_fraction, tsettings.min_holdout
+    kept = votes.training_set([f for _, f in feedback.entries(conn)], tsettings.max_per_user)
+    train_votes, held = votes.split_by_voter(
+        kept, tsettings.holdout_fraction, tsettings.min_holdout_voters
     )
-    counts = {"votes": len(votes), "trained_on": len(train_votes), "held_out": len(held)}
+    counts = {
+        "votes": len(kept),
+        "voters": len({v.user for v in kept}),
+        "trained_on": len(train_votes),
+        "held_out": len(held),
+    }
     log.info("trainer_cycle_started", **counts)
     store = ModelStore(settings.model_dir, settings.model_name)
     if settings.model_store_url:  # the champion is what the shared store serves
@@ -257,8 +232,7 @@ def run_cycle(
             calibrate_version(scratch_store, scratch_store.latest() or "", data, uncertain)
         challenger = load_served(scratch_store)
         champion = load_served(store) if champion_version else None
-        note = "newest votes, held out by time" if held else "the votes trained on (no holdout yet)"
-        sets = eval_sets(config, settings, tsettings, held or train_votes, note)
+        sets = eval_sets(config, settings, tsettings, train_votes, held)
         numbers = compare(champion, challenger, sets)
         ok, reasons = decide(numbers, tsettings.tolerances)
         if ok and lock is not None and not lock.still_held():
@@ -269,7 +243,9 @@ def run_cycle(
         at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         decision = Decision(False, None, champion_version, numbers, reasons, "", at, counts)
         if ok:
-            published = _publish_copy(store, challenger.published, decision)
+            published = _publish_copy(
+                store, challenger.published, decision, _newest_remote(settings)
+            )
             decision.published, decision.version = True, published.version
             if settings.model_store_url:
                 from shared.remote import RemoteStore
@@ -296,8 +272,21 @@ def run_cycle(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _publish_copy(store: ModelStore, source: Any, decision: Decision) -> Any:
-    """Publish the scratch version into the real store, with the decision in its manifest."""
+def _newest_remote(settings: Settings) -> str | None:
+    """The newest version in the shared store this trainer publishes to (None: no remote)."""
+    if not settings.model_store_url:
+        return None
+    from shared.remote import RemoteStore
+
+    versions = RemoteStore(settings.model_store_url, settings.model_name).versions()
+    return versions[-1] if versions else None
+
+
+def _publish_copy(
+    store: ModelStore, source: Any, decision: Decision, after: str | None = None
+) -> Any:
+    """Publish the scratch version into the real store, with the decision in its manifest,
+    numbered after ``after`` too (the shared store's newest version)."""
 
     def write(folder: Path) -> dict[str, Any]:
         for file in source.path.iterdir():
@@ -314,7 +303,7 @@ def _publish_copy(store: ModelStore, source: Any, decision: Decision) -> Any:
         }
         return manifest
 
-    return store.publish(write)
+    return store.publish(write, after=after)
 
 
 def _announce(conn: Redis, decision: Decision) -> None:
@@ -362,5 +351,6 @@ def due(conn: Redis, tsettings: TrainerSettings, now: float) -> tuple[bool, str]
     return False, ""
 
 
-def mark_run(conn: Redis, at: float) -> None:
-    conn.hset(STATE_KEY, mapping={"last_run_at": at})
+def mark_run(conn: Redis, at: float, failed: str = "") -> None:
+    """Record a cycle (``failed``: why it failed, or empty); ``due`` counts new votes from it."""
+    conn.hset(STATE_KEY, mapping={"last_run_at": at, "last_failure": failed[:500]})

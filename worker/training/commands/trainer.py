@@ -32,6 +32,7 @@ from shared.datasets import DataError
 from shared.log import configure_logging
 from shared.queues import RedisUnavailable, connect, redact_url
 from shared.store import StoreError
+from worker.training.lock import RedisLock
 from worker.training.options import (
     add_store_arguments,
     add_training_arguments,
@@ -39,7 +40,7 @@ from worker.training.options import (
     config_from,
 )
 from worker.training.train import TrainConfig
-from worker.training.trainer import RedisLock, TrainerSettings, due, mark_run, run_cycle
+from worker.training.trainer import TrainerSettings, due, mark_run, run_cycle
 
 log = structlog.get_logger(__name__)
 
@@ -133,9 +134,15 @@ def _cycle(
         log.info("trainer_cycle_due", reason=why)
         decision = run_cycle(conn, settings, tsettings, base, lock)
         mark_run(conn, started)
-    except (DataError, StoreError, ValueError) as exc:
+    except (DataError, StoreError, ValueError, OSError) as exc:
+        # A failed cycle counts as a run: the next one waits for new votes or the schedule,
+        # instead of retraining the same votes at every check (or crash-looping).
         log.error("trainer_cycle_failed", reason=str(exc))
         print(f"sentiment-trainer: {exc}", file=sys.stderr)
+        try:
+            mark_run(conn, started, failed=str(exc))
+        except RedisError as redis_exc:
+            log.warning("trainer_state_not_saved", reason=str(redis_exc))
         return 2
     finally:
         lock.release()
