@@ -118,9 +118,7 @@ class ModelHolder:
             )
         except Exception as exc:  # the store is away: keep serving, poll again later
             self._remote_pause = min(max(self._remote_pause * 2, RETRY_S[0]), RETRY_S[1])
-            log.warning(
-                "model_store_unreachable", reason=repr(exc), retry_in_s=self._remote_pause
-            )
+            log.warning("model_store_unreachable", reason=repr(exc), retry_in_s=self._remote_pause)
 
     def _check(self) -> tuple[Served, float] | None:
         """Load the version LATEST names if it changed and differs from what is served."""

@@ -147,7 +147,11 @@ def test_the_canary_holds_texts_nobody_voted_about_that_share_the_votes_words() 
 
     from worker.training import votes
 
-    pool = [f"the acting was {w} and the music {m}" for w in ("superb", "awful") for m in ("loud", "soft")]
+    pool = [
+        f"the acting was {w} and the music {m}"
+        for w in ("superb", "awful")
+        for m in ("loud", "soft")
+    ]
     pool += [f"filler text number {i} with the plot" for i in range(40)]
     pool += ["a superb cast"]  # voted on below: never in the canary
     labels = np.array([1, 1, 0, 0] + [1] * 40 + [1])
