@@ -166,14 +166,14 @@ class Batches:
             raise ApiError(422, meta.get("error") or "the batch could not be prepared")
         if meta.get("state") == "preparing":
             raise ApiError(503, "the batch is still being prepared", {"Retry-After": "10"})
-        wait = max(0.0, deadline - time.monotonic())
         lines = results.stream(
             aconn,
             self.state["conn"],
             batch_id,
             int(meta["windows"]),
             RowFormat(format),
-            wait,
+            deadline,
+            self.api.results_wait_s,
         )
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(

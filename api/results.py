@@ -88,10 +88,16 @@ def _outcome(conn: Any, job_id: str, status: JobStatus, entries: Any) -> Outcome
 
 
 async def stream(
-    aconn: Any, conn: Any, batch_id: str, windows: int, formatter: RowFormat, wait_s: float
+    aconn: Any,
+    conn: Any,
+    batch_id: str,
+    windows: int,
+    formatter: RowFormat,
+    deadline: float,
+    wait_s: float,
 ) -> AsyncIterator[str]:
-    """The batch's output, in pieces of about ``PIECE_CHARS`` characters."""
-    deadline = time.monotonic() + wait_s
+    """The batch's output, in pieces of about ``PIECE_CHARS`` characters; jobs still running
+    at ``deadline`` (``time.monotonic()``) get an error row that names ``wait_s``."""
     piece, size = [formatter.header()], 0
     for index in range(windows):
         raw = await aconn.lindex(batches.WINDOWS_KEY.format(batch_id), index)
