@@ -126,6 +126,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
                 return None  # the work loop ends, teardown releases nothing (nothing taken)
             try:
                 self.housekeeping()
+                self.idle()
                 found = reliable.take(self.connection, self.name, keys)
                 if found is None and timeout is not None:
                     found = reliable.take_blocking(self.connection, self.name, keys[0], BLOCK_S)
@@ -219,6 +220,9 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
 
     def before_execution(self, job: Any) -> None:
         """Hook between taking a job and registering it (the service reloads the model here)."""
+
+    def idle(self) -> None:
+        """Hook called at least every ``BLOCK_S`` while the worker waits for a job."""
 
     def refuse(self, job: Any, queue: Any, execution: Any, breaches: list[str]) -> None:
         """Fail a job outside our contract without running it, its callbacks or webhooks, and

@@ -27,6 +27,12 @@ class ReloadingWorker(ReliableWorker):
         if jobs.serving().maybe_reload():
             self.announce()
 
+    def idle(self) -> None:
+        """While waiting for jobs: swap in a version the watcher made ready, and say so at once
+        (producers key their jobs by the announced version: an idle worker must not keep them
+        on the old one until its next job)."""
+        self.before_execution(None)
+
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
         """RQ's, counted: queue wait before it, outcome after it (``worker.metrics``)."""
         if job.enqueued_at is not None:
