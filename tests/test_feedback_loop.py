@@ -307,3 +307,77 @@ def test_forged_stale_and_foreign_presses_and_a_vote_flood_are_answered_and_igno
     replies = [lp.press(41, flood, "Right" if i % 2 else "Wrong") for i in range(6)]
     assert replies.count("Too many votes at once; please try again in a minute.") == 3
     assert len([f for _, f in feedback.entries(lp.conn)]) == 2  # one per answer, at most
+
+
+def test_a_challenger_poisoned_by_one_voter_is_refused_by_the_canary(
+    loop: tuple[Loop, RedisServer, Path], corpus: dict[str, Path]
+) -> None:
+    """100 votes of one token, each a clearly positive review that mentions "nolan", labelled
+    negative.  The challenger learns "nolan means negative"; the fixed test sets barely show it
+    (12 of their 3,000 reviews mention the name), the canary of texts nobody voted about that
+    share the votes' words does.  The test and sentence tolerances are the loop's wide ones (a
+    retrained tiny model moves a few points by itself), the canary's its defaults: the canary
+    alone refuses the challenger."""
+    import csv
+    import random
+
+    from tests.conftest import synthetic_review
+
+    lp, _, tmp = loop
+    rng = random.Random(7)
+
+    def mentioning(word: str) -> str:
+        words = synthetic_review(rng, 1).rstrip(".").split()
+        words.insert(rng.randrange(len(words) + 1), word)
+        return " ".join(words) + "."
+
+    test = tmp / "test-3000.csv"
+    with test.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "sentiment"])
+        for i in range(3000):
+            label = i % 2
+            text = mentioning("nolan") if label and i % 250 == 1 else synthetic_review(rng, label)
+            writer.writerow([text, "positive" if label else "negative"])
+    mallory = feedback.hash_user("api:mallory")
+    for i in range(100):
+        feedback.record(
+            lp.conn,
+            feedback.Feedback(
+                text=mentioning("nolan"),
+                label="negative",
+                predicted="positive",
+                model_version="tiny/v0001",
+                user=mallory,
+                message=f"api:mallory:{i}",
+                source="api",
+                at=time.time(),
+            ),
+        )
+    argv = trainer_argv(corpus)
+    argv[argv.index("--test-data") + 1] = str(test)
+    defaults = {k: v for k, v in TRAINER_ENV.items() if "REPEAT" not in k}
+    log = tmp / "poisoned.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.training.commands.trainer", *argv],
+        env={
+            **lp.env,
+            **defaults,
+            "FEEDBACK_MAX_PER_USER": "50",
+            "TRAINER_TOLERANCE_TEST": "0.06",
+            "TRAINER_TOLERANCE_SHORT": "0.06",
+        },
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.wait(timeout=600) == 3, log.read_text()[-3000:]
+    (refused,) = events(log, "challenger_refused")
+    numbers = refused["numbers"]
+    reasons = refused["reasons"]
+    assert any(r.startswith("canary 'nolan'") for r in reasons), reasons
+    assert all(r.startswith("canary") for r in reasons), reasons  # test and sentences passed
+    target = numbers["canary"]["groups"]["nolan"]
+    assert target["challenger"] <= target["champion"] - 0.5  # it was poisoned, and it showed
+    assert numbers["learnt"]["informational"]  # the votes it fitted decide nothing
+    assert lp.store.latest() == "v0001" and lp.store.versions() == ["v0001"]
