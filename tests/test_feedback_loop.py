@@ -381,3 +381,48 @@ def test_a_challenger_poisoned_by_one_voter_is_refused_by_the_canary(
     assert target["challenger"] <= target["champion"] - 0.5  # it was poisoned, and it showed
     assert numbers["learnt"]["informational"]  # the votes it fitted decide nothing
     assert lp.store.latest() == "v0001" and lp.store.versions() == ["v0001"]
+
+
+def test_a_failing_cycle_neither_crashes_the_trainer_nor_repeats_until_something_changes(
+    tiny_store: ModelStore, corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """The store cannot be written (here: MODEL_DIR is a file): the long-running trainer logs
+    the failure once, stays up, and does not retrain the same votes at every check."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    with RedisServer.temporary() as server:
+        conn = Redis.from_url(server.url)
+        feedback.record(
+            conn,
+            feedback.Feedback(
+                text=UNSEEN,
+                label="positive",
+                predicted="negative",
+                model_version="tiny/v0001",
+                user=feedback.hash_user("tg:5"),
+                message="tg:x",
+                source="bot",
+                at=time.time(),
+            ),
+        )
+        env = {
+            **env_for(server.url, tiny_store),
+            "MODEL_DIR": str(blocked),
+            "TRAINER_MIN_FEEDBACK": "1",
+            "TRAINER_CHECK_S": "1",
+        }
+        log = tmp_path / "trainer.log"
+        argv = [a for a in trainer_argv(corpus) if a != "--once"]
+        proc = start_trainer(env, corpus, log, argv)
+        try:
+            deadline = time.monotonic() + 120
+            while not events(log, "trainer_cycle_failed"):
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.2)
+            time.sleep(5)  # five more checks
+            assert proc.poll() is None  # still up: no crash loop
+            assert len(events(log, "trainer_cycle_failed")) == 1  # and no retraining loop
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0

@@ -197,3 +197,42 @@ def test_two_workers_with_separate_caches_follow_one_store_with_no_failed_job(
                 assert cache.versions() == ["v0001", "v0002"] and cache.latest() == "v0002"
         finally:
             stop_processes(procs, timeout=15)
+
+
+def test_after_a_remote_rollback_a_fresh_trainer_publishes_the_next_number(
+    s3: dict[str, str], tiny_store: ModelStore, corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    """The k8s trainer starts from an empty scratch folder each run.  After LATEST went back
+    from v0002 to v0001 on the shared store, it must number its version after the store's
+    newest (v0003), not after what its scratch copy holds (it would take v0002's name and be
+    refused at every run)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_feedback_loop import TRAINER_ENV, trainer_argv
+
+    remote = _remote("rolled-back")
+    local = copy_store(tiny_store, tmp_path / "publisher")
+    remote.upload(local.resolve("v0001"))
+    remote.upload(publish_copy(local))
+    assert remote.set_latest("v0001") is True  # the remote rollback
+    with RedisServer.temporary() as server:
+        env = {
+            **env_for(server.url, tiny_store),
+            **s3,
+            **TRAINER_ENV,
+            "MODEL_DIR": str(tmp_path / "scratch"),
+            "MODEL_STORE_URL": f"s3://{BUCKET}/rolled-back",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.training.commands.trainer", *trainer_argv(corpus)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert remote.versions() == ["v0001", "v0002", "v0003"]  # published as the next number
+    assert remote.latest()[0] == "v0003"

@@ -159,3 +159,48 @@ def test_nothing_to_roll_back_to_and_removing_latest_are_refused(tmp_path: Path)
     assert store.versions() == ["v0002"] and not list(store.base.glob(".trash-*"))
     with pytest.raises(StoreError, match="no previous"):
         store.rollback()  # v0001 is gone: the lineage skips it
+
+
+def test_prune_and_promote_at_once_never_leave_latest_on_a_deleted_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow filesystem widens the window between ``remove``'s check and its rename: a
+    promote of the version being removed lands either before (and the removal is refused)
+    or after (and the promote is refused), never in between."""
+    import os
+    import time
+
+    import shared.store
+
+    store = ModelStore(tmp_path, "m")
+    for _ in range(3):
+        store.publish(writer())
+    real_rename = os.rename
+
+    def slow_rename(src: Any, dst: Any) -> None:
+        if ".trash-" in str(dst):
+            time.sleep(0.3)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(shared.store.os, "rename", slow_rename)
+    outcome: dict[str, Any] = {}
+
+    def prune() -> None:
+        try:
+            store.remove("v0001")
+            outcome["removed"] = True
+        except StoreError as exc:
+            outcome["removed"] = str(exc)
+
+    remover = threading.Thread(target=prune)
+    remover.start()
+    time.sleep(0.1)  # the removal has checked LATEST and is renaming
+    try:
+        store.set_latest("v0001")
+        outcome["promoted"] = True
+    except StoreError as exc:
+        outcome["promoted"] = str(exc)
+    remover.join()
+    latest = store.latest()
+    assert latest is not None and (store.base / latest / "manifest.json").is_file(), outcome
+    assert (outcome["removed"] is True) != (outcome["promoted"] is True), outcome
