@@ -36,7 +36,8 @@ FROM base AS dashboard
 RUN pip install ".[dashboard]"
 USER 10001
 EXPOSE 9181
-CMD ["rq-dashboard", "--json", "--bind", "0.0.0.0", "--port", "9181"]
+# Behind basic auth and same-origin checks (shared/commands/dashboard.py).
+CMD ["sentiment-dashboard", "--bind", "0.0.0.0", "--port", "9181"]
 
 FROM base AS worker
 # hadolint ignore=DL3013

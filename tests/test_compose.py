@@ -45,12 +45,15 @@ PASSWORD_ENV = {
     "REDIS_PASSWORD": "s3cret-for-tests",
     "API_TOKENS": "ops=api-token-for-tests-0123",
     "GRAFANA_ADMIN_PASSWORD": "grafana-for-tests",
+    "FEEDBACK_SALT": "salt-for-tests",
+    "RQ_DASHBOARD_USERNAME": "ops",
+    "RQ_DASHBOARD_PASSWORD": "dashboard-for-tests",
 }
 
 
 ALL_PROFILES = [
     *("--profile", "bot", "--profile", "api", "--profile", "tools"),
-    *("--profile", "ops", "--profile", "trainer"),
+    *("--profile", "ops", "--profile", "trainer", "--profile", "dashboard"),
 ]
 #: Images we pull rather than build: each pinned to an exact version.
 PULLED = ("redis", "pushgateway", "prometheus", "grafana")
@@ -100,6 +103,19 @@ def test_a_real_compose_implementation_accepts_the_file() -> None:
         cwd=REPO,
     )
     assert done.returncode != 0 and "REDIS_PASSWORD" in done.stderr
+    # The bot and the API keep votes: without a salt compose refuses them, naming it; the
+    # dashboard needs its credentials.
+    for profile, needed in (("bot", "FEEDBACK_SALT"), ("dashboard", "RQ_DASHBOARD_PASSWORD")):
+        env = {**os.environ, **PASSWORD_ENV}
+        env.pop(needed)
+        done = subprocess.run(
+            [str(COMPOSE_BIN), "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert done.returncode != 0 and needed in done.stderr, profile
 
 
 def test_compose_shape_scaling_health_restart_profiles() -> None:
@@ -155,9 +171,11 @@ def test_compose_shape_scaling_health_restart_profiles() -> None:
         for p in api["ports"]
     )
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
-    # The dashboard: built here (pinned), reading our JSON jobs.
+    # The dashboard: off by default, built here (pinned), behind auth (sentiment-dashboard).
     dashboard = services["rq-dashboard"]
-    assert dashboard["build"]["target"] == "dashboard" and "--json" in dashboard["command"]
+    assert dashboard["build"]["target"] == "dashboard" and dashboard["profiles"] == ["dashboard"]
+    assert dashboard["command"][0] == "sentiment-dashboard"
+    assert {"RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD"} <= set(dashboard["environment"])
     # Monitoring behind the ops profile; workers and the bot expose metrics in the network.
     for name in ("exporter", "pushgateway", "prometheus", "grafana"):
         assert services[name]["profiles"] == ["ops"], name

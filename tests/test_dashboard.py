@@ -3,6 +3,7 @@ our finished, failed and started jobs: every job page opens (HTTP 200) and shows
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from shared.local import RedisServer, free_port, start, stop_processes, workers
 from shared.queues import QUEUE_BULK, collect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 from shared.store import ModelStore
-from tests.conftest import env_for
+from tests.conftest import REPO, env_for
 
 DASHBOARD = Path(sys.executable).with_name("rq-dashboard")
 pytestmark = [
@@ -117,5 +118,67 @@ def test_without_json_the_job_page_data_fails_as_reported(
     try:
         data = httpx.get(f"http://127.0.0.1:{port}/0/data/job/{ids['finished']}.json", timeout=30)
         assert data.status_code == 500
+    finally:
+        stop_processes([proc])
+
+
+def test_sentiment_dashboard_needs_a_password_and_refuses_cross_site_buttons(
+    jobs: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """As compose runs it: no start without credentials; 401 without them; a page on another
+    origin cannot empty a queue or requeue jobs through a logged-in browser; the same page from
+    the dashboard's own origin can."""
+    redis_url, ids = jobs
+    base_env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)}
+    refused = subprocess.run(
+        [sys.executable, "-m", "shared.commands.dashboard"],
+        env={k: v for k, v in base_env.items() if not k.startswith("RQ_DASHBOARD_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "RQ_DASHBOARD_PASSWORD" in refused.stderr
+    port = free_port()
+    env = {**base_env, "RQ_DASHBOARD_USERNAME": "ops", "RQ_DASHBOARD_PASSWORD": "a-long-password"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.commands.dashboard", "--port", str(port)],
+        env=env,
+        stdout=(tmp_path / "dash.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    auth = ("ops", "a-long-password")
+    conn = Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/", timeout=2).status_code == 401:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        page = httpx.get(f"{base}/0/view/job/{ids['finished']}", auth=auth, timeout=30)
+        assert page.status_code == 200 and ids["finished"] in page.text
+        failed_before = conn.zcard(f"rq:failed:{QUEUE_BULK}")
+        evil = {"Origin": "https://evil.example"}
+        for method, path in (
+            ("POST", f"/queue/{QUEUE_BULK}/failed/empty"),
+            ("GET", f"/requeue/{QUEUE_BULK}"),
+            ("POST", f"/job/{ids['failed']}/delete"),
+        ):
+            answer = httpx.request(method, f"{base}{path}", auth=auth, headers=evil, timeout=30)
+            assert answer.status_code == 403, (method, path, answer.status_code)
+            no_origin = httpx.request(method, f"{base}{path}", auth=auth, timeout=30)
+            assert no_origin.status_code == 403, (method, path)
+        assert conn.zcard(f"rq:failed:{QUEUE_BULK}") == failed_before  # nothing changed
+        own = httpx.post(
+            f"{base}/queue/{QUEUE_BULK}/failed/empty",
+            auth=auth,
+            headers={"Origin": base},
+            timeout=30,
+        )
+        assert own.status_code == 200 and conn.zcard(f"rq:failed:{QUEUE_BULK}") == 0
     finally:
         stop_processes([proc])
