@@ -16,6 +16,9 @@ uploaded whole:
 
 Credentials come from the standard AWS sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 profiles, instance roles); ``S3_ENDPOINT_URL`` points at MinIO or another compatible server.
+Workers need read-only credentials; only the trainer writes.  With ``MODEL_SIGNING_KEY`` the
+uploader signs each manifest, and with ``MODEL_VERIFY_KEY`` workers refuse any version whose
+manifest is not signed by that key (``shared.signing``), before fetching a file it names.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from shared import signing
 from shared.store import (
     LATEST,
     MANIFEST,
@@ -83,10 +87,18 @@ def s3_client(endpoint_url: str | None = None) -> Any:
 class RemoteStore:
     """One model name in an S3 bucket: versions, the LATEST pointer, upload and download."""
 
-    def __init__(self, url: str, name: str, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        client: Any = None,
+        keys: tuple[str | None, str | None] | None = None,
+    ) -> None:
         self.location = Location.parse(url)
         self.name = name
         self.client = client if client is not None else s3_client()
+        #: (signing key, verify key); from MODEL_SIGNING_KEY / MODEL_VERIFY_KEY by default.
+        self.signing_key, self.verify_key = keys if keys is not None else signing.keys()
 
     def __repr__(self) -> str:
         return f"RemoteStore(s3://{self.location.bucket}/{self.location.prefix}, {self.name!r})"
@@ -142,12 +154,14 @@ class RemoteStore:
         staging = cache.base / f".staging-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            manifest = self._get_manifest(version)
+            manifest, raw, signature = self._get_signed_manifest(version)
             for name in manifest.get("files", {}):
-                if "/" in name or name in ("", ".", ".."):
+                if "/" in name or name in ("", ".", "..", signing.SIGNATURE_FILE):
                     raise StoreError(f"{self}/{version}: unsafe file name {name!r}")
                 self._get_file(self._key(version, name), staging / name, version)
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            (staging / MANIFEST).write_bytes(raw)
+            if signature is not None:
+                (staging / signing.SIGNATURE_FILE).write_bytes(signature)
             read_manifest(staging)
             verify_files(staging, manifest)
             for file in staging.iterdir():
@@ -162,20 +176,41 @@ class RemoteStore:
         return cache.resolve(version, verify=True)
 
     def _get_manifest(self, version: str) -> dict[str, Any]:
+        return self._get_signed_manifest(version)[0]
+
+    def _get_signed_manifest(self, version: str) -> tuple[dict[str, Any], bytes, bytes | None]:
+        """The manifest, its exact bytes and its signature; with a verify key, StoreError
+        unless the signature holds (checked before anything in the manifest is trusted)."""
         from botocore.exceptions import ClientError
 
         try:
             body = self.client.get_object(
                 Bucket=self.location.bucket, Key=self._key(version, MANIFEST)
             )["Body"].read()
-            manifest = json.loads(body)
         except ClientError as exc:
             raise StoreError(f"{self}/{version}: no manifest (incomplete upload?): {exc}") from exc
+        signature = self._get_signature(version)
+        if self.verify_key:
+            signing.verify(body, signature, self.verify_key, f"{self}/{version}")
+        try:
+            manifest = json.loads(body)
         except ValueError as exc:
             raise StoreError(f"{self}/{version}: unreadable manifest: {exc}") from exc
         if not isinstance(manifest, dict) or not manifest.get("files"):
             raise StoreError(f"{self}/{version}: manifest lists no files")
-        return manifest
+        return manifest, body, signature
+
+    def _get_signature(self, version: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(
+                self.client.get_object(
+                    Bucket=self.location.bucket, Key=self._key(version, signing.SIGNATURE_FILE)
+                )["Body"].read()
+            )
+        except ClientError:
+            return None
 
     def _get_file(self, key: str, path: Path, version: str) -> None:
         from botocore.exceptions import ClientError
@@ -198,6 +233,13 @@ class RemoteStore:
             for name in published.manifest.get("files", {}):
                 self.client.upload_file(
                     str(published.path / name), self.location.bucket, self._key(version, name)
+                )
+            if self.signing_key:  # the signature before the manifest that makes it visible
+                raw = (published.path / MANIFEST).read_bytes()
+                self.client.put_object(
+                    Bucket=self.location.bucket,
+                    Key=self._key(version, signing.SIGNATURE_FILE),
+                    Body=signing.sign(raw, self.signing_key),
                 )
             # The manifest last: until it exists the version is invisible to workers.
             self.client.upload_file(

@@ -236,3 +236,38 @@ def test_after_a_remote_rollback_a_fresh_trainer_publishes_the_next_number(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert remote.versions() == ["v0001", "v0002", "v0003"]  # published as the next number
     assert remote.latest()[0] == "v0003"
+
+
+def test_workers_with_a_verify_key_load_only_versions_the_trainer_signed(
+    s3: dict[str, str], tiny_store: ModelStore, tmp_path: Path
+) -> None:
+    """Write access to the bucket is not enough to make a worker load a model: unsigned,
+    wrongly signed and tampered versions are refused before any file is fetched."""
+    from shared.signing import SIGNATURE_FILE, generate
+
+    private, public = generate()
+    other_private, _ = generate()
+    unsigned = RemoteStore(f"s3://{BUCKET}/signed", "tiny", keys=(None, None))
+    impostor = RemoteStore(f"s3://{BUCKET}/signed", "tiny", keys=(other_private, None))
+    trainer = RemoteStore(f"s3://{BUCKET}/signed", "tiny", keys=(private, None))
+    worker = RemoteStore(f"s3://{BUCKET}/signed", "tiny", keys=(None, public))
+    local = copy_store(tiny_store, tmp_path / "publisher")
+    unsigned.upload(local.resolve("v0001"))
+    with pytest.raises(StoreError, match="not signed"):
+        RemoteSync(worker, ModelStore(tmp_path / "c1", "tiny")).sync()
+    impostor.upload(publish_copy(local))  # v0002, signed by the wrong key
+    with pytest.raises(StoreError, match="does not match"):
+        worker.download("v0002", ModelStore(tmp_path / "c2", "tiny"))
+    signed = publish_copy(local)  # v0003, signed by the trainer
+    trainer.upload(signed)
+    cache = ModelStore(tmp_path / "c3", "tiny")
+    assert RemoteSync(worker, cache).sync() == "v0003"
+    assert (cache.base / "v0003" / SIGNATURE_FILE).is_file()
+    # Someone with write access swaps the signed manifest for one of their own: refused.
+    manifest = json.loads((signed.path / "manifest.json").read_text())
+    manifest["files"]["vocab.json"] = "0" * 64
+    worker.client.put_object(
+        Bucket=BUCKET, Key="signed/tiny/v0003/manifest.json", Body=json.dumps(manifest).encode()
+    )
+    with pytest.raises(StoreError, match="does not match"):
+        worker.download("v0003", ModelStore(tmp_path / "c4", "tiny"))

@@ -54,7 +54,14 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
         if settings.model_store_url:  # MODEL_DIR is then this worker's local cache
             from shared.remote import RemoteStore, RemoteSync
 
-            remote = RemoteSync(RemoteStore(settings.model_store_url, settings.model_name), cache)
+            store = RemoteStore(settings.model_store_url, settings.model_name)
+            if not store.verify_key:
+                log.warning(
+                    "model_signatures_unchecked",
+                    action="set MODEL_VERIFY_KEY: without it anyone who can write to the "
+                    "store can make this worker load a model",
+                )
+            remote = RemoteSync(store, cache)
         jobs.SERVING = ModelHolder(cache, remote)
         jobs.SERVING.load()
         jobs.SERVING.watch()

@@ -6,6 +6,7 @@
     sentiment-models rollback               # LATEST -> the version before it
     sentiment-models prune --keep 3         # delete all but the newest 3 (never LATEST or the
                                             # version a rollback would go back to)
+    sentiment-models keygen                 # a key pair for signed versions (shared.signing)
 
 Every change of LATEST is one atomic replace (and, with ``MODEL_STORE_URL``, one PUT of the
 remote pointer); running workers follow it with their hot reload, and the bot's ``/model``
@@ -152,7 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("rollback", help="LATEST back to the version before it")
     prune = sub.add_parser("prune", help="delete old versions")
     prune.add_argument("--keep", type=int, required=True, help="newest versions to keep (>= 1)")
+    sub.add_parser(
+        "keygen",
+        help="a new key pair for signed versions: MODEL_SIGNING_KEY (trainer), "
+        "MODEL_VERIFY_KEY (workers)",
+    )
     args = p.parse_args(argv)
+    if args.command == "keygen":
+        from shared.signing import generate
+
+        private, public = generate()
+        print(f"MODEL_SIGNING_KEY={private}\nMODEL_VERIFY_KEY={public}")
+        return 0
     settings = settings_or_exit("sentiment-models")
     configure_logging(settings.log_level, settings.log_format)
     store = ModelStore(settings.model_dir, settings.model_name)
