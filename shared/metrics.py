@@ -178,7 +178,8 @@ class QueueCollector(Collector):
             )
             for name in self.queues:
                 queue = Queue(name, connection=self.conn, serializer=JSONSerializer)
-                depth.add_metric([name], queue.count)
+                # Read-only: RQ's ``count`` properties clean registries (writes) first.
+                depth.add_metric([name], self.conn.llen(queue.key))
                 for kind, reg in (
                     ("started", queue.started_job_registry),
                     ("finished", queue.finished_job_registry),
@@ -186,7 +187,7 @@ class QueueCollector(Collector):
                     ("deferred", queue.deferred_job_registry),
                     ("scheduled", queue.scheduled_job_registry),
                 ):
-                    registry.add_metric([name, kind], reg.count)
+                    registry.add_metric([name, kind], self.conn.zcard(reg.key))
             workers = GaugeMetricFamily("sentiment_workers", "Workers registered with RQ")
             workers.add_metric([], len(Worker.all(connection=self.conn)))
             taken = GaugeMetricFamily(

@@ -127,12 +127,17 @@ def policy_violations(docs: list[dict[str, Any]]) -> list[str]:
 def test_every_manifest_is_valid_against_the_kubernetes_and_keda_schemas() -> None:
     docs = render()
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "StatefulSet", "CronJob", "ScaledObject", "Secret"} <= kinds
+    assert {"Deployment", "StatefulSet", "CronJob", "ScaledObject", "NetworkPolicy"} <= kinds
     errors = [e for d in docs for e in schema_errors(d)]
     assert errors == []
-    # Every manifest file is part of the kustomization.
+    # The example Secrets are valid too, and every other manifest is in the kustomization.
+    examples = [d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text()) if d]
+    assert [e for d in examples for e in schema_errors(d)] == []
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {
+        "kustomization.yaml",
+        "secret.example.yaml",
+    }
 
 
 def test_a_misspelt_field_fails_schema_validation() -> None:
@@ -204,11 +209,57 @@ def test_keda_scales_the_worker_on_our_queue_lists_down_to_zero() -> None:
     assert _mebibytes(container["resources"]["requests"]["memory"]) >= WORKER_PEAK_RSS_MIB
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["MODEL_STORE_URL"].startswith("s3://")
-    # Secrets in the repository are placeholders the components refuse.
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    assert "change-me" in secret["stringData"]["REDIS_URL"]
+    # Scaled to zero, HTTP can still wake it: the API's readiness is not tied to workers
+    # (tests/api/test_api.py: /readyz answers 200 with no worker).
+    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "api")
+    probe = api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/readyz"
 
 
 def test_the_bot_never_runs_two_pollers() -> None:
     bot = next(d for d in render() if d["kind"] == "Deployment" and d["metadata"]["name"] == "bot")
     assert bot["spec"]["replicas"] == 1 and bot["spec"]["strategy"]["type"] == "Recreate"
+
+
+def _env(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (pod,) = pod_specs(doc)
+    return {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+
+
+def _secret_of(env: dict[str, Any]) -> tuple[str, str]:
+    ref = env["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_deployment_that_holds_secrets_users_and_networks_apart() -> None:
+    docs = render()
+    # Applying never resets a real Secret to placeholders: none is in the kustomization.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    by_name = {d["metadata"]["name"]: d for d in docs if pod_specs(d)}
+    # One Redis user per component; Redis itself knows only their ACL (no shared password).
+    keys = {name: _secret_of(_env(by_name[name])["REDIS_URL"])[1] for name in
+            ("worker", "api", "bot", "trainer", "exporter")}  # fmt: skip
+    assert len(set(keys.values())) == 5, keys
+    redis = by_name["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--aclfile" in redis["command"] and "--requirepass" not in " ".join(redis["command"])
+    # Workers read the store, only the trainer writes it and signs what it publishes.
+    worker, trainer = _env(by_name["worker"]), _env(by_name["trainer"])
+    assert _secret_of(worker["AWS_ACCESS_KEY_ID"])[0] == "sentiment-store-reader"
+    assert _secret_of(trainer["AWS_ACCESS_KEY_ID"])[0] == "sentiment-store-writer"
+    assert _secret_of(trainer["MODEL_SIGNING_KEY"])[0] == "sentiment-store-writer"
+    assert "MODEL_SIGNING_KEY" not in worker
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config["data"]["MODEL_VERIFY_KEY"]  # workers verify every version they fetch
+    # Where votes are kept, a salt.
+    for name in ("api", "bot"):
+        assert _secret_of(_env(by_name[name])["FEEDBACK_SALT"]) == (
+            "sentiment-secrets",
+            "FEEDBACK_SALT",
+        )
+    # Networks: everything denied, then each component its own connections.
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert [r["from"] for r in policies["redis"]["ingress"]]
+    allowed = policies["redis"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]
+    assert set(allowed["values"]) == {"worker", "api", "bot", "trainer", "exporter"}
