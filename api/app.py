@@ -29,7 +29,13 @@ from api.batch_routes import Batches, caller
 from api.config import ApiSettings
 from api.errors import ApiError, error_response
 from api.guard import BodyRules, Guard
-from api.inputs import CLASSIFY_BODY, FeedbackBody, read_reviews_from, with_highlights
+from api.inputs import (
+    CLASSIFY_BODY,
+    FeedbackBody,
+    highlight_limit,
+    read_reviews_from,
+    with_highlights,
+)
 from api.page import render_page
 from shared import feedback
 from shared.aqueue import AsyncQueueClient, Ticket
@@ -189,9 +195,11 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             answer = await run_job(payload)
             version = answer["model_version"]
             texts = [items[i][1] for i in valid]
+            limit = highlight_limit(len(texts))
             highlighted = await asyncio.to_thread(
                 lambda: [
-                    with_highlights(t, r) for t, r in zip(texts, answer["results"], strict=True)
+                    with_highlights(t, r, limit)
+                    for t, r in zip(texts, answer["results"], strict=True)
                 ]
             )
             for i, item in zip(valid, highlighted, strict=True):

@@ -15,8 +15,10 @@ from api.errors import ApiError
 from shared.highlight import word_spans
 from shared.schema import MAX_ID_CHARS, MAX_REVIEWS_PER_JOB, is_unicode
 
-#: Highlight spans one review's answer carries at most (the strongest are kept).
+#: Highlight spans one review's answer carries at most (the strongest are kept) ...
 MAX_HIGHLIGHTS = 1000
+#: ... and one request's answer in all (shared out among its reviews, at least 50 each).
+MAX_HIGHLIGHTS_PER_REQUEST = 50_000
 
 #: Upload names keep their format suffix (the producer picks the reader by it).
 SUFFIXES = (".tar.gz", ".tgz", ".csv", ".jsonl", ".ndjson", ".txt", ".tsv")
@@ -156,11 +158,16 @@ def reviews_from_json(body: Any) -> tuple[list[tuple[str, Any]], bool]:
     return out, False
 
 
-def with_highlights(text: str, item: dict[str, Any]) -> dict[str, Any]:
+def highlight_limit(reviews: int) -> int:
+    """Spans per review for a request of ``reviews`` reviews."""
+    return min(MAX_HIGHLIGHTS, max(50, MAX_HIGHLIGHTS_PER_REQUEST // max(1, reviews)))
+
+
+def with_highlights(text: str, item: dict[str, Any], limit: int = MAX_HIGHLIGHTS) -> dict[str, Any]:
     """The worker's result plus ``highlights``: spans of the review's own text, each with its
     word's weight toward *positive* (the worker's weights lean toward its label).  At most
-    ``MAX_HIGHLIGHTS`` spans, the strongest, in text order (``highlights_truncated`` says when
-    more were found)."""
+    ``limit`` spans, the strongest, in text order (``highlights_truncated`` says when more were
+    found)."""
     if item.get("error"):
         return item
     sign = 1.0 if item["label"] == "positive" else -1.0

@@ -46,6 +46,41 @@ def files_under(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+class Peak:
+    """The highest RSS (MB) of a process and the most bytes under a folder, sampled every 20 ms
+    while a ``with`` block runs (what a transient spool to disk or in memory cost)."""
+
+    def __init__(self, pid: int, folder: Path) -> None:
+        self.pid, self.folder = pid, folder
+        self.rss_mb = self.disk_bytes = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.rss_mb = max(self.rss_mb, usage(self.pid).rss_mb)
+                self.disk_bytes = max(self.disk_bytes, files_under(self.folder))
+            except (OSError, ValueError):  # a file vanished while summed: sample again
+                continue
+
+    def __enter__(self) -> Peak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def field_parts(size: int) -> Iterator[bytes]:
+    """``size`` bytes of plain form fields of 1 MB each (no file name): what a multipart parser
+    keeps in memory rather than on disk."""
+    for i, block in enumerate(zeros(size)):
+        head = f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="f{i:05d}"\r\n\r\n'
+        yield head.encode() + block
+
+
 def _part_head(filename: str) -> bytes:
     return (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
@@ -143,12 +178,17 @@ def zeros(size: int) -> Iterator[bytes]:
         left -= CHUNK
 
 
-def concurrent_uploads(port: int, n: int, size: int, token: str | None = None) -> list[int | None]:
-    """``n`` uploads of ``size`` bytes at once; their statuses."""
+def concurrent_uploads(
+    port: int, n: int, size: int, token: str | None = None, fields: bool = False
+) -> list[int | None]:
+    """``n`` uploads of ``size`` bytes at once (a file, or ``fields``: 1 MB form fields); their
+    statuses."""
     statuses: list[int | None] = [None] * n
+    overhead = len(next(field_parts(1))) - 1 if fields else 0
 
     def one(i: int) -> None:
-        statuses[i] = upload(port, zeros(size), size, token=token)[0]
+        pieces = field_parts(size) if fields else zeros(size)
+        statuses[i] = upload(port, pieces, size + overhead * (size >> 20), token=token)[0]
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:

@@ -27,20 +27,18 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from shared.announcements import SERVED_MODEL_KEY
 from shared.queues import (
-    _CANCEL,
     INTERACTIVE_RESULT_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
-    SERVED_MODEL_KEY,
-    SHARED_FIELD,
     Outcome,
-    cancel_keys,
     connect,
     enqueue_payloads,
     get_queue,
     result_outcome,
 )
+from shared.reuse import CANCEL_SCRIPT, SHARED_FIELD, cancel_keys
 from shared.schema import make_payload
 
 log = structlog.get_logger(__name__)
@@ -169,7 +167,7 @@ class AsyncQueueClient:
         pause = 0.5
         for attempt in range(1, attempts + 1):
             try:
-                await self.aconn.eval(_CANCEL, len(keys), *keys, ticket.job_id, SHARED_FIELD)
+                await self.aconn.eval(CANCEL_SCRIPT, len(keys), *keys, ticket.job_id, SHARED_FIELD)
                 return
             except RedisError as exc:
                 if attempt == attempts:

@@ -34,6 +34,7 @@ import structlog
 from redis import Redis
 
 from shared import metrics
+from shared.announcements import served_version
 from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
 from shared.queues import (
@@ -46,7 +47,6 @@ from shared.queues import (
     enqueue_payloads,
     get_queue,
     job_id_for,
-    served_version,
 )
 from shared.schema import DEFAULT_TOP_WORDS, MAX_ID_CHARS, make_payload, review_error
 

@@ -34,6 +34,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from shared import metrics, reliable
+from shared.reuse import answered_by, expected_version, extend_results, reuse, share_jobs
 from shared.schema import JOB_FUNCTION, SchemaError, validate_result
 
 log = structlog.get_logger(__name__)
@@ -57,33 +58,6 @@ JOB_ID_PREFIX = "sentiment-"
 #: Jobs per enqueue pipeline: small enough that workers start while a big file is still going in.
 PIPELINE_JOBS = 8
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-
-
-#: Hash where workers announce the model version they serve (read by the bot's /model).
-SERVED_MODEL_KEY = "sentiment:served-model"
-SERVED_BY_KEY = "sentiment:served-by"
-ANNOUNCEMENT_TTL_S = 7 * 24 * 3600
-
-
-def announce_model(conn: Redis, info: dict[str, Any]) -> None:
-    """Record the version a worker serves now (the latest announcement wins; it expires when no
-    worker has announced anything for ``ANNOUNCEMENT_TTL_S``)."""
-    with conn.pipeline() as pipe:
-        pipe.hset(SERVED_MODEL_KEY, mapping={k: str(v) for k, v in info.items() if v is not None})
-        pipe.expire(SERVED_MODEL_KEY, ANNOUNCEMENT_TTL_S)
-        if info.get("worker"):  # which worker serves what (sentiment-models list)
-            pipe.hset(SERVED_BY_KEY, str(info["worker"]), str(info.get("model_version")))
-            pipe.expire(SERVED_BY_KEY, ANNOUNCEMENT_TTL_S)
-        pipe.execute()
-
-
-def served_by(conn: Redis) -> dict[str, str]:
-    """``{worker name: model version}`` for the workers RQ knows as alive."""
-    from rq import Worker
-
-    alive = {w.name for w in Worker.all(connection=conn)}
-    raw: Any = conn.hgetall(SERVED_BY_KEY)
-    return {k.decode(): v.decode() for k, v in raw.items() if k.decode() in alive}
 
 
 def redis_out_of_memory(exc: BaseException) -> bool:
@@ -168,18 +142,6 @@ def get_queue(name: str, conn: Redis) -> Queue:
     return Queue(name, connection=conn, serializer=JSONSerializer, default_timeout=JOB_TIMEOUT_S)
 
 
-#: Set on a job that a second request or batch also counts on: its creator no longer cancels it.
-SHARED_FIELD = "sentiment_shared"
-#: Statuses of a job whose answer is coming or here: it is reused, not enqueued again.
-IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
-
-
-def served_version(conn: Redis) -> str:
-    """The model version the workers last announced (``""`` before any worker started)."""
-    raw: Any = conn.hget(SERVED_MODEL_KEY, "model_version")
-    return raw.decode() if raw else ""
-
-
 def job_id_for(payload: dict[str, Any], queue: str = QUEUE_BULK) -> str:
     """Deterministic id from the payload's content and the queue: re-enqueueing the same input
     is a no-op.  The payload names the serving version (``make_payload``), so a new version gets
@@ -187,39 +149,6 @@ def job_id_for(payload: dict[str, Any], queue: str = QUEUE_BULK) -> str:
     request never holds a batch's job, nor a batch a request's)."""
     blob = json.dumps([queue, payload], sort_keys=True, ensure_ascii=False)
     return JOB_ID_PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def expected_version(payload: dict[str, Any]) -> str:
-    return str(payload.get("options", {}).get("model_version", ""))
-
-
-def reuse(status: str | None, answered_by: str | None, expected: str) -> str:
-    """What to do with an existing job of the same id: ``reuse`` it (in flight, or answered by
-    the version expected), ``create`` it (none), or ``replace`` it (it failed, was stopped, or
-    its answer came from another version: a worker that had not reloaded yet)."""
-    if status is None:
-        return "create"
-    if status in IN_FLIGHT:
-        return "reuse"
-    if status == JobStatus.FINISHED and (not expected or answered_by in (expected, None)):
-        return "reuse"
-    return "replace"
-
-
-def answered_by(raw_results: Any, job_id: str, conn: Redis) -> str | None:
-    """The model version in a job's latest result (``XREVRANGE ... COUNT 1``), if readable."""
-    for entry_id, fields in raw_results or []:
-        result = Result.restore(
-            job_id,
-            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-            fields,
-            connection=conn,
-            serializer=JSONSerializer,
-        )
-        value = result.return_value
-        if isinstance(value, dict):
-            return str(value.get("model_version", ""))
-    return None
 
 
 def job_data(
@@ -312,57 +241,6 @@ def enqueue_payloads(
         if progress is not None:
             progress.update(len(part))
     return ids
-
-
-# KEYS: job hash.  ARGV: result TTL, failure TTL.  A job still in flight is marked shared and
-# answers at least as long as its new holder needs (the worker reads these fields at the end).
-_SHARE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[3], '1')
-for i, field in ipairs({'result_ttl', 'failure_ttl'}) do
-  local current = tonumber(redis.call('HGET', KEYS[1], field) or '0')
-  if current ~= -1 and current < tonumber(ARGV[i]) then
-    redis.call('HSET', KEYS[1], field, ARGV[i])
-  end
-end
-return 1
-"""
-
-# KEYS: job hash, queue list, results stream.  ARGV: job id.  Deletes a job nobody else counts
-# on while it is still queued; returns 1 when it did.
-_CANCEL = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[3])
-return 1
-"""
-
-
-def share_jobs(conn: Redis, job_ids: Sequence[str], result_ttl: int, failure_ttl: int) -> None:
-    """Mark jobs in flight as shared and raise their retention to at least ours."""
-    with conn.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.eval(_SHARE, 1, Job.key_for(job_id), result_ttl, failure_ttl, SHARED_FIELD)
-        pipe.execute()
-
-
-def cancel_keys(job_id: str, queue: str) -> tuple[str, str, str]:
-    """The keys the cancel script touches."""
-    return Job.key_for(job_id), f"{reliable.RQ_QUEUE_PREFIX}{queue}", Result.get_key(job_id)
-
-
-def extend_results(conn: Redis, job_ids: Sequence[str], ttl: int) -> None:
-    """Keep finished jobs (their record and result) for at least ``ttl`` more seconds."""
-    keys = [k for job_id in job_ids for k in (Job.key_for(job_id), Result.get_key(job_id))]
-    with conn.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.ttl(key)
-        remaining = pipe.execute()
-        for key, left in zip(keys, remaining, strict=True):
-            if 0 <= left < ttl:  # -1: no expiry (nothing to extend), -2: gone
-                pipe.expire(key, ttl)
-        pipe.execute()
 
 
 @dataclass

@@ -32,8 +32,9 @@ from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
 from bench.fake_telegram import TOKEN, FakeTelegramServer
+from shared.announcements import served_version
 from shared.local import RedisServer, free_port, start, start_api, stop_processes, workers
-from shared.queues import QUEUE_BULK, QUEUE_INTERACTIVE, get_queue, served_version
+from shared.queues import QUEUE_BULK, QUEUE_INTERACTIVE, get_queue
 from shared.schema import JOB_FUNCTION, make_payload
 from shared.store import ModelStore
 from tests.conftest import REPO, copy_store, env_for, publish_copy

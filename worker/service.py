@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from shared.queues import announce_model
+from shared.announcements import announce_model
 from worker import jobs, metrics
 from worker.reliable import ReliableWorker
 

@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared import announcements
+from shared.announcements import served_by
 from shared.config import Settings, settings_or_exit
 from shared.log import configure_logging
-from shared.queues import RedisUnavailable, connect, served_by
+from shared.queues import RedisUnavailable, connect
 from shared.store import ModelStore, StoreError
 
 

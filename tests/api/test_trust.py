@@ -131,6 +131,11 @@ def test_work_proportional_to_input_is_capped_and_labels_are_a_closed_set(stack:
         assert answer.status_code == 200, answer.text
         (result,) = answer.json()["results"]
         assert len(result["highlights"]) <= 1000 and result["highlights_truncated"] is True
+        # A request near the body limit, a thousand reviews: spans are shared out, bounded.
+        many = http.post("/v1/classify?tokens=true", json={"reviews": [text[:900]] * 1000})
+        assert many.status_code == 200, many.text[:300]
+        spans = sum(len(r["highlights"]) for r in many.json()["results"])
+        assert spans <= 50_000 and len(many.content) < 4 << 20
         for i in range(30):
             http.request(f"X{i:04d}", "/v1/classify")
         metrics = http.get("/metrics").text
