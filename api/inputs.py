@@ -177,11 +177,10 @@ def with_highlights(text: str, item: dict[str, Any], limit: int = MAX_HIGHLIGHTS
         sums.setdefault(str(token), []).append(float(weight))
     weights = {t: sign * sum(ws) / len(ws) for t, ws in sums.items()}
     spans = word_spans(text, weights)
-    cut = len(spans) > MAX_HIGHLIGHTS
+    cut = len(spans) > limit
     if cut:
-        spans = sorted(
-            sorted(spans, key=lambda s: -abs(s.weight))[:MAX_HIGHLIGHTS], key=lambda s: s.start
-        )
+        strongest = sorted(spans, key=lambda s: -abs(s.weight))[:limit]
+        spans = sorted(strongest, key=lambda s: s.start)
     out = {**item, "highlights": [[s.start, s.end, round(s.weight, 4)] for s in spans]}
     if cut:
         out["highlights_truncated"] = True

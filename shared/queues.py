@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.exceptions
 import structlog
 from redis import Redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -54,6 +54,8 @@ JOB_RETRIES = 2
 SOCKET_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 CONNECT_ATTEMPTS = 6
+#: How long a process waits at start for Redis to answer before it says it cannot reach it.
+WAIT_FOR_REDIS_S = 8.0
 JOB_ID_PREFIX = "sentiment-"
 #: Jobs per enqueue pipeline: small enough that workers start while a big file is still going in.
 PIPELINE_JOBS = 8
@@ -120,21 +122,37 @@ def check_memory_policy(conn: Redis) -> str | None:
     return policy
 
 
-def wait_for_redis(conn: Redis, url: str, attempts: int = CONNECT_ATTEMPTS) -> None:
-    """PING until Redis answers; RedisUnavailable after ``attempts`` tries with backoff."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            conn.ping()
-            return
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            if attempt == attempts:
-                raise RedisUnavailable(
-                    f"cannot reach Redis at {redact_url(url)} after {attempts} attempts: {exc}"
-                ) from exc
-            log.warning("redis_unreachable", url=redact_url(url), attempt=attempt, retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 3.0)
+def wait_for_redis(conn: Redis, url: str, patience_s: float = WAIT_FOR_REDIS_S) -> None:
+    """PING until Redis answers; RedisUnavailable after ``patience_s`` seconds in all.
+
+    The probe is a client of its own with no retries of its own (``conn``'s retries, meant to
+    ride out a blip while working, would multiply the wait at start: a minute before one line
+    said Redis was unreachable)."""
+    probe = Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=2.0, retry=RedisRetry(NoBackoff(), 0)
+    )
+    deadline = time.monotonic() + patience_s
+    delay, attempt = 0.2, 0
+    try:
+        while True:
+            attempt += 1
+            try:
+                probe.ping()
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RedisUnavailable(
+                        f"cannot reach Redis at {redact_url(url)} "
+                        f"({attempt} attempts in {patience_s:g} s): {exc}"
+                    ) from exc
+                log.warning(
+                    "redis_unreachable", url=redact_url(url), attempt=attempt, retry_in_s=delay
+                )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 2.0)
+    finally:
+        probe.close()
 
 
 def get_queue(name: str, conn: Redis) -> Queue:
