@@ -6,7 +6,7 @@ Bot API, ``sentiment-enqueue``.
 * a job carrying a callback, a webhook, a dependency or more retries than ours is failed without
   running, and nothing it names is imported, called or contacted;
 * after a publish, then a rollback, the same text answers with the new serving version through
-  the API, the bot and the producer (reuse never crosses versions);
+  the API, the bot, `sentiment-classify` and the producer (reuse never crosses versions);
 * a request never cancels a job it did not create, nor a job another request came to share.
 """
 
@@ -137,6 +137,19 @@ def _enqueue(env: dict[str, str], src: Path, out: Path) -> set[str]:
     return {json.loads(line)["model_version"] for line in out.read_text().splitlines()}
 
 
+def _classify(env: dict[str, str], text: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.commands.classify", text],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def _served(conn: Redis, version: str) -> None:
     deadline = time.monotonic() + 60
     while served_version(conn) != version:
@@ -183,16 +196,19 @@ def test_after_a_publish_and_a_rollback_the_same_text_answers_with_the_serving_v
         first = store.latest()
         assert _ask_api(url, text) == f"tiny/{first}" and f"tiny/{first}" in ask_bot(1)
         assert _enqueue(env, src, tmp / "out1.jsonl") == {f"tiny/{first}"}
+        assert f"model tiny/{first}" in _classify(env, text)
         new = publish_copy(store, first).version
         _served(conn, f"tiny/{new}")
         assert _ask_api(url, text) == f"tiny/{new}"
         assert f"tiny/{new}" in ask_bot(2)
         assert _enqueue(env, src, tmp / "out2.jsonl") == {f"tiny/{new}"}
+        assert f"model tiny/{new}" in _classify(env, text)
         store.rollback()
         _served(conn, f"tiny/{first}")
         assert _ask_api(url, text) == f"tiny/{first}"
         assert f"tiny/{first}" in ask_bot(3)
         assert _enqueue(env, src, tmp / "out3.jsonl") == {f"tiny/{first}"}
+        assert f"model tiny/{first}" in _classify(env, text)
     finally:
         stop_processes([api, bot])
         server.__exit__(None, None, None)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from shared.announcements import served_version
 from shared.config import ConfigError, Settings
 from shared.highlight import for_terminal
 from shared.log import configure_logging
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RedisUnavailable) as exc:
         print(f"sentiment-classify: {exc}", file=sys.stderr)
         return 2
-    payload = make_payload([("cli", text)], args.top_words)
+    payload = make_payload([("cli", text)], args.top_words, served_version(conn))
     (job_id,) = enqueue_payloads(
         get_queue(QUEUE_INTERACTIVE, conn), [payload], timeout=settings.job_timeout
     )
