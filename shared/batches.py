@@ -37,6 +37,7 @@ from shared import metrics
 from shared.announcements import served_version
 from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
+from shared.progress import progress
 from shared.queues import (
     FAILURE_TTL_S,
     JOB_TIMEOUT_S,
@@ -135,9 +136,7 @@ def file_source(files: Sequence[Path], split: str = "test") -> Source:
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=" reviews", disable=not enabled)
+    return progress(total=total, desc=desc, unit=" reviews", disable=not enabled)
 
 
 def fingerprint(source: Source, options: Options, progress: bool = False) -> tuple[str, int]:

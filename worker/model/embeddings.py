@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from shared.progress import progress
 from shared.vocab import PAD_ID, Vocabulary
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,6 @@ def word2vec_matrix(
 
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
-    from tqdm import tqdm
 
     class Progress(CallbackAny2Vec):  # type: ignore[misc]
         """One progress-bar step per word2vec epoch (gensim's own INFO lines are silenced)."""
@@ -50,7 +50,7 @@ def word2vec_matrix(
             self.bar.update(1)
 
     logging.getLogger("gensim").setLevel(logging.WARNING)
-    with tqdm(total=W2V_EPOCHS, desc="word2vec", unit=" epochs") as bar:
+    with progress(total=W2V_EPOCHS, desc="word2vec", unit=" epochs") as bar:
         model = Word2Vec(
             sentences=[list(t) for t in tokenized],
             vector_size=dim,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.progress import progress as bar
 from shared.schema import LABELS
 from shared.store import MODEL_FILE, VOCAB_FILE, Published, StoreError, verify_files
 from shared.text import PREPROCESSING, tokenize
@@ -59,11 +60,9 @@ def run_batched(
 
     Returns one array per output, rows in the input order.
     """
-    from tqdm import tqdm
-
     outs: list[np.ndarray] = []
     batches = length_batches([len(r) for r in rows], batch_size)
-    for idx in tqdm(batches, desc=progress, disable=not progress, unit="batch"):
+    for idx in bar(batches, desc=progress, disable=not progress, unit="batch"):
         result = forward(pad_batch([rows[i] for i in idx]))
         parts = [np.asarray(p) for p in (result if isinstance(result, list | tuple) else [result])]
         if not outs:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.datasets import Review
+from shared.progress import progress as bar_for
 from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
 from shared.store import ModelStore, Published, StoreError
 from worker.model.explain import Explainer, phrase_texts
@@ -157,10 +158,8 @@ def classify_reviews(
     or ``error``: a read error from the file, or the queue contract's rules for the text.
     Reviews are read and answered ``MAX_REVIEWS_PER_JOB`` at a time: memory stays flat.
     """
-    from tqdm import tqdm
-
     records = iter(reviews)
-    with tqdm(desc="classify", unit=" reviews", disable=not progress) as bar:
+    with bar_for(desc="classify", unit=" reviews", disable=not progress) as bar:
         while chunk := list(itertools.islice(records, MAX_REVIEWS_PER_JOB)):
             rows: list[dict[str, Any]] = [
                 {"id": r.id, "line": r.line, "model_version": served.model_version} for r in chunk
