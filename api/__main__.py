@@ -9,13 +9,13 @@ Needs a Redis with workers (``REDIS_URL``) and tokens in ``API_TOKENS`` (comma-s
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import sys
 from collections.abc import Sequence
 
 import structlog
 
+from shared.cli import command_parser
 from shared.config import ConfigError, settings_or_exit
 from shared.log import configure_logging, register_secret
 from shared.queues import RedisUnavailable, check_memory_policy, connect, redact_url, wait_for_redis
@@ -36,11 +36,7 @@ def is_loopback(host: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sentiment-api",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("sentiment-api", __doc__, whole=True)
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s)"
     )

@@ -6,13 +6,13 @@ points it at another Bot API server (a self-hosted one, or the fake one in the t
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 import structlog
 
 from bot.config import BotSettings
+from shared.cli import command_parser
 from shared.config import ConfigError, settings_or_exit
 from shared.log import configure_logging, register_secret, scrub
 from shared.queues import RedisUnavailable, check_memory_policy, redact_url, wait_for_redis
@@ -21,11 +21,7 @@ log = structlog.get_logger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(
-        prog="sentiment-bot",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    ).parse_args(argv)
+    command_parser("sentiment-bot", __doc__, whole=True).parse_args(argv)
     settings = settings_or_exit("sentiment-bot")
     try:
         bot_settings = BotSettings.from_env()

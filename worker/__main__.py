@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from shared.cli import command_parser
 from shared.config import ConfigError, Settings, settings_or_exit
 from shared.log import configure_logging
 from shared.queues import WORKER_QUEUES, RedisUnavailable, connect, get_queue
@@ -141,7 +142,7 @@ def supervise(argv: Sequence[str], processes: int) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="sentiment-worker", description=__doc__.split("\n\n")[0])
+    p = command_parser("sentiment-worker", __doc__)
     p.add_argument(
         "--queues",
         nargs="+",

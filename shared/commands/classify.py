@@ -6,12 +6,12 @@ a terminal; plain ``[+word]``/``[-word]`` markers otherwise).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from shared.announcements import served_version
+from shared.cli import command_parser
 from shared.config import ConfigError, Settings
 from shared.highlight import for_terminal
 from shared.log import configure_logging
@@ -31,10 +31,19 @@ def render(result: dict[str, Any], text: str, color: bool) -> str:
     if result.get("error"):
         return f"error: {result['error']}"
     label, scores = result["label"], result["scores"]
+    verdict = f"{label} ({scores[label]:.1%})"
+    if result.get("uncertain"):  # under the version's calibrated threshold: only a leaning
+        verdict = f"not sure: leans {label} ({scores[label]:.1%})"
+    marks = (
+        "green words support the label, red words oppose it"
+        if color
+        else "[+word] supports the label, [-word] opposes it"
+    )
     lines = [
-        f"{label} ({scores[label]:.1%})  model {result.get('model_version', '?')}",
+        f"{verdict}  model {result.get('model_version', '?')}",
         for_terminal(text, result["top_words"], color),
-        "top words: " + ", ".join(f"{w} {v:+.2f}" for w, v in result["top_words"]),
+        f"top words ({marks}; weights in log-odds, > 0 towards the label): "
+        + ", ".join(f"{w} {v:+.2f}" for w, v in result["top_words"]),
     ]
     if result["top_phrases"]:
         lines.append(
@@ -44,9 +53,14 @@ def render(result: dict[str, Any], text: str, color: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sentiment-classify", description=__doc__.split("\n\n")[0])
+    p = command_parser("sentiment-classify", __doc__)
     p.add_argument("text", nargs="+", help="the review (quote it)")
-    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
+    p.add_argument(
+        "--top-words",
+        type=int,
+        default=DEFAULT_TOP_WORDS,
+        help="top contributing words per review (default: %(default)s)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a worker")
     args = p.parse_args(argv)
     text = " ".join(args.text)

@@ -15,7 +15,6 @@ logged-in browser send.  This wraps its Flask app (pinned 0.9.0, our JSON serial
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.cli import command_parser
 from shared.config import settings_or_exit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -70,11 +70,7 @@ def build(redis_url: str, user: str, password: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sentiment-dashboard",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("sentiment-dashboard", __doc__, whole=True)
     parser.add_argument("--bind", default="127.0.0.1", help="address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=9181, help="port (default: %(default)s)")
     args = parser.parse_args(argv)

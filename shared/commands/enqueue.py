@@ -43,6 +43,7 @@ from shared.batches import (
     results,
     submit,
 )
+from shared.cli import command_parser
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
@@ -96,11 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="sentiment-enqueue",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("sentiment-enqueue", __doc__)
     p.add_argument("files", nargs="*", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
     p.add_argument("-o", "--output", type=Path, help="results file: .jsonl or .csv")
     p.add_argument(
@@ -111,8 +108,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--collect", metavar="BATCH", help="write the output of an enqueued batch")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job")
-    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
-    p.add_argument("--queue", default=QUEUE_BULK)
+    p.add_argument(
+        "--top-words",
+        type=int,
+        default=DEFAULT_TOP_WORDS,
+        help="top contributing words per review (default: %(default)s)",
+    )
+    p.add_argument(
+        "--queue", default=QUEUE_BULK, help="Redis queue for the jobs (default: %(default)s)"
+    )
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
     p.add_argument("--timeout", type=float, help="give up waiting after S seconds")
     args = p.parse_args(argv)

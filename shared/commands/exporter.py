@@ -9,7 +9,6 @@ workers and jobs taken but not started, read from Redis at each scrape.  Per-pro
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 import structlog
 from prometheus_client import CollectorRegistry
 
+from shared.cli import command_parser
 from shared.config import ConfigError, settings_or_exit
 from shared.log import configure_logging
 from shared.metrics import QueueCollector, serve
@@ -29,7 +29,7 @@ DEFAULT_PORT = 9120
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sentiment-exporter", description=__doc__.split("\n\n")[0])
+    p = command_parser("sentiment-exporter", __doc__)
     p.add_argument(
         "--port", type=int, help=f"scrape port (default: METRICS_PORT or {DEFAULT_PORT})"
     )

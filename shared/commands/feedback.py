@@ -13,7 +13,6 @@ stored is reported with its line number and reason; the others are stored.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from redis import Redis
 
 from shared import feedback
+from shared.cli import command_parser
 from shared.config import settings_or_exit
 from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
@@ -94,20 +94,15 @@ def cmd_stats(conn: Redis, as_json: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="sentiment-feedback",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-feedback", __doc__, epilog=True)
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="labelled corrections: JSONL, or CSV (review,sentiment)")
-    imp.add_argument("file", type=Path)
+    imp.add_argument("file", type=Path, help="the .jsonl or .csv file to import")
     imp.add_argument("--user", help="whose votes these are (default: the file's name)")
     exp = sub.add_parser("export", help="every vote that counts, as JSONL")
-    exp.add_argument("-o", "--output", type=Path)
+    exp.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     st = sub.add_parser("stats", help="votes per model version and agreement")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
     settings = settings_or_exit("sentiment-feedback")
     configure_logging(settings.log_level, settings.log_format)

@@ -15,7 +15,6 @@ shows what they announce.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from shared import announcements
 from shared.announcements import served_by
+from shared.cli import command_parser
 from shared.config import Settings, settings_or_exit
 from shared.log import configure_logging
 from shared.queues import RedisUnavailable, connect
@@ -140,17 +140,14 @@ def cmd_prune(store: ModelStore, keep: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="sentiment-models",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-models", __doc__, epilog=True)
     sub = p.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="versions, metrics, LATEST, who serves what")
-    listing.add_argument("--json", action="store_true")
-    sub.add_parser("show", help="one version's manifest").add_argument("version")
-    sub.add_parser("promote", help="make VERSION the LATEST").add_argument("version")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("show", help="one version's manifest").add_argument("version", help="e.g. v0003")
+    sub.add_parser("promote", help="make VERSION the LATEST").add_argument(
+        "version", help="e.g. v0003"
+    )
     sub.add_parser("rollback", help="LATEST back to the version before it")
     prune = sub.add_parser("prune", help="delete old versions")
     prune.add_argument("--keep", type=int, required=True, help="newest versions to keep (>= 1)")

@@ -20,11 +20,12 @@ and only their SHA-256 goes into the file::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+
+from shared.cli import command_parser
 
 #: Commands every application user needs beyond the safe ones: RQ names its connections and
 #: reads the client list (worker IP), our memory checks read INFO and CONFIG GET.
@@ -64,11 +65,7 @@ def acl_file(passwords: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="sentiment-redis-acl",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("sentiment-redis-acl", __doc__, whole=True)
     parser.parse_args(argv)
     passwords = {u: os.environ.get(password_variable(u), "") for u in RULES}
     missing = [password_variable(u) for u, p in passwords.items() if not p]

@@ -47,6 +47,7 @@ from shared.batches import (
     results,
     submit,
 )
+from shared.cli import command_parser
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.highlight import for_terminal
@@ -197,22 +198,33 @@ def _redis(args: argparse.Namespace, settings: Settings, workdir: Path) -> Itera
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="sentiment-run",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-run", __doc__, epilog=True)
     p.add_argument("files", nargs="*", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
     p.add_argument(
         "--serve",
         action="store_true",
         help="keep Redis and the workers running (after the files, if any) until Ctrl-C",
     )
-    p.add_argument("-o", "--output", type=Path, default=Path("results.jsonl"))
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("results.jsonl"),
+        help="results file, .jsonl or .csv (default: %(default)s)",
+    )
     p.add_argument("--workers", type=int, default=2, help="worker processes to start (0: none)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
-    p.add_argument("--top-words", type=int, default=DEFAULT_TOP_WORDS)
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="reviews per job (default: %(default)s)",
+    )
+    p.add_argument(
+        "--top-words",
+        type=int,
+        default=DEFAULT_TOP_WORDS,
+        help="top contributing words per review (default: %(default)s)",
+    )
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
     p.add_argument("--timeout", type=float, help="give up waiting for results after S seconds")
     p.add_argument("--show", type=int, default=8, help="results to print (default 8)")

@@ -1,0 +1,36 @@
+"""Command-line parsers built from a module's docstring, in plain text.
+
+Our docstrings are reStructuredText (``code``, :func:`name`); ``--help`` shows them without the
+markup.  The first paragraph is the description; with ``epilog`` the rest follows the options,
+with ``whole`` the whole docstring is the description.  Line breaks are kept as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+_TITLE = re.compile(r"`([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """``text`` without reStructuredText's inline markup."""
+    text = _ROLE.sub(r"\1", text)
+    text = _LITERAL.sub(r"\1", text)
+    return _TITLE.sub(r"\1", text)
+
+
+def command_parser(
+    prog: str, doc: str | None, *, epilog: bool = False, whole: bool = False
+) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` for ``prog`` described by ``doc`` (a module's ``__doc__``)."""
+    text = (doc or "").strip()
+    first, _, rest = text.partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=plain(text if whole else first),
+        epilog=plain(rest) if epilog and rest and not whole else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
