@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install run test test-fast lint security bench bench-accuracy analyze clean
+.PHONY: install system-deps run test test-fast lint security bench bench-accuracy analyze clean
 
 install: $(VENV)/.installed
 
@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(VENV)/bin/sentiment-run samples/reviews.txt -o results.jsonl
 
-## the whole suite (real IMDB checks skip cleanly when ../shared/data is absent)
-test: install
-	$(PY) -m pytest -q
+## system packages the tests use (apt, as root or with sudo); says loudly what it cannot install
+system-deps:
+	bash .ci/system-deps
+
+## the whole suite, after installing what it needs; anything still skipped is listed at the end
+test: install system-deps
+	$(PY) -m pytest -q -rs
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

