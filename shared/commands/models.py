@@ -7,6 +7,7 @@
     sentiment-models prune --keep 3         # delete all but the newest 3 (never LATEST or the
                                             # version a rollback would go back to)
     sentiment-models keygen                 # a key pair for signed versions (shared.signing)
+    sentiment-models card -o docs/model-card.md   # the served version's model card
 
 Every change of LATEST is one atomic replace (and, with ``MODEL_STORE_URL``, one PUT of the
 remote pointer); running workers follow it with their hot reload, and the bot's ``/model``
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from shared import announcements
+from shared import announcements, model_card
 from shared.announcements import served_by
 from shared.cli import command_parser
 from shared.config import Settings, settings_or_exit
@@ -139,6 +141,27 @@ def cmd_prune(store: ModelStore, keep: int) -> int:
     return 0
 
 
+def cmd_card(store: ModelStore, version: str, output: Path | None, check: bool) -> int:
+    card = model_card.render(store.resolve(version))
+    if output is None:
+        print(card, end="")
+        return 0
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != card:
+            print(
+                f"sentiment-models: {output} is not the card of {version}: "
+                f"run sentiment-models card {version} -o {output}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(card, encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = command_parser("sentiment-models", __doc__, epilog=True)
     sub = p.add_subparsers(dest="command", required=True)
@@ -151,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("rollback", help="LATEST back to the version before it")
     prune = sub.add_parser("prune", help="delete old versions")
     prune.add_argument("--keep", type=int, required=True, help="newest versions to keep (>= 1)")
+    card = sub.add_parser("card", help="a version's model card, generated from its manifest")
+    card.add_argument("version", nargs="?", default="LATEST", help="default: LATEST")
+    card.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    card.add_argument(
+        "--check", action="store_true", help="exit 1 when --output differs from the card"
+    )
     sub.add_parser(
         "keygen",
         help="a new key pair for signed versions: MODEL_SIGNING_KEY (trainer), "
@@ -175,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_move(store, settings, args.version)
         if args.command == "rollback":
             return cmd_move(store, settings, None)
+        if args.command == "card":
+            return cmd_card(store, args.version, args.output, args.check)
         if args.keep < 1:
             p.error("--keep must be at least 1")
         return cmd_prune(store, args.keep)
