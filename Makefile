@@ -1,9 +1,9 @@
-# One entry point for people and CI: `make run`, `make test`, `make lint`, `make bench-accuracy`.
+# One entry point for people and CI: `make run`, `make test`, `make lint`, `make docs`, `make bench-accuracy`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install system-deps run test test-fast lint security bench bench-accuracy analyze clean
+.PHONY: install system-deps run test test-fast lint security docs bench bench-accuracy analyze clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ security: install
 	$(VENV)/bin/bandit -q -c pyproject.toml -r shared worker bot api
 	$(PY) .ci/audit.py
 
+## the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or anchor fails
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 bench-accuracy: install
 	$(PY) bench/accuracy.py
 
@@ -61,4 +65,4 @@ analyze: install
 	$(VENV)/bin/sentiment-analyze
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache results.jsonl
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache results.jsonl site

@@ -234,6 +234,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--workers must be >= 0")
     if not args.files and not args.serve:
         p.error("give input files, or --serve")
+    # Before Redis and the workers start (tens of seconds): a typo is answered at once.
+    for missing in (f for f in args.files if not f.exists()):
+        p.error(f"{missing}: no such file or directory")
     return args
 
 

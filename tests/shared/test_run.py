@@ -213,3 +213,12 @@ def test_enqueue_exits_non_zero_when_lines_time_out(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr[-3000:]
     assert "2 lines: 0 positive, 0 negative, 2 errors" in done.stdout
     assert "sentiment-enqueue: 2 of 2 lines got no answer" in done.stderr
+
+
+def test_a_missing_input_file_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from shared.commands.run import main
+
+    with pytest.raises(SystemExit) as ended:
+        main([str(tmp_path / "typo.csv"), "-o", str(tmp_path / "out.jsonl")])
+    assert ended.value.code == 2
+    assert not (tmp_path / "out.jsonl").exists()
