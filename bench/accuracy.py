@@ -40,7 +40,7 @@ from shared.datasets import read_reviews
 from shared.store import ModelStore
 from shared.text import tokenize
 from worker.training.calibrate import answer_probs
-from worker.training.gate import sentences_from
+from worker.training.sentences import sentences_from
 
 
 def identity(tokens: list[str]) -> list[str]:

@@ -84,8 +84,8 @@ def reproduce_split(
     import json
 
     from shared.store import ModelStore
+    from worker.training.config import TrainConfig
     from worker.training.data import prepare
-    from worker.training.train import TrainConfig
 
     args = parser.parse_args()
     if not args.data.exists():

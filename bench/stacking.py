@@ -67,7 +67,8 @@ def train_cnn(
 
     from worker.model.batching import BucketedBatches, pad_batch
     from worker.model.cnn import EMBEDDING_LAYER, LOGITS_LAYER, build_model, compile_for_training
-    from worker.training.train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, EVAL_BATCH_SIZE
+    from worker.training.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+    from worker.training.train import EVAL_BATCH_SIZE
 
     class WithOffset(BucketedBatches):
         def __init__(self, rows: Any, labels: np.ndarray, offset: np.ndarray, *a: Any, **k: Any):

@@ -161,7 +161,7 @@ def random_model(
 
 def tiny_config(corpus: dict[str, Path]) -> Any:
     """The tiny model's recipe (a ``TrainConfig``) on the synthetic corpus."""
-    from worker.training.train import TrainConfig
+    from worker.training.config import TrainConfig
 
     return TrainConfig(
         data=corpus["train"],

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.datasets import DataError, ensure_aclimdb, read_reviews
+from shared.aclimdb import aclimdb_movies, ensure_aclimdb
+from shared.datasets import DataError, read_reviews
 from tests.conftest import IMDB_ARCHIVE
 
 
@@ -177,8 +178,6 @@ def test_real_imdb_archive_test_split() -> None:
 
 
 def test_aclimdb_movies_come_from_the_url_lists(tmp_path: Path) -> None:
-    from shared.datasets import aclimdb_movies
-
     base = make_aclimdb(tmp_path)
     (base / "train" / "urls_pos.txt").write_text(
         "http://www.imdb.com/title/tt0000007/usercomments\n", encoding="utf-8"
@@ -198,7 +197,5 @@ def test_aclimdb_movies_come_from_the_url_lists(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not IMDB_ARCHIVE.exists(), reason="the IMDB archive is not beside the repo")
 def test_every_imdb_training_review_has_a_movie() -> None:
-    from shared.datasets import aclimdb_movies
-
     movies = aclimdb_movies(IMDB_ARCHIVE, "train")
     assert len(movies) == 25_000 and len(set(movies.values())) > 3_000

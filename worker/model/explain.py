@@ -13,13 +13,14 @@ One pass per batch gives both the prediction and the explanation:
   ``pooled activation x its weight on z``; summed per window, the top windows are the n-grams the
   CNN based its decision on (e.g. "entertaining mildly"), joined by the n-gram branch's bigrams.
 
+This module computes the attributions (TensorFlow); ``worker.model.phrases`` turns them into
+the bags' shares, phrases and top words (NumPy).
+
 Weights are reported oriented to the predicted label: positive supports it, negative opposes it.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from shared.schema import LABELS
-from shared.vocab import OOV_ID
 from worker.model.batching import length_batches, pad_batch
 from worker.model.cnn import (
     BLEND_LAYER,
@@ -40,11 +40,9 @@ from worker.model.cnn import (
     NGRAM_BAG_LAYER,
     ZERO_PAD_LAYER,
 )
-from worker.model.layers import BIGRAM_HASH
+from worker.model.phrases import add_bag, best_phrases, top_words
 
 DEFAULT_BATCH_SIZE = 128
-MAX_PHRASES = 5
-PHRASE_CANDIDATES = 12  # best spans kept per window width before removing overlaps
 
 
 @dataclass(frozen=True)
@@ -265,13 +263,13 @@ class Explainer:
         for table, vocab_size, buckets, column in self._bags:
             coef = np.broadcast_to(np.asarray(column, dtype=np.float64), (2,))[long_rows]
             bag = (table, vocab_size, buckets)
-            bigram_share = self._add_bag(bag, coef, ids.astype(np.int64), valid, weights)
+            bigram_share = add_bag(bag, coef, ids.astype(np.int64), valid, weights)
             spans[2] = spans.get(2, 0) + bigram_share
         sign = np.where(z > 0, 1.0, -1.0)
         oriented = weights * sign[:, None]
-        phrases = self._phrases(spans, lengths, sign)
+        phrases = best_phrases(spans, lengths, sign)
         words = (
-            self._top_words(ids, valid, oriented, tokens, top_k)
+            top_words(ids, valid, oriented, tokens, top_k)
             if tokens is not None and top_k > 0
             else [[] for _ in range(size)]
         )
@@ -287,138 +285,3 @@ class Explainer:
             )
             for b in range(size)
         ]
-
-    @staticmethod
-    def _add_bag(
-        bag: tuple[np.ndarray, int, int],
-        coef: np.ndarray,
-        ids: np.ndarray,
-        valid: np.ndarray,
-        weights: np.ndarray,
-    ) -> np.ndarray:
-        """Add one n-gram bag's exact shares to ``weights``; return per-bigram weights.
-
-        ``coef`` is the bag's blend weight for each row.  A unigram's weight is split between its
-        occurrences in the row, a hashed bigram's between its occurrences and then half to each
-        of its two tokens (keys are offset per row so one ``np.unique`` counts occurrences for
-        the whole batch).
-        """
-        table, vocab_size, buckets = bag
-        size, width = ids.shape
-        coef = np.broadcast_to(coef[:, None], ids.shape)  # per position, no copy
-        row = np.arange(size, dtype=np.int64)[:, None]
-        kept = ids[valid]
-        _, inverse, counts = np.unique(
-            (ids + row * vocab_size)[valid], return_inverse=True, return_counts=True
-        )
-        weights[valid] += coef[valid] * table[kept] / counts[inverse]
-        share = np.zeros((size, width))
-        if width > 1:
-            pairs = valid[:, 1:]
-            bigrams = (ids[:, :-1] * BIGRAM_HASH + ids[:, 1:]) % buckets
-            _, inverse, counts = np.unique(
-                (bigrams + row * buckets)[pairs], return_inverse=True, return_counts=True
-            )
-            share[:, :-1][pairs] = (
-                coef[:, :-1][pairs] * table[vocab_size + bigrams[pairs]] / counts[inverse]
-            )
-            weights[:, :-1] += share[:, :-1] / 2
-            weights[:, 1:] += share[:, :-1] / 2
-        return share
-
-    @staticmethod
-    def _phrases(
-        spans: dict[int, np.ndarray], lengths: np.ndarray, sign: np.ndarray
-    ) -> list[list[tuple[int, int, float]]]:
-        """Per row, the best non-overlapping spans of two or more tokens that support the label."""
-        size, width = len(lengths), max((s.shape[1] for s in spans.values()), default=0)
-        if not spans or width < 2:
-            return [[] for _ in range(size)]
-        m = min(PHRASE_CANDIDATES, width)
-        starts, ends, values = [], [], []
-        # A phrase starts on a real token and has at least two: start <= n - 2.
-        room = np.arange(width)[None, :] <= (lengths - 2)[:, None]
-        for k, span in spans.items():
-            if k < 2:
-                continue
-            oriented = np.where(room, span * sign[:, None], -np.inf)
-            top = np.argpartition(-oriented, m - 1, axis=1)[:, :m]
-            starts.append(top)
-            ends.append(np.minimum(top + k, lengths[:, None]))
-            values.append(np.take_along_axis(oriented, top, axis=1))
-        if not starts:
-            return [[] for _ in range(size)]
-        value = np.concatenate(values, axis=1)
-        order = np.argsort(-value, axis=1, kind="stable")
-        best = zip(
-            np.take_along_axis(np.concatenate(starts, axis=1), order, axis=1).tolist(),
-            np.take_along_axis(np.concatenate(ends, axis=1), order, axis=1).tolist(),
-            np.take_along_axis(value, order, axis=1).tolist(),
-            strict=True,
-        )
-        return [_non_overlapping(list(zip(s, e, v, strict=True))) for s, e, v in best]
-
-    @staticmethod
-    def _top_words(
-        ids: np.ndarray,
-        valid: np.ndarray,
-        oriented: np.ndarray,
-        tokens: Sequence[Sequence[str]],
-        k: int,
-    ) -> list[list[list[Any]]]:
-        """Per row, the ``k`` token types with the largest summed weight by magnitude.
-
-        In-vocabulary tokens are summed per (row, id) for the whole batch at once; OOV tokens
-        share one id, so they are summed per string, and both lists are merged per row.
-        """
-        size = ids.shape[0]
-        in_vocab = valid & (ids != OOV_ID)
-        rows, cols = np.nonzero(in_vocab)
-        span = int(ids.max()) + 1
-        keys, first, inverse = np.unique(
-            rows * span + ids[rows, cols].astype(np.int64), return_index=True, return_inverse=True
-        )
-        sums = np.bincount(inverse, weights=oriented[rows, cols], minlength=len(keys))
-        key_rows = keys // span
-        order = np.lexsort((-np.abs(sums), key_rows))
-        bounds = np.searchsorted(key_rows[order], np.arange(size + 1))
-        oov_rows, oov_cols = np.nonzero(valid & (ids == OOV_ID))
-        oov: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for b, p in zip(oov_rows.tolist(), oov_cols.tolist(), strict=True):
-            oov[b][tokens[b][p]] += float(oriented[b, p])
-        out: list[list[list[Any]]] = []
-        for b in range(size):
-            chosen = order[bounds[b] : min(bounds[b + 1], bounds[b] + k)]
-            pairs = [
-                (tokens[b][c], w)
-                for c, w in zip(cols[first[chosen]].tolist(), sums[chosen].tolist(), strict=True)
-            ]
-            if b in oov:
-                pairs = heapq.nlargest(
-                    k, pairs + list(oov[b].items()), key=lambda item: abs(item[1])
-                )
-            out.append([[token, round(weight, 4)] for token, weight in pairs])
-        return out
-
-
-def _non_overlapping(ranked: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """Greedily keep the best phrases (ranked best first) that share no token with a better one.
-
-    Only spans that support the label (weight > 0) qualify.
-    """
-    kept: list[tuple[int, int, float]] = []
-    for start, end, weight in ranked:
-        if not weight > 0:
-            break
-        if all(end <= s or start >= e for s, e, _ in kept):
-            kept.append((start, end, weight))
-            if len(kept) == MAX_PHRASES:
-                break
-    return kept
-
-
-def phrase_texts(
-    tokens: Sequence[str], phrases: Sequence[tuple[int, int, float]]
-) -> list[list[Any]]:
-    """Token spans as ``[text, weight]`` pairs."""
-    return [[" ".join(tokens[s:e]), round(w, 4)] for s, e, w in phrases]

@@ -16,7 +16,8 @@ from shared.datasets import Review
 from shared.progress import progress as bar_for
 from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
 from shared.store import ModelStore, Published, StoreError
-from worker.model.explain import Explainer, phrase_texts
+from worker.model.explain import Explainer
+from worker.model.phrases import phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
 
 

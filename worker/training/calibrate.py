@@ -28,7 +28,7 @@ import structlog
 
 from shared.store import ModelStore, Published
 from worker.model import SHORT_TOKENS
-from worker.training.gate import sentences_from
+from worker.training.sentences import sentences_from
 
 log = structlog.get_logger(__name__)
 

@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from shared.datasets import DataError, Review, detect_format, ensure_aclimdb, read_reviews
+from shared.aclimdb import aclimdb_movies, ensure_aclimdb
+from shared.datasets import DataError, Review, detect_format, read_reviews
+from shared.progress import progress
 from shared.text import tokenize
 from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
 from worker.model import CROPS_ARCHITECTURE
+from worker.training.sentences import crops_of, sentences_from
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from worker.training.train import TrainConfig
+    from worker.training.config import TrainConfig
 
 log = structlog.get_logger(__name__)
 
@@ -67,30 +70,6 @@ class Prepared:
     y_val_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-#: A crop needs this many tokens to be trained on ("Great." alone says little about a review).
-MIN_CROP_TOKENS = 3
-
-
-def crops_of(
-    texts: Sequence[str], labels: np.ndarray, vocab: Vocabulary, max_len: int, head: float
-) -> tuple[list[list[int]], np.ndarray]:
-    """Every sentence of at least ``MIN_CROP_TOKENS`` tokens of each text, labelled like it."""
-    from tqdm import tqdm
-
-    from worker.training.gate import sentences_of
-
-    rows, out = [], []
-    for text, label in zip(
-        tqdm(texts, desc="sentence crops", unit=" reviews"), labels, strict=True
-    ):
-        for sentence in sentences_of(text):
-            tokens = tokenize(sentence)
-            if len(tokens) >= MIN_CROP_TOKENS:
-                rows.append(vocab.encode(tokens, max_len, head).ids)
-                out.append(int(label))
-    return rows, np.array(out, dtype=np.int64)
-
-
 def _fingerprint(reviews: Sequence[Review]) -> str:
     digest = hashlib.sha256()
     for r in reviews:
@@ -100,11 +79,9 @@ def _fingerprint(reviews: Sequence[Review]) -> str:
 
 def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
     """Read, optionally subsample (seeded), and tokenize one labelled split, with progress."""
-    from tqdm import tqdm
-
     reviews = [
         r
-        for r in tqdm(
+        for r in progress(
             read_reviews(path, split=split, labelled=True), desc=f"read {split}", unit=" reviews"
         )
         if r.text.strip()
@@ -114,7 +91,8 @@ def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
     if limit is not None and limit < len(reviews):
         keep = np.sort(np.random.default_rng(seed).choice(len(reviews), limit, replace=False))
         reviews = [reviews[i] for i in keep]
-    tokens = [tokenize(r.text) for r in tqdm(reviews, desc=f"tokenize {split}", unit=" reviews")]
+    shown = progress(reviews, desc=f"tokenize {split}", unit=" reviews")
+    tokens = [tokenize(r.text) for r in shown]
     labels = np.array([r.label for r in reviews], dtype=np.int64)
     source = {
         "path": str(path.name if path.is_file() else path),
@@ -128,8 +106,6 @@ def load_split(path: Path, split: str, limit: int | None, seed: int) -> Split:
 
 def movies_of(path: Path, reviews: Sequence[Review]) -> list[str] | None:
     """Each review's movie, when the data is aclImdb with its url lists; else None."""
-    from shared.datasets import aclimdb_movies
-
     if not detect_format(path).startswith("aclimdb"):
         return None
     movies = aclimdb_movies(path, "train")
@@ -215,8 +191,6 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         test_rows = [e.ids for e in encoded]
     crops: dict[str, Any] = {}
     if config.arch == CROPS_ARCHITECTURE:
-        from worker.training.gate import sentences_from
-
         texts = [r.text for r in train_split.reviews]
         crops["fit_crops"], crops["y_crops"] = crops_of(
             [texts[i] for i in fit_idx],

@@ -4,7 +4,7 @@ Three sets, each scored for both models with the same preprocessing the workers 
 
 * **test**: the fixed labelled test split (IMDB's 25k test reviews in production);
 * **short**: single sentences cut from those test reviews (what chat users send), labelled like
-  their review, sampled with a fixed seed (``sentences_from``);
+  their review, sampled with a fixed seed (``worker.training.sentences.sentences_from``);
 * **feedback**: the votes of voters held out whole (``worker.training.votes``), each voter
   weighing one, however many votes they sent;
 * **canary**: labelled texts of the test sets that nobody voted about and that share the votes'
@@ -19,7 +19,6 @@ shaped.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,30 +26,6 @@ from typing import Any
 import numpy as np
 
 from shared.schema import LABELS
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-
-
-def sentences_of(text: str) -> list[str]:
-    """The sentences of a review (split after . ! ? and at line breaks), stripped."""
-    return [s.strip() for s in _SENTENCE.split(_BREAK.sub(" ", text)) if s.strip()]
-
-
-def sentences_from(
-    texts: list[str], labels: np.ndarray, n: int, seed: int
-) -> tuple[list[str], np.ndarray]:
-    """Sample ``n`` sentences of 5-40 words from the reviews, labelled like their review."""
-    rng = np.random.default_rng(seed)
-    out, out_labels = [], []
-    for i in rng.permutation(len(texts)):
-        candidates = [s for s in sentences_of(texts[i]) if 5 <= len(s.split()) <= 40]
-        if candidates:
-            out.append(candidates[rng.integers(len(candidates))])
-            out_labels.append(labels[i])
-        if len(out) == n:
-            break
-    return out, np.array(out_labels, dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.datasets import ACLIMDB_ARCHIVE
+from shared.aclimdb import ACLIMDB_ARCHIVE
 from shared.vocab import DEFAULT_HEAD_FRACTION
-from worker.training.train import (
+from worker.training.config import (
     DEFAULT_ARCH,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -32,8 +32,18 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-test", action="store_true", help="skip evaluation on a test split")
     p.add_argument("--download", action="store_true", help="download IMDB from Stanford if missing")
-    p.add_argument("--arch", choices=ARCHITECTURES, default=DEFAULT_ARCH)
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default=DEFAULT_ARCH,
+        help=f"network architecture (default: {DEFAULT_ARCH}, the served recipe)",
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=DEFAULT_VOCAB_SIZE,
+        help="words kept, most frequent first (default: %(default)s)",
+    )
     p.add_argument(
         "--seq-len", type=int, help="token cap (default: 95th percentile of training lengths)"
     )
@@ -43,18 +53,46 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_HEAD_FRACTION,
         help="share of the cap kept from the start of a long review (rest from its end)",
     )
-    p.add_argument("--embed-dim", type=int, default=48)
+    p.add_argument("--embed-dim", type=int, default=48, help="word vector size (default: 48)")
     p.add_argument("--filters", type=int, default=64, help="filters per kernel size")
-    p.add_argument("--kernel-sizes", default="1,2,3,5")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
+    p.add_argument(
+        "--kernel-sizes",
+        default="1,2,3,5",
+        help="convolution widths, comma-separated (default: 1,2,3,5)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help="passes over the data (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="reviews per gradient step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam step size (default: 1e-3)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=1, help="seed for splits, weights and shuffling (default: 1)"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULT_VAL_FRACTION,
+        help="share of train held out for validation (default: %(default)s)",
+    )
     p.add_argument(
         "--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience (epochs)"
     )
-    p.add_argument("--limit", type=int, help="use at most N reviews per split (quick runs)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="use at most N reviews per split, and N of the unlabelled reviews for word2vec and "
+        "pseudo-labels (seeded samples; quick runs)",
+    )
     p.add_argument(
         "--pretrain",
         choices=("none", "word2vec"),

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import structlog
 
+from shared.progress import progress as progress_bar
+
 log = structlog.get_logger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -165,7 +167,8 @@ def run_architecture(
     import dataclasses
 
     from shared.config import Settings
-    from worker.training.train import TrainConfig, train
+    from worker.training.config import TrainConfig
+    from worker.training.train import train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config_kw = {k: v for k, v in {**base, **params}.items() if k in fields}
@@ -204,8 +207,6 @@ def sweep(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a sweep; returns every run's row, best first."""
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     configs = configurations(grid, sample, seed)
@@ -223,7 +224,7 @@ def sweep(
         writer = csv.DictWriter(fh, fields, extrasaction="ignore")
         if new:
             writer.writeheader()
-        bar = tqdm(
+        bar = progress_bar(
             total=len(configs),
             initial=len(configs) - len(todo),
             desc=f"sweep {family}",

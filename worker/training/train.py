@@ -6,28 +6,27 @@ shuffled validation split and early stopping on validation loss, fits the n-gram
 blend (``kim_ngram``), evaluates on the test split and publishes a version into the model store
 (atomically; ``min_accuracy`` refuses a worse model and leaves LATEST alone).
 
+The run's settings are ``worker.training.config.TrainConfig``; the data step is
+``worker.training.data``, the manifest and the store's files ``worker.training.publish``.
 The command line is ``sentiment-train`` (``worker.training.commands.train``).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import structlog
 
 from shared.config import Settings
-from shared.schema import LABELS
-from shared.store import MODEL_FILE, VOCAB_FILE, ModelStore, Published
-from shared.text import PREPROCESSING
-from shared.vocab import DEFAULT_HEAD_FRACTION
+from shared.store import ModelStore, Published
 from worker.model import CROPS_ARCHITECTURE
+from worker.training.config import TrainConfig
 from worker.training.data import Prepared, prepare
+from worker.training.publish import describe, publish
 from worker.training.unlabelled import (
     Unlabelled,
     pretrain_embeddings,
@@ -37,51 +36,11 @@ from worker.training.unlabelled import (
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_ARCH = CROPS_ARCHITECTURE
 #: kim_ngram_crops: the CNN also sees this many sentence crops per fitting review (sampled,
 #: seeded), so a one-line message is in-distribution for the convolutions too.
 CNN_CROPS_PER_REVIEW = 2
-DEFAULT_VOCAB_SIZE = 30_000
-DEFAULT_EPOCHS = 8
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_VAL_FRACTION = 0.1
-DEFAULT_PATIENCE = 1
 #: Batch size for evaluation passes (no gradients: larger batches are cheaper).
 EVAL_BATCH_SIZE = 256
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on (recorded in the published manifest)."""
-
-    data: Path | None = None
-    test_data: Path | None = None
-    no_test: bool = False
-    download: bool = False
-    arch: str = DEFAULT_ARCH
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    seq_len: int | None = None
-    head_fraction: float = DEFAULT_HEAD_FRACTION
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    learning_rate: float = 1e-3
-    seed: int = 1
-    val_fraction: float = DEFAULT_VAL_FRACTION
-    patience: int = DEFAULT_PATIENCE
-    limit: int | None = None
-    #: The defaults are the served recipe (the command line's too): word2vec on the fitting +
-    #: unlabelled reviews, and (kim_ngram_crops) sentences of confidently pseudo-labelled
-    #: unlabelled reviews in the crop bag (``worker.training.unlabelled``).
-    pretrain: str = "word2vec"
-    unsup_data: Path | None = None
-    pseudo_label: bool = True
-    min_accuracy: float | None = None
-    hparams: dict[str, Any] = field(default_factory=dict)
-    publish: bool = True
-    #: Labelled examples added to the fitting set only (user feedback), each ``extra_repeat``
-    #: times; never to validation or test.
-    extra: tuple[tuple[str, int], ...] = ()
-    extra_repeat: int = 1
 
 
 @dataclass
@@ -341,71 +300,3 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
 
             RemoteStore(settings.model_store_url, settings.model_name).upload(published)
     return TrainResult(metrics, manifest, published)
-
-
-def describe(
-    config: TrainConfig,
-    hp: Any,
-    prepared: Prepared,
-    history: dict[str, Any],
-    metrics: dict[str, Any],
-    seconds: float,
-) -> dict[str, Any]:
-    """The manifest of a run: everything needed to load, check and reproduce the version."""
-    epochs = history["epochs"]
-    return {
-        "architecture": config.arch,
-        "hparams": hp.to_json(),
-        "preprocessing": PREPROCESSING,
-        "vocab": {"size": len(prepared.vocab), "fingerprint": prepared.vocab.fingerprint},
-        "sequence_length": prepared.max_len,
-        "head_fraction": config.head_fraction,
-        "labels": list(LABELS),
-        "data": prepared.sources,
-        "training": {
-            "epochs_run": len(epochs),
-            "best_epoch": int(np.argmin([e.get("val_loss", np.inf) for e in epochs])) + 1,
-            "max_epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "seed": config.seed,
-            "val_fraction": config.val_fraction,
-            "val_split": prepared.val_split,
-            "patience": config.patience,
-            "train_reviews": len(prepared.fit_rows),
-            "validation_reviews": len(prepared.val_rows),
-            "seconds": round(seconds, 1),
-        },
-        # The manifest keeps the headline numbers; metrics.json has the confusion matrices.
-        "metrics": {
-            k: {m: v[m] for m in ("accuracy", "loss", "n")} if "n" in v else v
-            for k, v in metrics.items()
-        },
-    }
-
-
-def publish(
-    store: ModelStore,
-    served: Any,
-    prepared: Prepared,
-    manifest: dict[str, Any],
-    metrics: dict[str, Any],
-    history: dict[str, Any],
-    config: TrainConfig,
-) -> Published:
-    """Write the version's files into the store's staging folder and publish it atomically."""
-    from worker.model.evaluate import plot_confusion, plot_training_curves
-
-    def write(folder: Path) -> dict[str, Any]:
-        served.save(folder / MODEL_FILE)
-        prepared.vocab.save(folder / VOCAB_FILE)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (folder / "history.json").write_text(json.dumps(history) + "\n")
-        plot_training_curves(history, folder / "training_curves.png")
-        if "test" in metrics:
-            plot_confusion(metrics["test"], folder / "confusion_matrix.png")
-        return manifest
-
-    published = store.publish(write, min_accuracy=config.min_accuracy)
-    log.info("model_published", model_version=published.model_version, path=str(published.path))
-    return published

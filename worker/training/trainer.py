@@ -40,13 +40,16 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import announcements, feedback
+from shared.aclimdb import ensure_aclimdb
 from shared.config import Settings, env_float, env_int
-from shared.datasets import detect_format, ensure_aclimdb, read_reviews
+from shared.datasets import detect_format, read_reviews
 from shared.store import ModelStore
 from worker.training import votes
-from worker.training.gate import EvalSet, Tolerances, compare, decide, label_ids, sentences_from
+from worker.training.config import TrainConfig
+from worker.training.gate import EvalSet, Tolerances, compare, decide, label_ids
 from worker.training.lock import RedisLock
-from worker.training.train import TrainConfig, train
+from worker.training.sentences import sentences_from
+from worker.training.train import train
 
 log = structlog.get_logger(__name__)
 

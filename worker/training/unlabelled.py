@@ -22,11 +22,13 @@ import numpy as np
 import structlog
 
 from shared.datasets import detect_format, read_reviews
+from shared.progress import progress
 from shared.text import tokenize
+from worker.training.sentences import crops_of
 
 if TYPE_CHECKING:
+    from worker.training.config import TrainConfig
     from worker.training.data import Prepared
-    from worker.training.train import TrainConfig
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +47,11 @@ class Unlabelled:
 
 
 def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
-    """``--unsup-data``, else the aclImdb archive's ``train/unsup``, else none."""
-    from tqdm import tqdm
+    """``--unsup-data``, else the aclImdb archive's ``train/unsup``, else none.
 
+    ``config.limit`` caps them too (a seeded sample, as for the labelled splits): a quick run
+    does not tokenize 50,000 reviews and train word2vec on them.
+    """
     path = config.unsup_data
     if path is None and detect_format(prepared.data_path).startswith("aclimdb"):
         path = prepared.data_path
@@ -58,7 +62,12 @@ def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
         for r in read_reviews(path, split="unsup", errors="keep")
         if r.error is None and r.text.strip()
     ]
-    tokens = [tokenize(t) for t in tqdm(texts, desc="tokenize unsup", unit=" reviews")]
+    if config.limit is not None and config.limit < len(texts):
+        rng = np.random.default_rng(config.seed)
+        keep = np.sort(rng.choice(len(texts), config.limit, replace=False))
+        log.info("unlabelled_limited", kept=config.limit, of=len(texts))
+        texts = [texts[i] for i in keep]
+    tokens = [tokenize(t) for t in progress(texts, desc="tokenize unsup", unit=" reviews")]
     return Unlabelled(path, texts, tokens)
 
 
@@ -94,7 +103,6 @@ def pseudo_labelled_crops(
     it; and what was used (for the manifest)."""
     from worker.model.batching import encode_texts
     from worker.model.ngrams import bag_scores
-    from worker.training.data import crops_of
 
     started = time.perf_counter()
     if not unlabelled.texts:

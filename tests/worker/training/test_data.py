@@ -31,8 +31,8 @@ def test_feedback_examples_reach_both_bags_and_never_validation(corpus: dict) ->
     # learns them as sent, as often as the review bag does; validation never sees them.
     from shared.config import Settings
     from shared.text import tokenize
+    from worker.training.config import TrainConfig
     from worker.training.data import prepare
-    from worker.training.train import TrainConfig
 
     extra = (("utterly pointless, skip it", 0), ("a small gem", 1))
     config = TrainConfig(

@@ -14,6 +14,7 @@ from tests.conftest import TINY_HPARAMS, copy_store, tiny_config
 from worker.model.predictor import load_predictor
 from worker.training import train as train_job
 from worker.training.commands import train as train_cli
+from worker.training.config import TrainConfig
 
 
 def test_published_version_explains_itself(tiny_store: Any) -> None:
@@ -54,7 +55,7 @@ def test_loaded_predictor_gets_direction_and_negation(tiny_predictor: Any) -> No
 
 def test_training_is_reproducible_with_a_seed(corpus: dict[str, Path], tmp_path: Path) -> None:
     # The served recipe's defaults: word2vec initialisation, crops, both bags, the blends.
-    config = train_job.TrainConfig(
+    config = TrainConfig(
         data=corpus["train"],
         no_test=True,
         vocab_size=100,

@@ -173,7 +173,7 @@ def compare_by_length(
     bin of the samples, from the passes already made, and on single sentences cut from them
     (labelled like their review)."""
     from worker.training.calibrate import answer_probs, calibrated
-    from worker.training.gate import sentences_from
+    from worker.training.sentences import sentences_from
 
     sentences, y_sentences = sentences_from(
         texts, labels, min(COMPARE_SENTENCES, len(texts)), seed=0

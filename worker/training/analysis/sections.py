@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.datasets import Review
+from shared.progress import progress
 from shared.schema import LABELS
 from worker.training.analysis.run import EPS, SUBSAMPLE, Run, jsonable, subsample
 
@@ -184,8 +185,6 @@ class Exploration:
     def compute(
         cls, reviews: Sequence[Review], run: Run, labels: np.ndarray, loss: np.ndarray
     ) -> Exploration:
-        from tqdm import tqdm
-
         correct = run.pred == labels
         features: dict[str, dict[str, Any]] = {}
         for name, values in (("length (tokens)", run.lengths), ("OOV count", run.oov)):
@@ -207,9 +206,8 @@ class Exploration:
                 "(pip install textblob)."
             )
         else:
-            blobs = [
-                TextBlob(r.text).sentiment for r in tqdm(reviews, desc="textblob", unit=" reviews")
-            ]
+            shown = progress(reviews, desc="textblob", unit=" reviews")
+            blobs = [TextBlob(r.text).sentiment for r in shown]
             for name, values in (
                 ("TextBlob polarity", np.array([s.polarity for s in blobs])),
                 ("TextBlob subjectivity", np.array([s.subjectivity for s in blobs])),

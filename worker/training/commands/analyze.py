@@ -10,7 +10,6 @@ number the report shows, into ``<version>/analysis/`` or ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cli import command_parser
 from shared.config import settings_or_exit
 from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
@@ -27,21 +27,30 @@ from worker.training.analysis.report import analyze
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_or_exit("sentiment-analyze")
-    p = argparse.ArgumentParser(
-        prog="sentiment-analyze",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-analyze", __doc__, epilog=True)
     p.add_argument("--model", default="LATEST", help="version to analyse (default LATEST)")
-    p.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=settings.data_dir / "aclImdb_v1.tar.gz",
+        help="labelled reviews: aclImdb dir/.tar.gz, CSV or JSONL (default: $DATA_DIR's IMDB)",
+    )
     p.add_argument("--split", default="test", help="aclImdb split (default test)")
     p.add_argument("--compare", help="another version, run on the same samples")
     p.add_argument("--out", type=Path, help="output folder (default <version>/analysis)")
     p.add_argument("--samples", type=int, default=10, help="highest-loss and random samples shown")
     p.add_argument("--limit", type=int, help="analyse a seeded random subset of N reviews")
-    p.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    p.add_argument("--model-name", default=settings.model_name)
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=settings.model_dir,
+        help="model store root (default: $MODEL_DIR)",
+    )
+    p.add_argument(
+        "--model-name",
+        default=settings.model_name,
+        help="model name in the store (default: $MODEL_NAME)",
+    )
     args = p.parse_args(argv)
     configure_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

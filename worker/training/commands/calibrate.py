@@ -11,7 +11,6 @@ a reliability diagram beside it; the source version stays in the store.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -19,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.aclimdb import ensure_aclimdb
+from shared.cli import command_parser
 from shared.config import settings_or_exit
-from shared.datasets import DataError, detect_format, ensure_aclimdb, read_reviews
+from shared.datasets import DataError, detect_format, read_reviews
 from shared.log import configure_logging
 from shared.store import ModelStore, StoreError
 from worker.training.calibrate import (
@@ -37,12 +38,7 @@ from worker.training.calibrate import (
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = settings_or_exit("sentiment-calibrate")
-    p = argparse.ArgumentParser(
-        prog="sentiment-calibrate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-calibrate", __doc__, epilog=True)
     p.add_argument("--model", default="LATEST", help="version to calibrate (default LATEST)")
     p.add_argument("--data", type=Path, help="the training data it was trained on (default IMDB)")
     p.add_argument(

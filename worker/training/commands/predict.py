@@ -9,7 +9,6 @@ JSONL or CSV, chosen by the extension of ``-o``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from shared.cli import command_parser
 from shared.config import settings_or_exit
 from shared.datasets import DataError, read_reviews
 from shared.log import configure_logging
@@ -34,7 +34,7 @@ SHOWN = 10
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="sentiment-predict", description=__doc__.split("\n\n")[0])
+    parser = command_parser("sentiment-predict", __doc__, epilog=True)
     parser.add_argument(
         "file", type=Path, help="reviews: .txt (one a line), .csv, .jsonl or aclImdb"
     )

@@ -11,14 +11,15 @@ resumes), ``results.md`` (best first) and ``results.png`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.aclimdb import ACLIMDB_ARCHIVE, ensure_aclimdb
+from shared.cli import command_parser
 from shared.config import settings_or_exit
-from shared.datasets import ACLIMDB_ARCHIVE, DataError, ensure_aclimdb
+from shared.datasets import DataError
 from shared.log import configure_logging
 from worker.training.sweep import PRESETS, parse_grid, sweep
 
@@ -27,14 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from worker.model.cnn import ARCHITECTURES
 
-    p = argparse.ArgumentParser(
-        prog="sentiment-sweep",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-sweep", __doc__, epilog=True)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--preset", choices=sorted(PRESETS))
+    what.add_argument("--preset", choices=sorted(PRESETS), help="a ready-made grid")
     what.add_argument("--arch", choices=ARCHITECTURES, help="sweep one of our architectures")
     p.add_argument("--grid", action="append", default=[], help="key=v1,v2 (repeatable)")
     p.add_argument("--set", action="append", default=[], help="key=value fixed for every run")
@@ -42,8 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-runs", type=int, help="stop after N new runs (resume later)")
     p.add_argument("--data", type=Path, help=f"training data (default $DATA_DIR/{ACLIMDB_ARCHIVE})")
     p.add_argument("--limit", type=int, help="use at most N training reviews")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--seed", type=int, default=1, help="seed for the split and the runs (default: 1)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of train scored (default: 0.1)"
+    )
     p.add_argument("--out", type=Path, help="results folder (default sweeps/<preset or arch>)")
     args = p.parse_args(argv)
     settings = settings_or_exit("sentiment-sweep")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from shared.cli import command_parser
 from shared.config import settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
@@ -33,12 +34,7 @@ log = structlog.get_logger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="sentiment-train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-train", __doc__, epilog=True)
     add_training_arguments(p)
     add_store_arguments(p)
     p.add_argument("--no-publish", action="store_true", help="train and evaluate only")

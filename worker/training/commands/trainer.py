@@ -27,11 +27,13 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from shared.cli import command_parser
 from shared.config import ConfigError, Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.log import configure_logging
 from shared.queues import RedisUnavailable, connect, redact_url
 from shared.store import StoreError
+from worker.training.config import TrainConfig
 from worker.training.lock import RedisLock
 from worker.training.options import (
     add_store_arguments,
@@ -39,7 +41,6 @@ from worker.training.options import (
     check_training_arguments,
     config_from,
 )
-from worker.training.train import TrainConfig
 from worker.training.trainer import TrainerSettings, due, mark_run, run_cycle
 
 log = structlog.get_logger(__name__)
@@ -48,12 +49,7 @@ EXIT_LOCKED = 4
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="sentiment-trainer",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("sentiment-trainer", __doc__, epilog=True)
     p.add_argument("--once", action="store_true", help="run one cycle now, then exit")
     p.add_argument(
         "--if-due", action="store_true", help="with --once: only when a cycle is due, else exit 0"
