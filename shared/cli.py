@@ -13,13 +13,15 @@ import re
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
 _TITLE = re.compile(r"`([^`]+)`")
+_EXAMPLES = re.compile(r"::$", re.M)
 
 
 def plain(text: str) -> str:
     """``text`` without reStructuredText's inline markup."""
     text = _ROLE.sub(r"\1", text)
     text = _LITERAL.sub(r"\1", text)
-    return _TITLE.sub(r"\1", text)
+    text = _TITLE.sub(r"\1", text)
+    return _EXAMPLES.sub(":", text)
 
 
 def command_parser(

@@ -94,7 +94,8 @@ def _training(manifest: dict[str, Any]) -> list[str]:
         lines.append(
             f"- Pretrained embeddings: {embeddings.get('method', '-')} on "
             f"{_num(embeddings.get('texts'))} texts, of which {_num(embeddings.get('unlabelled'))}"
-            " unlabelled reviews (aclImdb `train/unsup`); no test review is among them."
+            f" unlabelled reviews{' (aclImdb `train/unsup`)' if _imdb(manifest, 'train') else ''};"
+            " no test review is among them."
         )
     pseudo = _get(t, "ngram_branch", "pseudo_labelled")
     if isinstance(pseudo, dict):
@@ -106,12 +107,41 @@ def _training(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _imdb(manifest: dict[str, Any], part: str) -> bool:
+    """Whether the manifest's ``data.<part>`` is the aclImdb archive or folder."""
+    return "aclimdb" in str(_get(manifest, "data", part, "path") or "").lower()
+
+
+def _test_name(manifest: dict[str, Any]) -> str:
+    if _imdb(manifest, "test"):
+        return "IMDB test split (full reviews)"
+    return f"test file `{_get(manifest, 'data', 'test', 'path') or '-'}`"
+
+
+def _provenance(manifest: dict[str, Any]) -> str:
+    """Where the training data came from, as the manifest records it."""
+    if _imdb(manifest, "train"):
+        return (
+            "The IMDB Large Movie Review Dataset (Maas et al., 2011; "
+            "<https://ai.stanford.edu/~amaas/data/sentiment/>): 50,000 labelled reviews split "
+            "in halves by movie, plus 50,000 unlabelled ones. The test split is used for "
+            "reporting only; every choice (recipe, threshold, temperature) is made on the "
+            "validation split carved from train."
+        )
+    train = _get(manifest, "data", "train", "path") or "-"
+    return (
+        f"The labelled file `{train}` given to `sentiment-train --data`; its source and licence "
+        "are not recorded in the manifest, so this card cannot state them. The test set is used "
+        "for reporting only; every choice is made on the validation split carved from train."
+    )
+
+
 def _evaluation(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     test = _get(manifest, "metrics", "test") or {}
     lines = [
         "| set | n | accuracy | log loss | ECE |",
         "|---|---:|---:|---:|---:|",
-        f"| IMDB test split (full reviews) | {_num(test.get('n'))} | {_pct(test.get('accuracy'))} "
+        f"| {_test_name(manifest)} | {_num(test.get('n'))} | {_pct(test.get('accuracy'))} "
         f"| {_num(test.get('loss'))} | {_num(test.get('ece'))} |",
     ]
     validation = _get(manifest, "metrics", "validation") or {}
@@ -199,11 +229,7 @@ def render(published: Published) -> str:
         "|---|---|---:|---:|---|",
         *_data_rows(m),
         "",
-        "The IMDB Large Movie Review Dataset (Maas et al., 2011; "
-        "<https://ai.stanford.edu/~amaas/data/sentiment/>): 50,000 labelled reviews split in "
-        "halves by movie, plus 50,000 unlabelled ones. The test split is used for reporting "
-        "only; every choice (recipe, threshold, temperature) is made on the validation split "
-        "carved from train.",
+        _provenance(m),
         "",
         "## Model and training",
         "",
@@ -245,7 +271,7 @@ def render(published: Published) -> str:
         "```",
         "",
         "The gated trainer (`sentiment-trainer`) retrains on user feedback and publishes only "
-        "a challenger that passes the gate (docs: operations).",
+        "a challenger that passes the gate (docs: feedback).",
     ]
     if isinstance(decision, dict) and decision.get("summary"):
         out += ["", "## Publishing decision", "", str(decision["summary"])]

@@ -24,7 +24,7 @@ import structlog
 from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
@@ -151,6 +151,10 @@ def wait_for_redis(conn: Redis, url: str, patience_s: float = WAIT_FOR_REDIS_S) 
                 )
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 2.0)
+            except RedisError as exc:  # something answers, but not as Redis: waiting won't help
+                raise RedisUnavailable(
+                    f"{redact_url(url)} does not answer as Redis: {exc}"
+                ) from exc
     finally:
         probe.close()
 

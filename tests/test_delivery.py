@@ -65,7 +65,7 @@ def test_no_job_is_lost_over_hundreds_of_random_kills_and_stops(
     kills = stops = 0
     try:
         while kills + stops < INTERRUPTIONS:
-            time.sleep(rng.uniform(0.05, 0.4))
+            time.sleep(rng.uniform(0.03, 0.25))
             if conn.llen(f"rq:queue:{QUEUE_BULK}") < 300:  # keep jobs flowing
                 ids += _enqueue(conn, 600, len(ids))
             victim = rng.randrange(WORKERS)

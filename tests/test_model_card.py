@@ -63,3 +63,20 @@ def test_a_changed_manifest_changes_the_card_and_the_check_fails(tmp_path: Path)
         [*env_cmd, "--check", "-o", str(card)], env=env, cwd=REPO, capture_output=True, text=True
     )
     assert stale.returncode == 1 and "is not the card" in stale.stderr
+    # Without -o, --check reads the docs' card (it cannot pass by printing one).
+    bare = subprocess.run([*env_cmd, "--check"], env=env, cwd=tmp_path, capture_output=True)
+    assert bare.returncode == 1
+
+
+def test_a_version_trained_on_other_data_is_not_called_imdb(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(SHIPPED.root / SHIPPED.name, root / SHIPPED.name, dirs_exist_ok=True)
+    store = ModelStore(root, SHIPPED.name)
+    manifest = store.resolve().path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["data"]["train"]["path"] = "my_train.csv"
+    data["data"]["test"]["path"] = "my_test.csv"
+    manifest.write_text(json.dumps(data))
+    card = render(store.resolve())
+    assert "Maas et al." not in card and "IMDB test split" not in card
+    assert "`my_train.csv`" in card and "test file `my_test.csv`" in card

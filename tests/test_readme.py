@@ -7,8 +7,6 @@ between lines the harness does too, and nothing else:
 
 * ``sentiment-run --serve`` runs "in one terminal": the harness starts it on its own and pastes
   the ``export REDIS_URL=...`` line it printed where the README says to;
-* after a line that starts a server in the background (``... --port N &``), it waits until the
-  port answers, as a person would before typing the next line;
 * ``curl`` fails on an HTTP error status (``--fail-with-body``), so a 401 is a failure, not an
   answer printed and ignored.
 
@@ -58,7 +56,6 @@ SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["
 FENCE = re.compile(r"^```(\w*)\s*$")
 SERVE = re.compile(r"^sentiment-run --serve\b")
 PASTE = re.compile(r"^export REDIS_URL=.*# the line --serve printed")
-PORT = re.compile(r"--port (\d+)\b.*&\s*(#.*)?$")
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 
 
@@ -124,11 +121,6 @@ def _script(lines: list[str]) -> str:
         out.append(line)
         check = shlex.quote(f"README line failed: {line}")
         out.append(f'rc=$?; if [ $rc -ne 0 ]; then echo "exit $rc:" {check} >&2; exit 1; fi')
-        if port := PORT.search(line):
-            out.append(
-                f"for _ in $(seq 240); do command curl -s -o /dev/null "
-                f"http://127.0.0.1:{port.group(1)}/healthz && break; sleep 0.5; done"
-            )
     return "\n".join(out) + "\n"
 
 
@@ -269,3 +261,12 @@ def test_readme_links_resolve() -> None:
     local = [link for link in links if "://" not in link]
     assert len(local) > 10
     assert [link for link in local if not (REPO / link).exists()] == []
+
+
+def test_every_setting_of_the_example_env_is_documented() -> None:
+    """docs/operations.md's configuration table names every variable .env.example sets."""
+    example = (REPO / ".env.example").read_text()
+    names = re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.M)
+    page = (REPO / "docs/operations.md").read_text()
+    assert len(names) > 30
+    assert [n for n in names if f"`{n}`" not in page] == []

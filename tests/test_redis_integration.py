@@ -233,3 +233,53 @@ def test_sigkilled_worker_job_is_rerun_by_another(
         assert set(abandoned) <= rerun
     finally:
         stop([survivor])
+
+
+@pytest.mark.parametrize("extra", [[], ["--processes", "2"]])
+def test_a_worker_that_cannot_reach_redis_says_so_and_exits_2(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    """Redis is checked before the model loads, and a supervisor does not restart workers that
+    cannot start: the command ends with one clear line instead of looping."""
+    url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", *extra],
+        env={**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO), "LOG_FORMAT": "json"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot reach Redis at redis://user:***@127.0.0.1:" in done.stderr
+    assert "hunter2" not in done.stderr and "model_loaded" not in done.stderr
+
+
+def test_a_url_that_answers_but_not_as_redis_is_one_clear_line(tmp_path: Path) -> None:
+    import socketserver
+    import threading
+
+    class Http(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(1024)
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Http) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        src = tmp_path / "in.txt"
+        src.write_text("a review\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "shared.commands.enqueue", str(src)],
+            env={
+                **os.environ,
+                "REDIS_URL": f"redis://127.0.0.1:{server.server_address[1]}/0",
+                "PYTHONPATH": str(REPO),
+            },
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        server.shutdown()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "does not answer as Redis" in done.stderr and "Traceback" not in done.stderr

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 #: Pause before restarting a dead worker process: doubles while it keeps dying within a minute.
 RESTART_PAUSE_S = (1.0, 30.0)
+#: A worker's exit status when it cannot start (settings, Redis, model store).
+EXIT_START_FAILED = 2
 
 
 def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str | None) -> int:
@@ -51,6 +53,8 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     configure_tensorflow(settings.tf_threads)
     cache = ModelStore(settings.model_dir, settings.model_name)
     try:
+        # Redis first: an unreachable one is reported in seconds, not after loading the model.
+        conn = connect(settings.redis_url)
         remote = None
         if settings.model_store_url:  # MODEL_DIR is then this worker's local cache
             from shared.remote import RemoteStore, RemoteSync
@@ -66,11 +70,10 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
         jobs.SERVING = ModelHolder(cache, remote)
         jobs.SERVING.load()
         jobs.SERVING.watch()
-        conn = connect(settings.redis_url)
     except (StoreError, RedisUnavailable) as exc:
         log.error("worker_start_failed", reason=str(exc))
         print(f"sentiment-worker: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_START_FAILED
     worker = ReloadingWorker(
         [get_queue(q, conn) for q in queues], connection=conn, serializer=JSONSerializer, name=name
     )
@@ -82,7 +85,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
         except ConfigError as exc:
             log.error("worker_start_failed", reason=str(exc))
             print(f"sentiment-worker: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_START_FAILED
     structlog.contextvars.bind_contextvars(worker=worker.name)
     worker.announce()
     log.info(
@@ -99,7 +102,9 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
 def supervise(argv: Sequence[str], processes: int) -> int:
     """Run ``processes`` workers as fresh interpreters (never forked after TensorFlow is loaded).
 
-    A worker that dies is started again (after a pause that grows while it keeps dying young);
+    A worker that cannot start (exit 2: settings, Redis, model) stops them all with status 2;
+    a worker that dies otherwise is started again (after a pause that grows while it keeps
+    dying young);
     SIGTERM/SIGINT are forwarded, and then every worker is waited for.
     """
 
@@ -129,6 +134,10 @@ def supervise(argv: Sequence[str], processes: int) -> int:
             code = child.poll()
             if code is None or stopping:
                 continue
+            if code == EXIT_START_FAILED:  # bad settings, no Redis, no model: restarting won't help
+                log.error("worker_process_failed_to_start", pid=child.pid, exit_code=code)
+                forward(signal.SIGTERM, None)
+                break
             lived = time.monotonic() - started[i]
             pauses[i] = RESTART_PAUSE_S[0] if lived > 60 else min(2 * pauses[i], RESTART_PAUSE_S[1])
             log.error("worker_process_died", pid=child.pid, exit_code=code, restart_in_s=pauses[i])

@@ -5,8 +5,8 @@ deterministic ids (re-running enqueues nothing twice and picks up finished resul
 them in Redis pipelines, waits for the workers and writes exactly one output line per input
 line, in input order: the result, or the error for that line.
 
-    sentiment-enqueue reviews.txt -o results.jsonl         # enqueue, wait, write
-    sentiment-enqueue big.csv --no-wait                    # prints a batch id
+    sentiment-enqueue samples/reviews.txt -o results.jsonl # enqueue, wait, write
+    sentiment-enqueue samples/reviews.csv --no-wait        # prints a batch id
     sentiment-enqueue --collect BATCH -o results.csv       # write the output later
 
 With ``PUSHGATEWAY_URL`` set, the producer pushes its counters (``shared.metrics``) there every
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = command_parser("sentiment-enqueue", __doc__)
+    p = command_parser("sentiment-enqueue", __doc__, epilog=True)
     p.add_argument("files", nargs="*", type=Path, help=".txt, .csv, .jsonl, aclImdb dir or .tar.gz")
     p.add_argument("-o", "--output", type=Path, help="results file: .jsonl or .csv")
     p.add_argument(
@@ -107,7 +107,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="wait for the results (default); --no-wait prints the batch id",
     )
     p.add_argument("--collect", metavar="BATCH", help="write the output of an enqueued batch")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="reviews per job")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="reviews per job (default: %(default)s)",
+    )
     p.add_argument(
         "--top-words",
         type=int,

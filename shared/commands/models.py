@@ -30,6 +30,9 @@ from shared.log import configure_logging
 from shared.queues import RedisUnavailable, connect
 from shared.store import ModelStore, StoreError
 
+#: The card the docs carry, checked by ``card --check`` when no ``-o`` is given.
+DEFAULT_CARD = Path("docs/model-card.md")
+
 
 def _remote(settings: Settings) -> Any:
     if not settings.model_store_url:
@@ -143,6 +146,8 @@ def cmd_prune(store: ModelStore, keep: int) -> int:
 
 def cmd_card(store: ModelStore, version: str, output: Path | None, check: bool) -> int:
     card = model_card.render(store.resolve(version))
+    if check and output is None:
+        output = DEFAULT_CARD
     if output is None:
         print(card, end="")
         return 0
@@ -178,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     card.add_argument("version", nargs="?", default="LATEST", help="default: LATEST")
     card.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     card.add_argument(
-        "--check", action="store_true", help="exit 1 when --output differs from the card"
+        "--check",
+        action="store_true",
+        help="exit 1 when --output (default: docs/model-card.md) differs from the card",
     )
     sub.add_parser(
         "keygen",

@@ -1,8 +1,8 @@
 """``sentiment-run FILE [-o OUT]``: the whole system on one machine, end to end, then shut down.
 
     sentiment-run samples/reviews.txt -o results.jsonl     # embedded Redis + 2 workers
-    REDIS_URL=redis://host:6379/0 sentiment-run big.csv     # an existing Redis instead
-    sentiment-run big.csv --workers 0                       # ... and the workers already there
+    REDIS_URL=redis://host:6379/0 sentiment-run samples/reviews.csv   # an existing Redis instead
+    sentiment-run samples/reviews.csv --workers 0           # ... and the workers already there
     sentiment-run --serve                                   # keep Redis + workers up until Ctrl-C
 
 Without ``REDIS_URL`` it starts a private, real Redis server (the ``redis-server`` on PATH, else
@@ -83,7 +83,10 @@ def summary(
             text = text[: PREVIEW_CHARS - 3] + "..."
         marked = for_terminal(text, (row.get("top_words") or [])[:4], color)
         conf = row["scores"][row["label"]]
-        lines.append(f"{line:>4}  {row['label']:<8} {conf:>5.0%}  {marked}")
+        label = f"{row['label'][:3]}?" if row.get("uncertain") else row["label"]
+        lines.append(f"{line:>4}  {label:<8} {conf:>5.0%}  {marked}")
+    if any(row.get("uncertain") for row in rows):
+        lines.append("(pos? / neg?: not sure, the calibrated confidence is low; it leans that way)")
     return "\n".join(lines)
 
 

@@ -1,8 +1,8 @@
 """``sentiment-analyze``: the error analysis of a model version as one self-contained HTML report.
 
     sentiment-analyze                                   # LATEST on the 25k IMDB test split
-    sentiment-analyze --model v0001 --data reviews.csv --out /tmp/report
-    sentiment-analyze --model v0002 --compare v0001     # the same samples under two versions
+    sentiment-analyze --model v0005 --data samples/reviews.csv --out /tmp/report
+    sentiment-analyze --model v0005 --compare v0002     # the same samples under two versions
 
 Writes ``report.html`` (images embedded, no network), the PNGs, and ``analysis.json`` with every
 number the report shows, into ``<version>/analysis/`` or ``--out``.

@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{r['id']:>24}  error: {r['error']}")
             continue
         words = ", ".join(f"{w} {v:+.2f}" for w, v in r["top_words"][:4])
-        print(f"{r['id']:>24}  {r['label']} {max(r['scores'].values()):.2f}  ({words})")
+        label = f"not sure, leans {r['label']}" if r.get("uncertain") else r["label"]
+        print(f"{r['id']:>24}  {label} {max(r['scores'].values()):.2f}  ({words})")
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v)
     total = sum(counts.values())
     print(f"{total} reviews ({parts})" + (f"; wrote {args.output}" if args.output else ""))

@@ -3,7 +3,7 @@
 Examples::
 
     sentiment-train                                    # served recipe on ../shared/data
-    sentiment-train --data reviews.csv --test-data held_out.csv --arch kim --epochs 3
+    sentiment-train --data my_train.csv --test-data my_test.csv --arch kim --epochs 3   # your CSVs
     sentiment-train --limit 2000 --epochs 1 --model-name scratch   # a quick smoke run
 """
 
