@@ -49,10 +49,15 @@ def dashboard(redis_url: str, port: int, log: Path, *flags: str) -> subprocess.P
         time.sleep(0.1)
 
 
-@pytest.fixture
-def jobs(tiny_store: ModelStore, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A Redis holding a finished, a failed and a started job of ours."""
+@pytest.fixture(scope="module")
+def jobs(
+    tiny_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Redis holding a finished, a failed and a started job of ours (shared by the module's
+    tests, which only read them: starting a worker costs seconds)."""
     from tests.light_worker import PAUSE
+
+    tmp_path = tmp_path_factory.mktemp("dashboard-jobs")
 
     with RedisServer.temporary() as server:
         conn = Redis.from_url(server.url)
@@ -70,7 +75,7 @@ def jobs(tiny_store: ModelStore, tmp_path: Path) -> Iterator[tuple[str, dict[str
                 time.sleep(0.05)
         light = start("tests.light_worker", ["dash-light"], env, tmp_path / "light.log")
         try:
-            started = queue.enqueue(PAUSE, 30.0)
+            started = queue.enqueue(PAUSE, 300.0, job_timeout=600)
             deadline = time.monotonic() + 60
             while started.get_status(refresh=True).value != "started":
                 assert time.monotonic() < deadline
