@@ -59,6 +59,7 @@ bench: install
 	$(PY) bench/faults.py
 	$(PY) bench/api_latency.py
 	$(PY) bench/producer_memory.py
+	$(PY) bench/capacity.py
 
 ## the analysis report of the served model on the 25k test split (about a minute)
 analyze: install
