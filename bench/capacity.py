@@ -1,6 +1,7 @@
 """Interactive capacity of one worker: one-review jobs vs bulk jobs, and open-loop load.
 
     python bench/capacity.py [--n 1000] [--runs 3] [--rates 20,40,80,160] [--seconds 10]
+                             [--batch-jobs 1,32]
 
 Measured the way serving systems measure it (issue 25), against a real redis-server and one
 ``sentiment-worker`` process with the served model, in one run:
@@ -17,7 +18,9 @@ Measured the way serving systems measure it (issue 25), against a real redis-ser
     the client down and hide its own latency).  For each rate: achieved answers/s, p50 and p99
     latency, errors and timeouts; and the highest rate whose p99 stays <= 300 ms.
 
-Every text is made unique (a counter), so no job is answered from an earlier one.
+Both parts run once per ``--batch-jobs`` setting of the worker (``WORKER_BATCH_JOBS``; 1 is
+no dynamic batching, as before it existed), each on a fresh Redis, and the figures are printed
+side by side.  Every text is made unique (a counter), so no job is answered from an earlier one.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from bench.throughput import forget_jobs
 from shared.announcements import SERVED_MODEL_KEY
 from shared.config import Settings
 from shared.datasets import read_reviews
-from shared.local import RedisServer, start_api, worker_env, workers
+from shared.local import RedisServer, free_port, start_api, worker_env, workers
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 
@@ -65,6 +68,20 @@ def short_reviews(data: Path, n: int) -> list[str]:
         if len(out) == n:
             break
     return out
+
+
+def settle(url: str, patience_s: float = 120.0) -> None:
+    """After an overloaded rate: drop the backlog nobody waits for any more, and let the worker
+    finish what it holds, so the next rate starts from an idle worker."""
+    conn = connect(url)
+    conn.delete(f"rq:queue:{QUEUE_INTERACTIVE}")
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        held = sum(conn.llen(k) for k in conn.scan_iter("sentiment:processing:*"))
+        if held == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
 
 
 def drain(url: str, texts: list[str], per_job: int, tag: str) -> float:
@@ -151,12 +168,15 @@ async def bot_path(url: str, texts: list[str], rates: list[float], seconds: floa
                 return outcome is not None and outcome.result is not None
 
             rows.append(await open_loop(send, rate, seconds, f"bot{rate:g}-"))
+            settle(url)
     finally:
         await client.close()
     return rows
 
 
-async def api_path(port: int, token: str, texts: list[str], rates: list[float], seconds: float):
+async def api_path(
+    port: int, token: str, texts: list[str], rates: list[float], seconds: float, redis_url: str
+):
     import httpx
 
     rows = []
@@ -175,6 +195,7 @@ async def api_path(port: int, token: str, texts: list[str], rates: list[float], 
                 return answer.status_code == 200
 
             rows.append(await open_loop(send, rate, seconds, f"api{rate:g}-"))
+            settle(redis_url)
     return rows
 
 
@@ -187,11 +208,63 @@ def table(title: str, rows: list[dict[str, Any]]) -> None:
             f"{r['rate']:>10g} {r['achieved']:>11.1f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
             f"{r['errors']:>7} {r['timeouts']:>9}"
         )
-    good = [r["rate"] for r in rows if r["p99"] <= P99_BAR_MS and not r["errors"] + r["timeouts"]]
     print(
         f"highest offered rate with p99 <= {P99_BAR_MS:.0f} ms and no errors: "
-        f"{max(good, default=0):g}/s"
+        f"{highest_ok(rows):g}/s"
     )
+
+
+def measure(
+    args: argparse.Namespace, texts: list[str], rates: list[float], batch_jobs: int, tmp: Path
+) -> dict[str, Any]:
+    """Parts (1) and (2) against a fresh Redis and one worker with ``WORKER_BATCH_JOBS``."""
+    with RedisServer.temporary() as redis:
+        env = worker_env(
+            redis.url, args.threads, LOG_LEVEL="WARNING", WORKER_BATCH_JOBS=str(batch_jobs)
+        )
+        with workers(env, 1, tmp):
+            drain(redis.url, texts[:50], 1, "warm")
+            single, bulk = [], []
+            for run in range(args.runs):
+                single.append(drain(redis.url, texts, 1, f"s{run}-"))
+                bulk.append(drain(redis.url, texts, BULK_CHUNK, f"b{run}-"))
+            s, b = len(texts) / statistics.median(single), len(texts) / statistics.median(bulk)
+            print("(1) one worker, the same reviews all waiting on the interactive queue")
+            print(f"{'jobs of':>10} {'reviews/s (median)':>19} {'runs (s)':>24}")
+            print(f"{'1 review':>10} {s:>19.0f} {', '.join(f'{x:.2f}' for x in single):>24}")
+            print(f"{'256':>10} {b:>19.0f} {', '.join(f'{x:.2f}' for x in bulk):>24}")
+            print(f"ratio one-review / 256-review jobs: {s / b:.2f}x")
+            bot = asyncio.run(bot_path(redis.url, texts, rates, args.seconds))
+            table("(2a) open loop, the bot's path (enqueue + XREAD), one review a request", bot)
+            token = "capacity-bench-token-0123456789"
+            api_env = {
+                **env,
+                "API_TOKENS": f"bench={token}",
+                "FEEDBACK_SALT": "capacity-bench-salt-0123456789",
+                "API_RATE_PER_MINUTE": "1000000",
+            }
+            port = free_port()
+            api = start_api(api_env, ["--port", str(port)], tmp / f"api{batch_jobs}.log")
+            try:
+                rows = asyncio.run(api_path(port, token, texts, rates, args.seconds, redis.url))
+            finally:
+                api.terminate()
+                api.wait(30)
+            table("(2b) open loop, the HTTP API (POST /v1/classify), one review a request", rows)
+    return {
+        "single_per_s": s,
+        "bulk_per_s": b,
+        "ratio": s / b,
+        "bot": bot,
+        "api": rows,
+        "bot_ok": highest_ok(bot),
+        "api_ok": highest_ok(rows),
+    }
+
+
+def highest_ok(rows: list[dict[str, Any]]) -> float:
+    good = [r["rate"] for r in rows if r["p99"] <= P99_BAR_MS and not r["errors"] + r["timeouts"]]
+    return max(good, default=0.0)
 
 
 def main() -> int:
@@ -203,6 +276,9 @@ def main() -> int:
     p.add_argument("--rates", default="20,40,80,160", help="offered requests/s for part (2)")
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads of the worker")
+    p.add_argument(
+        "--batch-jobs", default="1,32", help="WORKER_BATCH_JOBS settings compared (1: off)"
+    )
     args = p.parse_args()
     texts = short_reviews(args.data, args.n)
     rates = [float(r) for r in args.rates.split(",")]
@@ -211,40 +287,31 @@ def main() -> int:
         f"{len(texts)} short reviews, "
         f"mean {statistics.mean(len(t.split()) for t in texts):.1f} words"
     )
-    with RedisServer.temporary() as redis:
-        env = worker_env(redis.url, args.threads, LOG_LEVEL="WARNING")
-        with workers(env, 1, tmp):
-            drain(redis.url, texts[:50], 1, "warm")
-            single, bulk = [], []
-            for run in range(args.runs):
-                single.append(drain(redis.url, texts, 1, f"s{run}-"))
-                bulk.append(drain(redis.url, texts, BULK_CHUNK, f"b{run}-"))
-            s, b = len(texts) / statistics.median(single), len(texts) / statistics.median(bulk)
-            print("\n(1) one worker, the same reviews all waiting on the interactive queue")
-            print(f"{'jobs of':>10} {'reviews/s (median)':>19} {'runs (s)':>24}")
-            print(f"{'1 review':>10} {s:>19.0f} {', '.join(f'{x:.2f}' for x in single):>24}")
-            print(f"{'256':>10} {b:>19.0f} {', '.join(f'{x:.2f}' for x in bulk):>24}")
-            print(f"ratio one-review / 256-review jobs: {s / b:.2f}x")
-
-            bot = asyncio.run(bot_path(redis.url, texts, rates, args.seconds))
-            table("(2a) open loop, the bot's path (enqueue + XREAD), one review a request", bot)
-            token = "capacity-bench-token-0123456789"
-            api_env = {
-                **env,
-                "API_TOKENS": f"bench={token}",
-                "FEEDBACK_SALT": "capacity-bench-salt-0123456789",
-                "API_RATE_PER_MINUTE": "1000000",
-                "LOG_LEVEL": "WARNING",
-            }
-            port = 18765
-            api = start_api(api_env, ["--port", str(port)], tmp / "api.log")
-            try:
-                rows = asyncio.run(api_path(port, token, texts, rates, args.seconds))
-            finally:
-                api.terminate()
-                api.wait(30)
-            table("(2b) open loop, the HTTP API (POST /v1/classify), one review a request", rows)
-    print(json.dumps({"single_per_s": s, "bulk_per_s": b, "bot": bot, "api": rows}))
+    report: dict[str, Any] = {}
+    for batch_jobs in [int(b) for b in args.batch_jobs.split(",")]:
+        print(
+            f"\n=== WORKER_BATCH_JOBS={batch_jobs}" + (" (batching off)" if batch_jobs == 1 else "")
+        )
+        report[str(batch_jobs)] = measure(args, texts, rates, batch_jobs, tmp)
+    settings_run = list(report)
+    print("\nside by side (WORKER_BATCH_JOBS: " + ", ".join(settings_run) + ")")
+    print(
+        "one-review jobs, reviews/s: "
+        + ", ".join(f"{report[k]['single_per_s']:.0f}" for k in settings_run)
+    )
+    print(
+        "256-review jobs, reviews/s: "
+        + ", ".join(f"{report[k]['bulk_per_s']:.0f}" for k in settings_run)
+    )
+    print(
+        "ratio one-review / 256: " + ", ".join(f"{report[k]['ratio']:.2f}x" for k in settings_run)
+    )
+    for path in ("bot", "api"):
+        print(
+            f"{path}: highest rate with p99 <= 300 ms: "
+            + ", ".join(f"{report[k][path + '_ok']:g}/s" for k in settings_run)
+        )
+    print(json.dumps(report))
     return 0
 
 

@@ -56,6 +56,19 @@ end
 return false
 """
 
+# KEYS: processing list, queue.  ARGV: how many at most, bookkeeping TTL.
+# Moves up to that many ids from the queue's head to the processing list's tail, without waiting.
+_TAKE_MORE = """
+local ids = {}
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
+  if not id then break end
+  ids[#ids + 1] = id
+end
+if #ids > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return ids
+"""
+
 # KEYS: workers set.  ARGV: alive prefix, processing prefix, queue prefix, job prefix, and a
 # worker name to recover even if alive ('' for none: the caller's own list, at shutdown).
 # Every job of a dead worker's list goes back to the front of its queue (oldest first) if it
@@ -116,6 +129,18 @@ def take_blocking(
         return None
     conn.expire(PROCESSING_KEY.format(worker), BOOKKEEPING_TTL_S)
     return queue_key, found.decode() if isinstance(found, bytes) else str(found)
+
+
+def take_more(conn: Redis, worker: str, queue_key: str, n: int) -> list[str]:
+    """Take up to ``n`` more waiting job ids of one queue into ``worker``'s processing list, in
+    queue order, without waiting (a worker batching jobs; see ``worker.batching``).  They are
+    then the worker's like any job it took: started in turn, put back at shutdown, recovered by
+    others if it dies."""
+    if n <= 0:
+        return []
+    keys = [PROCESSING_KEY.format(worker), queue_key]
+    found: Any = conn.eval(_TAKE_MORE, len(keys), *keys, n, BOOKKEEPING_TTL_S)
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in found or []]
 
 
 def keep_alive(conn: Redis, worker: str, ttl: int = ALIVE_TTL_S) -> None:

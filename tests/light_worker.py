@@ -15,12 +15,15 @@ from typing import Any
 
 from rq.serializers import JSONSerializer
 
-from shared.queues import WORKER_QUEUES, connect, get_queue
+from shared import reliable
+from shared.queues import QUEUE_INTERACTIVE, WORKER_QUEUES, connect, get_queue
 from worker.reliable import ReliableWorker
 
 JOB = "tests.light_worker.record"
 PAUSE = "tests.light_worker.pause"
 EXECUTIONS = "test:executions"
+#: Interactive jobs taken ahead of each one (the service batches up to WORKER_BATCH_JOBS).
+TAKE_AHEAD = 7
 
 
 def record(token: str) -> str:
@@ -46,7 +49,11 @@ class LightWorker(ReliableWorker):
     job_functions = frozenset({JOB, PAUSE})
     max_retries = 50  # the delivery test's jobs outlive hundreds of kills
 
-    def before_execution(self, job: Any) -> None:
+    def before_execution(self, job: Any, queue: Any = None) -> None:
+        if queue is not None and queue.name == QUEUE_INTERACTIVE:
+            # Take waiting jobs ahead, as the service's batching does (worker.batching): they
+            # sit in the processing list until their turn, and must survive every kill.
+            reliable.take_more(self.connection, self.name, queue.key, TAKE_AHEAD)
         time.sleep(random.uniform(0, 0.005))  # widen the take -> register window
 
 

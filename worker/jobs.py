@@ -17,12 +17,15 @@ from shared.config import Settings
 from shared.schema import SCHEMA_VERSION, validate_payload, validate_result
 from shared.store import ModelStore
 from worker import metrics
+from worker.batching import Batcher
 from worker.model.served import explain_reviews
 from worker.reload import ModelHolder
 
 log = structlog.get_logger(__name__)
 
 SERVING: ModelHolder | None = None
+#: The worker's answers for jobs it took ahead (set by ``worker.service.ReloadingWorker``).
+BATCHER: Batcher | None = None
 
 
 def serving() -> ModelHolder:
@@ -41,15 +44,26 @@ def classify_batch(payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     payload = validate_payload(payload)
     served = serving().get()  # one version answers the whole job
-    options = payload.get("options", {})
+    job = get_current_job()
+    kept = BATCHER.take(job.id, payload, served.model_version) if BATCHER and job else None
+    if kept is not None:  # answered with the jobs it waited with (worker.batching)
+        result = kept
+    else:
+        options = payload.get("options", {})
+        result = {
+            "schema": SCHEMA_VERSION,
+            "model_version": served.model_version,
+            "results": explain_reviews(
+                served,
+                payload["reviews"],
+                int(options["top_words"]),
+                bool(options.get("token_weights", False)),
+            ),
+        }
+    results = result["results"]
     reviews = payload["reviews"]
-    results = explain_reviews(
-        served, reviews, int(options["top_words"]), bool(options.get("token_weights", False))
-    )
-    result = {"schema": SCHEMA_VERSION, "model_version": served.model_version, "results": results}
     validate_result(result, payload)
     metrics.job_done(results, time.perf_counter() - started)
-    job = get_current_job()
     log.info(
         "job_done",
         job_id=job.id if job else None,

@@ -186,7 +186,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
 
     # -- running jobs ---------------------------------------------------------------------
     def execute_job(self, job: Any, queue: Any) -> Any:
-        self.before_execution(job)
+        self.before_execution(job, queue)
         try:
             execution = self.prepare_execution(job)
         except ResponseError as exc:
@@ -218,8 +218,9 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             beat.join()
         self._set_idle()
 
-    def before_execution(self, job: Any) -> None:
-        """Hook between taking a job and registering it (the service reloads the model here)."""
+    def before_execution(self, job: Any, queue: Any = None) -> None:
+        """Hook between taking a job and registering it (the service reloads the model and
+        batches waiting jobs here)."""
 
     def idle(self) -> None:
         """Hook called at least every ``BLOCK_S`` while the worker waits for a job."""

@@ -2,7 +2,8 @@
 
 Between taking a job and registering it, the worker swaps in a newly loaded model version if
 the background watcher has one ready (``worker.reload``), and tells Redis which version it
-serves (``announce``), so ``/model`` in the bot and ``sentiment-models`` can show it.
+serves (``announce``), so ``/model`` in the bot and ``sentiment-models`` can show it; and it
+answers the interactive jobs waiting behind the job in one forward pass (``worker.batching``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from redis.exceptions import RedisError
 
 from shared.announcements import announce_model
 from worker import jobs, metrics
-from worker.reliable import ReliableWorker
+from worker.batching import Batcher, batch_jobs_setting
+from worker.model.served import explain_reviews
+from worker.reliable import ReliableWorker, job_contract_breaches
 
 log = structlog.get_logger(__name__)
 
@@ -23,9 +26,26 @@ log = structlog.get_logger(__name__)
 class ReloadingWorker(ReliableWorker):
     """ReliableWorker that hot-reloads the model between jobs and announces what it serves."""
 
-    def before_execution(self, job: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batcher = Batcher(
+            self.connection,
+            self.name,
+            self.serializer,
+            lambda job: not job_contract_breaches(job, self.job_functions, self.max_retries),
+            batch_jobs_setting(),
+        )
+        jobs.BATCHER = self.batcher
+
+    def before_execution(self, job: Any, queue: Any = None) -> None:
         if jobs.serving().maybe_reload():
+            self.batcher.clear()  # answers of the old version are not given out
             self.announce()
+        if job is not None and queue is not None:
+            try:
+                self.batcher.prepare(job, queue, jobs.serving().get(), explain_reviews)
+            except RedisError as exc:  # the jobs run one by one
+                log.warning("batch_take_failed", reason=str(exc))
 
     def idle(self) -> None:
         """While waiting for jobs: swap in a version the watcher made ready, and say so at once

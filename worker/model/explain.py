@@ -201,13 +201,15 @@ class Explainer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         tokens: Sequence[Sequence[str]] | None = None,
         top_k: int = 0,
+        uniform: bool = False,
     ) -> list[Explained]:
         """Explain encoded rows (any lengths), in length-bucketed batches; output keeps order.
 
         With ``tokens`` (the rows' token strings), each result also carries its ``top_k`` words.
+        ``uniform``: batches of one length only (see ``length_batches``).
         """
         out: list[Explained | None] = [None] * len(rows)
-        for idx in length_batches([len(r) for r in rows], batch_size):
+        for idx in length_batches([len(r) for r in rows], batch_size, uniform):
             batch = pad_batch([rows[i] for i in idx])
             z, per_token, winners = self._run(batch)
             explained = self._finish(

@@ -1,0 +1,154 @@
+"""Dynamic batching: waiting interactive jobs share one forward pass.
+
+A chat message or an API call is a job of one review, and a forward pass of one review costs
+about as much as one of dozens (the model's fixed cost: dispatch, padding, the explainer's
+trace).  Before a worker runs an interactive job it takes, without waiting, up to
+``WORKER_BATCH_JOBS - 1`` more jobs already waiting on the same queue into its processing list
+(``shared.reliable.take_more``: the same reliable take as every job, so a worker killed at any
+point loses none of them), answers all their reviews in one length-bucketed pass, and keeps each
+job's answer until RQ runs that job: every job still gets its own registration, status, result,
+retention and metrics, in queue order.  Nothing waits for more jobs to arrive: a lone job is
+delayed by one Redis call.
+
+A job outside our contract, or whose payload does not validate, is left out of the pass and
+fails alone when its turn comes; so does a job whose pass failed (it is then answered alone).
+An answer is used only for the job it was made for, with the same payload, by the version that
+serves when the job runs (a reload in between drops every kept answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from redis import Redis
+from rq.job import Job
+
+from shared import reliable
+from shared.config import env_int
+from shared.queues import QUEUE_INTERACTIVE
+from shared.schema import SCHEMA_VERSION, validate_payload
+
+log = structlog.get_logger(__name__)
+
+#: Jobs answered by one forward pass at most (1: no batching).
+DEFAULT_BATCH_JOBS = 32
+#: Reviews in one pass at most: a pass runs before its jobs' heartbeats start, so it stays short.
+MAX_PASS_REVIEWS = 256
+
+
+def batch_jobs_setting(env: dict[str, str] | None = None) -> int:
+    """``WORKER_BATCH_JOBS`` (1-256; 1 turns batching off)."""
+    source = dict(os.environ) if env is None else env
+    return env_int(source, "WORKER_BATCH_JOBS", DEFAULT_BATCH_JOBS, 1, 256)
+
+
+def digest(payload: dict[str, Any]) -> str:
+    """A fingerprint of a validated payload (an answer is only used for the payload it answers)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _options(payload: dict[str, Any]) -> tuple[int, bool]:
+    options = payload.get("options", {})
+    return int(options["top_words"]), bool(options.get("token_weights", False))
+
+
+def answer_payloads(
+    served: Any, payloads: Sequence[dict[str, Any]], explain: Callable[..., list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """One job result per payload; payloads with the same options share one ``explain`` call."""
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, payload in enumerate(payloads):
+        groups.setdefault(_options(payload), []).append(i)
+    answers: list[dict[str, Any]] = [{} for _ in payloads]
+    for (top_words, tokens), members in groups.items():
+        reviews = [review for i in members for review in payloads[i]["reviews"]]
+        results = explain(served, reviews, top_words, tokens, uniform=True)
+        start = 0
+        for i in members:
+            n = len(payloads[i]["reviews"])
+            answers[i] = {
+                "schema": SCHEMA_VERSION,
+                "model_version": served.model_version,
+                "results": results[start : start + n],
+            }
+            start += n
+    return answers
+
+
+class Batcher:
+    """Answers kept for jobs taken ahead, by job id (see the module docstring)."""
+
+    def __init__(
+        self,
+        conn: Redis,
+        worker_name: str,
+        serializer: Any,
+        admissible: Callable[[Any], bool],
+        max_jobs: int = DEFAULT_BATCH_JOBS,
+    ) -> None:
+        self.conn = conn
+        self.worker_name = worker_name
+        self.serializer = serializer
+        self.admissible = admissible
+        self.max_jobs = max_jobs
+        self._kept: dict[str, tuple[str, str, dict[str, Any]]] = {}
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+    def prepare(
+        self,
+        job: Any,
+        queue: Any,
+        served: Any,
+        explain: Callable[..., list[dict[str, Any]]],
+    ) -> int:
+        """Before ``job`` runs: answer it and the jobs waiting behind it in one pass.
+
+        Returns how many jobs the pass answered (0 when the job runs alone)."""
+        if self.max_jobs <= 1 or queue.name != QUEUE_INTERACTIVE or job.id in self._kept:
+            return 0
+        self._kept.clear()  # answers of jobs no longer ahead of us (cancelled, taken back)
+        taken = reliable.take_more(self.conn, self.worker_name, queue.key, self.max_jobs - 1)
+        candidates = [job]
+        if taken:
+            fetched = Job.fetch_many(taken, connection=self.conn, serializer=self.serializer)
+            candidates += [j for j in fetched if j is not None]
+        members: list[tuple[str, dict[str, Any]]] = []
+        reviews = 0
+        for candidate in candidates:
+            if not self.admissible(candidate):
+                continue
+            try:
+                payload = validate_payload(candidate.args[0])
+            except Exception:  # it fails alone, with its own error, when its turn comes
+                continue
+            if members and reviews + len(payload["reviews"]) > MAX_PASS_REVIEWS:
+                break
+            members.append((candidate.id, payload))
+            reviews += len(payload["reviews"])
+        if len(members) <= 1:
+            return 0
+        try:
+            answers = answer_payloads(served, [p for _, p in members], explain)
+        except Exception as exc:  # each job is then answered alone
+            log.warning("batch_pass_failed", jobs=len(members), reason=repr(exc))
+            return 0
+        for (job_id, payload), answer in zip(members, answers, strict=True):
+            self._kept[job_id] = (served.model_version, digest(payload), answer)
+        log.info("batch_pass", jobs=len(members), reviews=reviews, taken_ahead=len(taken))
+        return len(members)
+
+    def take(
+        self, job_id: str, payload: dict[str, Any], model_version: str
+    ) -> dict[str, Any] | None:
+        """The kept answer of ``job_id`` if it was made for this payload by this version."""
+        kept = self._kept.pop(job_id, None)
+        if kept is None or kept[0] != model_version or kept[1] != digest(payload):
+            return None
+        return kept[2]
