@@ -126,7 +126,8 @@ class Batcher:
                 continue
             try:
                 payload = validate_payload(candidate.args[0])
-            except Exception:  # it fails alone, with its own error, when its turn comes
+            except Exception as exc:  # it fails alone, with its own error, when its turn comes
+                log.info("batch_job_left_out", job_id=candidate.id, reason=repr(exc)[:200])
                 continue
             if members and reviews + len(payload["reviews"]) > MAX_PASS_REVIEWS:
                 break
