@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.infra import model_arguments
+from bench.infra import model_arguments, on_schedule
 from bench.throughput import forget_jobs
 from shared.config import Settings
 from shared.datasets import read_reviews
@@ -69,15 +69,7 @@ async def open_loop(send: Any, texts: list[str], rate: float, seconds: float) ->
         except Exception as exc:  # counted, shown
             errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
-    t0 = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        delay = t0 + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(i)))
-    await asyncio.gather(*tasks)
-    sent_rate = n / (time.perf_counter() - t0)
+    sent_rate = n / await on_schedule(one, rate, n)
     return {"n": n, "times": times, "errors": errors, "achieved": sent_rate}
 
 

@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.infra import on_schedule
 from bench.throughput import forget_jobs
 from shared.announcements import SERVED_MODEL_KEY
 from shared.config import Settings
@@ -133,15 +134,7 @@ async def open_loop(send: Any, rate: float, seconds: float, tag: str) -> dict[st
         else:
             errors += 1
 
-    start = time.perf_counter()
-    tasks = []
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-    wall = time.perf_counter() - start
+    wall = await on_schedule(one, rate, count)
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {
         "rate": rate,

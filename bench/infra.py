@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ from shared.local import free_port, stop_processes
 
 #: moto's standalone S3 server, from the dev install (``moto[server]``).
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+
+
+async def on_schedule(one: Callable[[int], Awaitable[None]], rate: float, count: int) -> float:
+    """Start ``one(i)`` every ``1 / rate`` s, ``count`` times, whatever the earlier ones do (an
+    open loop: a slow server cannot slow the client down and hide its own latency); waits for
+    all of them and returns the seconds it took."""
+    start = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(i)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
 
 
 @contextmanager
