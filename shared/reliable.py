@@ -56,9 +56,10 @@ end
 return false
 """
 
-# KEYS: processing list, queue.  ARGV: how many at most, bookkeeping TTL.
+# KEYS: processing list, queue, workers set.  ARGV: how many at most, bookkeeping TTL, worker.
 # Moves up to that many ids from the queue's head to the processing list's tail, without waiting.
 _TAKE_MORE = """
+redis.call('SADD', KEYS[3], ARGV[3])
 local ids = {}
 for i = 1, tonumber(ARGV[1]) do
   local id = redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
@@ -138,8 +139,8 @@ def take_more(conn: Redis, worker: str, queue_key: str, n: int) -> list[str]:
     others if it dies."""
     if n <= 0:
         return []
-    keys = [PROCESSING_KEY.format(worker), queue_key]
-    found: Any = conn.eval(_TAKE_MORE, len(keys), *keys, n, BOOKKEEPING_TTL_S)
+    keys = [PROCESSING_KEY.format(worker), queue_key, WORKERS_KEY]
+    found: Any = conn.eval(_TAKE_MORE, len(keys), *keys, n, BOOKKEEPING_TTL_S, worker)
     return [v.decode() if isinstance(v, bytes) else str(v) for v in found or []]
 
 

@@ -11,8 +11,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from shared import reliable
@@ -49,12 +51,15 @@ class LightWorker(ReliableWorker):
     job_functions = frozenset({JOB, PAUSE})
     max_retries = 50  # the delivery test's jobs outlive hundreds of kills
 
-    def before_execution(self, job: Any, queue: Any = None) -> None:
-        if queue is not None and queue.name == QUEUE_INTERACTIVE:
-            # Take waiting jobs ahead, as the service's batching does (worker.batching): they
-            # sit in the processing list until their turn, and must survive every kill.
-            reliable.take_more(self.connection, self.name, queue.key, TAKE_AHEAD)
+    def before_execution(self, job: Any, queue: Any = None) -> Sequence[Any]:
         time.sleep(random.uniform(0, 0.005))  # widen the take -> register window
+        if queue is None or queue.name != QUEUE_INTERACTIVE:
+            return ()
+        # Take waiting jobs ahead and finish them together, as the service's batching does
+        # (worker.batching, worker.together): every kill must find them safe.
+        taken = reliable.take_more(self.connection, self.name, queue.key, TAKE_AHEAD)
+        fetched = Job.fetch_many(taken, connection=self.connection, serializer=self.serializer)
+        return [job, *(j for j in fetched if j is not None)]
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ The same properties under real signals and a real redis-server are in ``test_del
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from redis import Redis
 from rq import Queue, Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -84,7 +85,7 @@ def test_a_worker_that_dies_after_taking_loses_nothing(conn: Any) -> None:
 
 
 def test_a_worker_stopped_after_taking_puts_the_job_back(conn: Any) -> None:
-    """SIGTERM while idle raises StopRequested anywhere; teardown releases what was taken."""
+    """SIGTERM after a take: the job is not started; teardown releases what was taken."""
     bulk = get_queue(QUEUE_BULK, conn)
     job = bulk.enqueue("time.sleep", 0.0)
     worker = SleepyWorker(queues(conn), connection=conn, serializer=JSONSerializer, name="s")
@@ -93,6 +94,22 @@ def test_a_worker_stopped_after_taking_puts_the_job_back(conn: Any) -> None:
     worker.register_death()  # what work() does on its way out
     assert bulk.get_job_ids() == [job.id]
     assert conn.llen(reliable.PROCESSING_KEY.format("s")) == 0
+
+
+def test_a_stop_signal_raises_nothing_and_the_taken_job_is_not_started(conn: Any) -> None:
+    """The warm-shutdown handler only sets a flag (an exception raised wherever the signal lands
+    can leave a lock held); a job taken before it goes back instead of running."""
+    bulk = get_queue(QUEUE_BULK, conn)
+    job = bulk.enqueue("time.sleep", 0.0)
+    worker = SleepyWorker(queues(conn), connection=conn, serializer=JSONSerializer, name="t")
+    worker.register_birth()
+    taken = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    worker.request_stop(signal.SIGTERM, None)  # what the SIGTERM handler runs
+    worker.execute_job(*taken)
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+    assert worker.dequeue_job_and_maintain_ttl(timeout=1) is None
+    worker.register_death()
+    assert bulk.get_job_ids() == [job.id]
 
 
 def test_a_deleted_job_in_the_processing_list_is_dropped(conn: Any) -> None:

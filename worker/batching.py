@@ -107,19 +107,20 @@ class Batcher:
         queue: Any,
         served: Any,
         explain: Callable[..., list[dict[str, Any]]],
-    ) -> int:
+    ) -> list[Any]:
         """Before ``job`` runs: answer it and the jobs waiting behind it in one pass.
 
-        Returns how many jobs the pass answered (0 when the job runs alone)."""
+        Returns the jobs the pass answered, in queue order, to be finished together
+        (``worker.together``); empty when the job runs alone."""
         if self.max_jobs <= 1 or queue.name != QUEUE_INTERACTIVE or job.id in self._kept:
-            return 0
+            return []
         self._kept.clear()  # answers of jobs no longer ahead of us (cancelled, taken back)
         taken = reliable.take_more(self.conn, self.worker_name, queue.key, self.max_jobs - 1)
         candidates = [job]
         if taken:
             fetched = Job.fetch_many(taken, connection=self.conn, serializer=self.serializer)
             candidates += [j for j in fetched if j is not None]
-        members: list[tuple[str, dict[str, Any]]] = []
+        members: list[tuple[Any, dict[str, Any]]] = []
         reviews = 0
         for candidate in candidates:
             if not self.admissible(candidate):
@@ -131,19 +132,19 @@ class Batcher:
                 continue
             if members and reviews + len(payload["reviews"]) > MAX_PASS_REVIEWS:
                 break
-            members.append((candidate.id, payload))
+            members.append((candidate, payload))
             reviews += len(payload["reviews"])
         if len(members) <= 1:
-            return 0
+            return []
         try:
             answers = answer_payloads(served, [p for _, p in members], explain)
         except Exception as exc:  # each job is then answered alone
             log.warning("batch_pass_failed", jobs=len(members), reason=repr(exc))
-            return 0
-        for (job_id, payload), answer in zip(members, answers, strict=True):
-            self._kept[job_id] = (served.model_version, digest(payload), answer)
+            return []
+        for (member, payload), answer in zip(members, answers, strict=True):
+            self._kept[member.id] = (served.model_version, digest(payload), answer)
         log.info("batch_pass", jobs=len(members), reviews=reviews, taken_ahead=len(taken))
-        return len(members)
+        return [member for member, _ in members]
 
     def take(
         self, job_id: str, payload: dict[str, Any], model_version: str

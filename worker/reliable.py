@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -35,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.exceptions import DeserializationError, NoSuchJobError, StopRequested
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.worker import WorkerStatus
@@ -44,6 +46,7 @@ from shared import reliable
 from shared.queues import JOB_RETRIES, recover_abandoned, redis_out_of_memory
 from shared.schema import JOB_FUNCTION
 from worker import metrics
+from worker.together import finish_together
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +109,6 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         self._redis_trouble: str | None = None
         self._backoff = BACKOFF_S[0]
         self._housekept = float("-inf")
-        self._busy = False  # between registering a job and its end (read by the signal handler)
 
     # -- taking jobs ----------------------------------------------------------------------
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -181,12 +183,18 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             reliable.started(pipeline, self.name, job.id)
             pipeline.execute()
         self.executions[execution.id] = execution
-        self._busy = True
         return execution
 
     # -- running jobs ---------------------------------------------------------------------
     def execute_job(self, job: Any, queue: Any) -> Any:
-        self.before_execution(job, queue)
+        if self._stop_requested:
+            return  # the job stays in our list; register_death puts it back
+        group = self.before_execution(job, queue)
+        if self._stop_requested:
+            return
+        if len(group) > 1 and self._finish_group(job, group, queue):
+            self._set_idle()
+            return
         try:
             execution = self.prepare_execution(job)
         except ResponseError as exc:
@@ -213,14 +221,45 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             log.error("job_result_not_saved", job_id=job.id, reason=str(exc))
             self._redis_trouble_wait(exc)
         finally:
-            self._busy = False
             done.set()
             beat.join()
         self._set_idle()
 
-    def before_execution(self, job: Any, queue: Any = None) -> None:
+    def before_execution(self, job: Any, queue: Any = None) -> Sequence[Any]:
         """Hook between taking a job and registering it (the service reloads the model and
-        batches waiting jobs here)."""
+        batches waiting jobs here).  Returns the jobs, ``job`` among them, taken ahead to be
+        finished together (``worker.together``), or nothing."""
+        return ()
+
+    def admissible(self, job: Any) -> bool:
+        """Whether a job is within our contract (``job_contract_breaches``)."""
+        return not job_contract_breaches(job, self.job_functions, self.max_retries)
+
+    def _finish_group(self, job: Any, group: Sequence[Any], queue: Any) -> bool:
+        """Finish a group in one transaction; True if ``job`` was among those finished."""
+        try:
+            return job.id in finish_together(self, group, queue)
+        except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and not redis_out_of_memory(exc):
+                raise
+            self._redis_trouble_wait(exc)  # every job is still in our list: taken again
+            return False
+
+    def observe_wait(self, job: Any, queue: Any) -> None:
+        """How long the job waited in its queue (``worker.metrics``)."""
+        if job.enqueued_at is not None:
+            waited = (datetime.now(UTC) - job.enqueued_at.replace(tzinfo=UTC)).total_seconds()
+            metrics.WAIT_SECONDS.labels(queue.name).observe(max(0.0, waited))
+
+    def count_outcome(self, queue: Any, finished: bool) -> None:
+        metrics.JOBS.labels(queue.name, "finished" if finished else "failed").inc()
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        """RQ's, counted: queue wait before it, outcome after it."""
+        self.observe_wait(job, queue)
+        finished = bool(super().perform_job(job, queue, execution))
+        self.count_outcome(queue, finished)
+        return finished
 
     def idle(self) -> None:
         """Hook called at least every ``BLOCK_S`` while the worker waits for a job."""
@@ -318,13 +357,14 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
 
     # -- stopping, and Redis trouble --------------------------------------------------------
     def _shutdown(self) -> None:
-        """Warm shutdown (first SIGTERM/SIGINT), decided without Redis: RQ's version asks Redis
-        for the worker's state from inside the signal handler, on a client the interrupted code
-        may be using, and a worker was seen looping on after such a signal.  Busy: finish the
-        job, then stop.  Otherwise stop now (what was taken goes back in ``register_death``)."""
+        """Warm shutdown (first SIGTERM/SIGINT): set a flag, raise nothing.  The loop stops at
+        its next safe point: between two takes (at most ``BLOCK_S``), before a taken job is
+        registered (it goes back in ``register_death``), or after the running job.  RQ's version
+        asks Redis for the worker's state from inside the signal handler, and raises
+        ``StopRequested`` wherever the signal lands: inside a connection pool's lock or a
+        transaction, from where the teardown can block for good (a SIGTERMed worker was seen
+        running on).  The second signal is RQ's cold shutdown."""
         self._stop_requested = True
-        if not self._busy:
-            raise StopRequested()
 
     def register_death(self) -> None:
         """Put back what we took but did not start, then deregister (RQ's)."""
@@ -347,7 +387,9 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
             log.error(event, reason=str(exc), action="keeping every job where it is; waiting")
             self._redis_trouble = kind
             self._backoff = BACKOFF_S[0]
-        time.sleep(self._backoff)
+        deadline = time.monotonic() + self._backoff
+        while not self._stop_requested and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._backoff = min(self._backoff * 2, BACKOFF_S[1])
 
     def _redis_recovered(self) -> None:

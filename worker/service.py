@@ -8,7 +8,7 @@ answers the interactive jobs waiting behind the job in one forward pass (``worke
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +18,7 @@ from shared.announcements import announce_model
 from worker import jobs, metrics
 from worker.batching import Batcher, batch_jobs_setting
 from worker.model.served import explain_reviews
-from worker.reliable import ReliableWorker, job_contract_breaches
+from worker.reliable import ReliableWorker
 
 log = structlog.get_logger(__name__)
 
@@ -32,35 +32,28 @@ class ReloadingWorker(ReliableWorker):
             self.connection,
             self.name,
             self.serializer,
-            lambda job: not job_contract_breaches(job, self.job_functions, self.max_retries),
+            self.admissible,
             batch_jobs_setting(),
         )
         jobs.BATCHER = self.batcher
 
-    def before_execution(self, job: Any, queue: Any = None) -> None:
+    def before_execution(self, job: Any, queue: Any = None) -> Sequence[Any]:
         if jobs.serving().maybe_reload():
             self.batcher.clear()  # answers of the old version are not given out
             self.announce()
-        if job is not None and queue is not None:
-            try:
-                self.batcher.prepare(job, queue, jobs.serving().get(), explain_reviews)
-            except RedisError as exc:  # the jobs run one by one
-                log.warning("batch_take_failed", reason=str(exc))
+        if job is None or queue is None:
+            return ()
+        try:
+            return self.batcher.prepare(job, queue, jobs.serving().get(), explain_reviews)
+        except RedisError as exc:  # the jobs run one by one
+            log.warning("batch_take_failed", reason=str(exc))
+            return ()
 
     def idle(self) -> None:
         """While waiting for jobs: swap in a version the watcher made ready, and say so at once
         (producers key their jobs by the announced version: an idle worker must not keep them
         on the old one until its next job)."""
         self.before_execution(None)
-
-    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
-        """RQ's, counted: queue wait before it, outcome after it (``worker.metrics``)."""
-        if job.enqueued_at is not None:
-            waited = (datetime.now(UTC) - job.enqueued_at.replace(tzinfo=UTC)).total_seconds()
-            metrics.WAIT_SECONDS.labels(queue.name).observe(max(0.0, waited))
-        finished = bool(super().perform_job(job, queue, execution))
-        metrics.JOBS.labels(queue.name, "finished" if finished else "failed").inc()
-        return finished
 
     def handle_exception(self, job: Any, *exc_info: Any) -> None:
         """A failed job: counted by exception class, then RQ's handling."""
