@@ -67,7 +67,7 @@ def answer_payloads(
     answers: list[dict[str, Any]] = [{} for _ in payloads]
     for (top_words, tokens), members in groups.items():
         reviews = [review for i in members for review in payloads[i]["reviews"]]
-        results = explain(served, reviews, top_words, tokens, uniform=True)
+        results = explain(served, reviews, top_words, tokens)
         start = 0
         for i in members:
             n = len(payloads[i]["reviews"])

@@ -24,7 +24,8 @@ from typing import Any
 
 import structlog
 from rq.job import JobStatus
-from rq.utils import now
+from rq.results import Result
+from rq.utils import now, utcformat
 
 from shared import reliable
 
@@ -37,6 +38,46 @@ def _retention(conn: Any, jobs: Sequence[Any]) -> list[tuple[bytes | None, bytes
         for job in jobs:
             pipe.hmget(job.key, "status", "result_ttl")
         return [tuple(row) for row in pipe.execute()]
+
+
+def _finished(worker: Any, job: Any, value: Any, started: Any, ended: Any, pipe: Any) -> None:
+    """Queue in ``pipe`` what RQ's success handling writes for ``job`` (rq 3.0's
+    ``Worker.handle_job_success`` and ``Job._handle_success``), less what none of our jobs has
+    (dependents, repeats, callbacks): the changed fields only, not the whole job again."""
+    job.worker_name = worker.name
+    job.started_at, job.ended_at, job.last_heartbeat = started, ended, ended
+    job._result = value
+    job._status = JobStatus.FINISHED
+    ttl = job.get_result_ttl(worker.default_result_ttl)
+    if ttl == 0:
+        job.delete(pipeline=pipe, remove_from_queue=False)
+    else:
+        pipe.hset(
+            job.key,
+            mapping={
+                "status": JobStatus.FINISHED.value,
+                "worker_name": worker.name,
+                "started_at": utcformat(started),
+                "ended_at": utcformat(ended),
+                "last_heartbeat": utcformat(ended),
+            },
+        )
+        Result.create(
+            job,
+            Result.Type.SUCCESSFUL,
+            ttl,
+            return_value=value,
+            worker_name=worker.name,
+            pipeline=pipe,
+            execution_started_at=started,
+            execution_ended_at=ended,
+        )
+        job.finished_job_registry.add(job, ttl, pipe)
+        if ttl > 0:
+            pipe.expire(job.key, ttl)
+        else:
+            pipe.persist(job.key)
+    reliable.started(pipe, worker.name, job.id)  # out of the processing list
 
 
 def finish_together(worker: Any, jobs: Sequence[Any], queue: Any) -> set[str]:
@@ -63,23 +104,9 @@ def finish_together(worker: Any, jobs: Sequence[Any], queue: Any) -> set[str]:
     working = timedelta()
     with conn.pipeline() as pipe:  # MULTI ... EXEC
         for job, value, started in done:
-            job.worker_name = worker.name
-            job.started_at, job.ended_at, job.last_heartbeat = started, ended, ended
-            job._result = value
-            ttl = job.get_result_ttl(worker.default_result_ttl)
-            if ttl != 0:
-                job._handle_success(
-                    ttl,
-                    pipeline=pipe,
-                    worker_name=worker.name,
-                    execution_started_at=started,
-                    execution_ended_at=ended,
-                )
-            job.cleanup(ttl, pipeline=pipe, remove_from_queue=False)
-            job._status = JobStatus.FINISHED
-            reliable.started(pipe, worker.name, job.id)  # out of the processing list
-            worker.increment_successful_job_count(pipeline=pipe)
+            _finished(worker, job, value, started, ended, pipe)
             working += ended - started
+        pipe.hincrby(worker.key, "successful_job_count", len(done))
         worker.increment_total_working_time(working, pipe)
         pipe.execute()
     for job, _, _ in done:

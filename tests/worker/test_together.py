@@ -111,3 +111,33 @@ def test_nothing_is_finished_when_the_transaction_fails(conn: Redis) -> None:
     assert all(j.get_status(refresh=True) == JobStatus.QUEUED for j in jobs)
     assert finish_together(worker, jobs, queue) == {j.id for j in jobs}  # Redis is back
     assert [j.latest_result().return_value for j in jobs] == [1, 2, 3]
+
+
+def test_a_job_finished_together_looks_like_one_rq_finished(conn: Redis) -> None:
+    """Same fields, result stream entry, registry and retention as RQ's own success handling
+    writes (what this module couples to: rq is pinned, and this test says when it drifts)."""
+    queue = get_queue(QUEUE_INTERACTIVE, conn)
+    ours, theirs = (queue.enqueue(PURE, 2, 3, result_ttl=300) for _ in range(2))
+    worker = _worker(conn, "c")
+    worker.register_birth()
+    reliable.take_more(conn, "c", queue.key, 1)
+    assert finish_together(worker, [ours], queue) == {ours.id}
+    worker.register_death()
+    _worker(conn, "r").work(burst=True)  # RQ's path for the other
+    ours_hash, theirs_hash = conn.hgetall(ours.key), conn.hgetall(theirs.key)
+    assert ours_hash.keys() == theirs_hash.keys()
+    for field in (b"status", b"result_ttl", b"origin", b"data"):
+        assert ours_hash[field] == theirs_hash[field], field
+    fetched = [Job.fetch(j.id, connection=conn, serializer=JSONSerializer) for j in (ours, theirs)]
+    for job in fetched:
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.return_value() == 5
+        assert job.started_at is not None and job.ended_at is not None
+        assert 290 < conn.ttl(job.key) <= 300
+        assert 290 < conn.ttl(f"rq:results:{job.id}") <= 300
+    entries = [conn.xrange(f"rq:results:{j.id}") for j in (ours, theirs)]
+    assert [len(e) for e in entries] == [1, 1]
+    # No execution record: a group's jobs are never registered as started.
+    assert entries[0][0][1].keys() == entries[1][0][1].keys() - {b"execution_id"}
+    registry = FinishedJobRegistry(QUEUE_INTERACTIVE, connection=conn)
+    assert set(registry.get_job_ids()) == {ours.id, theirs.id}

@@ -26,22 +26,15 @@ def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
     return out
 
 
-def length_batches(
-    lengths: Sequence[int], batch_size: int, uniform: bool = False
-) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Index batches of similar length (sorted), so short texts don't pay for long ones.
 
-    ``uniform``: every batch holds rows of one length only (no padding at all), so each row is
-    computed exactly as it is alone."""
+    Padding does not change a row's answer: the model zeroes PAD embeddings and pools only
+    windows that start on a real token, and the explainer breaks pooling ties the same way
+    whatever the batch (``worker.model.explain``)."""
     values = np.asarray(lengths)
     order = np.argsort(values, kind="stable")
-    if not uniform:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    out = []
-    for length in np.unique(values):
-        same = order[values[order] == length]
-        out += [same[i : i + batch_size] for i in range(0, len(same), batch_size)]
-    return out
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class BucketedBatches(keras.utils.PyDataset):

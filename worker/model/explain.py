@@ -43,6 +43,8 @@ from worker.model.cnn import (
 from worker.model.phrases import add_bag, best_phrases, top_words
 
 DEFAULT_BATCH_SIZE = 128
+#: Pooled windows this close (relative) to a filter's max count as tied with it.
+TIE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,12 @@ class Explainer:
             offset = self._offsets[layer.kernel_size[0]]
             weights = self._feature_weights[offset : offset + layer.filters]
             pooled = tf.reduce_max(masked, axis=1)
-            out.append((tf.argmax(masked, axis=1, output_type=tf.int32), pooled, weights))
+            # The first window within rounding of the max wins: windows equal in exact
+            # arithmetic (the same words twice) differ in the last bits with the batch's shape,
+            # and a plain argmax would credit the first in one batch and the second in another.
+            near = masked >= (pooled - TIE_TOLERANCE * (tf.abs(pooled) + 1e-6))[:, None, :]
+            best = tf.argmax(tf.cast(near, tf.int32), axis=1, output_type=tf.int32)
+            out.append((best, pooled, weights))
         return out
 
     def _attribute_kim(self, ids: Any) -> tuple[Any, Any, list[Any]]:
@@ -201,15 +208,14 @@ class Explainer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         tokens: Sequence[Sequence[str]] | None = None,
         top_k: int = 0,
-        uniform: bool = False,
     ) -> list[Explained]:
         """Explain encoded rows (any lengths), in length-bucketed batches; output keeps order.
 
         With ``tokens`` (the rows' token strings), each result also carries its ``top_k`` words.
-        ``uniform``: batches of one length only (see ``length_batches``).
+        A row's answer does not depend on the rows batched with it.
         """
         out: list[Explained | None] = [None] * len(rows)
-        for idx in length_batches([len(r) for r in rows], batch_size, uniform):
+        for idx in length_batches([len(r) for r in rows], batch_size):
             batch = pad_batch([rows[i] for i in idx])
             z, per_token, winners = self._run(batch)
             explained = self._finish(

@@ -107,12 +107,9 @@ def explain_reviews(
     reviews: Sequence[dict[str, Any]],
     top_k: int,
     want_tokens: bool = False,
-    uniform: bool = False,
 ) -> list[dict[str, Any]]:
-    """One result per review (``{"id", "text"}``), in order: the answer or a per-review error.
-
-    ``uniform``: reviews are computed in batches of one token length each, so every answer is
-    exactly the one the review gets alone (jobs batched by the worker use it)."""
+    """One result per review (``{"id", "text"}``), in order: the answer or a per-review error
+    (each the same whatever reviews it is batched with)."""
     results: list[dict[str, Any]] = [{} for _ in reviews]
     valid = []
     for i, review in enumerate(reviews):
@@ -123,7 +120,7 @@ def explain_reviews(
             results[i] = {"id": review["id"], "error": error}
     encoded = served.predictor.encode([reviews[i]["text"] for i in valid])
     explained = served.explainer.explain_ids(
-        [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k, uniform=uniform
+        [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
     )
     cal = served.calibration
     for i, enc, exp in zip(valid, encoded, explained, strict=True):

@@ -70,6 +70,8 @@ def test_batched_results_equal_one_row_at_a_time_and_top_words_follow_the_defini
     explainer = Explainer(_model("kim_ngram"))
     rng = np.random.default_rng(7)
     rows = [rng.integers(1, 40, size=n).tolist() for n in (1, 2, 3, 7, 30, 30, 64)]
+    # Repeated words tie in the max pool: the same occurrence wins whatever the batch's shape.
+    rows += [[5, 6, 7] * 4, [3] * 12, [9, 9, 2, 9, 9, 2], [1] * 20]
     tokens = [[f"oov{p}" if i == 1 else f"w{i}" for p, i in enumerate(row)] for row in rows]
     batched = explainer.explain_ids(rows, tokens=tokens, top_k=4)
     for row, toks, e in zip(rows, tokens, batched, strict=True):
