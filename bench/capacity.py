@@ -10,7 +10,8 @@ Measured the way serving systems measure it (issue 25), against a real redis-ser
     reviews), all waiting on the interactive queue at once, as one-review jobs and as
     256-review jobs; the time from the first enqueue to the last result, median of ``--runs``
     (runs alternate, so both see the same machine).  The ratio of the two rates is the share of
-    the model's capacity that a chat or API load gets.
+    the model's capacity that a chat or API load gets.  Then what batching adds to a job that
+    waits alone: one ``take_more`` on an empty queue (median and p99 over 2,000 calls).
 (2) **Open-loop load** of single reviews at rising rates, each for ``--seconds``: the bot's path
     (``shared.aqueue``: enqueue, then XREAD on the result stream, as ``sentiment-bot`` does) and
     the HTTP API (``POST /v1/classify`` with one review, through ``sentiment-api``).  Requests
@@ -83,6 +84,21 @@ def settle(url: str, patience_s: float = 120.0) -> None:
             break
         time.sleep(0.2)
     time.sleep(0.5)
+
+
+def lone_job_delay(url: str, n: int = 2000) -> tuple[float, float]:
+    """What batching adds to a job that waits alone: one ``take_more`` on an empty queue (the
+    worker never waits for more jobs).  Median and p99 in ms over ``n`` calls."""
+    from shared import reliable
+
+    conn = connect(url)
+    key = f"rq:queue:{QUEUE_INTERACTIVE}-lone"
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        reliable.take_more(conn, "bench-lone", key, 31)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 def drain(url: str, texts: list[str], per_job: int, tag: str) -> float:
@@ -227,32 +243,48 @@ def measure(
             print(f"{'1 review':>10} {s:>19.0f} {', '.join(f'{x:.2f}' for x in single):>24}")
             print(f"{'256':>10} {b:>19.0f} {', '.join(f'{x:.2f}' for x in bulk):>24}")
             print(f"ratio one-review / 256-review jobs: {s / b:.2f}x")
-            bot = asyncio.run(bot_path(redis.url, texts, rates, args.seconds))
-            table("(2a) open loop, the bot's path (enqueue + XREAD), one review a request", bot)
-            token = "capacity-bench-token-0123456789"
-            api_env = {
-                **env,
-                "API_TOKENS": f"bench={token}",
-                "FEEDBACK_SALT": "capacity-bench-salt-0123456789",
-                "API_RATE_PER_MINUTE": "1000000",
-            }
-            port = free_port()
-            api = start_api(api_env, ["--port", str(port)], tmp / f"api{batch_jobs}.log")
-            try:
-                rows = asyncio.run(api_path(port, token, texts, rates, args.seconds, redis.url))
-            finally:
-                api.terminate()
-                api.wait(30)
-            table("(2b) open loop, the HTTP API (POST /v1/classify), one review a request", rows)
+            lone = lone_job_delay(redis.url)
+            print(f"a lone job's added delay (one take_more): p50 {lone[0]:.3f} ms, ", end="")
+            print(f"p99 {lone[1]:.3f} ms")
+            bot, rows = (
+                part_two(redis.url, env, texts, rates, args.seconds, tmp / f"api{batch_jobs}.log")
+                if rates
+                else ([], [])
+            )
     return {
         "single_per_s": s,
         "bulk_per_s": b,
         "ratio": s / b,
+        "lone_delay_ms": lone,
         "bot": bot,
         "api": rows,
         "bot_ok": highest_ok(bot),
         "api_ok": highest_ok(rows),
     }
+
+
+def part_two(
+    url: str, env: dict[str, str], texts: list[str], rates: list[float], seconds: float, log: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open-loop load through the bot's path, then through ``sentiment-api``."""
+    bot = asyncio.run(bot_path(url, texts, rates, seconds))
+    table("(2a) open loop, the bot's path (enqueue + XREAD), one review a request", bot)
+    token = "capacity-bench-token-0123456789"
+    api_env = {
+        **env,
+        "API_TOKENS": f"bench={token}",
+        "FEEDBACK_SALT": "capacity-bench-salt-0123456789",
+        "API_RATE_PER_MINUTE": "1000000",
+    }
+    port = free_port()
+    api = start_api(api_env, ["--port", str(port)], log)
+    try:
+        rows = asyncio.run(api_path(port, token, texts, rates, seconds, url))
+    finally:
+        api.terminate()
+        api.wait(30)
+    table("(2b) open loop, the HTTP API (POST /v1/classify), one review a request", rows)
+    return bot, rows
 
 
 def highest_ok(rows: list[dict[str, Any]]) -> float:
@@ -266,7 +298,9 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=settings.data_dir / "aclImdb_v1.tar.gz")
     p.add_argument("--n", type=int, default=1000, help="short reviews for part (1)")
     p.add_argument("--runs", type=int, default=3, help="repeats of part (1) (median shown)")
-    p.add_argument("--rates", default="20,40,80,160", help="offered requests/s for part (2)")
+    p.add_argument(
+        "--rates", default="20,40,80,160", help="offered requests/s for part (2); '' skips it"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads of the worker")
     p.add_argument(
@@ -274,7 +308,7 @@ def main() -> int:
     )
     args = p.parse_args()
     texts = short_reviews(args.data, args.n)
-    rates = [float(r) for r in args.rates.split(",")]
+    rates = [float(r) for r in args.rates.split(",") if r]
     tmp = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     print(
         f"{len(texts)} short reviews, "

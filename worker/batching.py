@@ -5,10 +5,10 @@ about as much as one of dozens (the model's fixed cost: dispatch, padding, the e
 trace).  Before a worker runs an interactive job it takes, without waiting, up to
 ``WORKER_BATCH_JOBS - 1`` more jobs already waiting on the same queue into its processing list
 (``shared.reliable.take_more``: the same reliable take as every job, so a worker killed at any
-point loses none of them), answers all their reviews in one length-bucketed pass, and keeps each
-job's answer until RQ runs that job: every job still gets its own registration, status, result,
-retention and metrics, in queue order.  Nothing waits for more jobs to arrive: a lone job is
-delayed by one Redis call.
+point loses none of them), answers all their reviews in one length-bucketed pass, and returns
+the group, which the worker finishes in one transaction (``worker.together``): every job still
+gets its own status, result, retention and metrics, in queue order.  Nothing waits for more
+jobs to arrive: a lone job is delayed by one Redis call.
 
 A job outside our contract, or whose payload does not validate, is left out of the pass and
 fails alone when its turn comes; so does a job whose pass failed (it is then answered alone).
