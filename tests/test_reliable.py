@@ -246,3 +246,23 @@ def test_a_worker_killed_after_registering_a_job_loses_nothing(conn: Any) -> Non
     assert queue.get_job_ids() == [job.id]
     SleepyWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
     assert job.get_status(refresh=True).value == "finished"
+
+
+@pytest.mark.redis_server
+def test_a_worker_leaves_its_command_channel_at_once(real_redis: Redis) -> None:
+    """Teardown's last step: with RQ's listener (a 60 s wait) and redis-py >= 8 (``stop()``
+    joins the thread), a worker whose listener had already read the unsubscribe reply sat in
+    its teardown for up to a minute after SIGTERM; this is that race, made certain."""
+    worker = SleepyWorker(
+        queues(real_redis), connection=real_redis, serializer=JSONSerializer, name="pubsub"
+    )
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    deadline = time.monotonic() + 10
+    while worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.pubsub.subscribed  # the listener read the reply and waits again
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 10  # RQ's own listener: up to 60 s
+    assert not worker.pubsub_thread.is_alive()

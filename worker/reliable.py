@@ -46,6 +46,7 @@ from shared import reliable
 from shared.queues import JOB_RETRIES, recover_abandoned, redis_out_of_memory
 from shared.schema import JOB_FUNCTION
 from worker import metrics
+from worker.contract import disarm, job_contract_breaches
 from worker.together import finish_together
 
 log = structlog.get_logger(__name__)
@@ -58,41 +59,10 @@ HEARTBEAT_TTL_S = reliable.ALIVE_TTL_S
 BLOCK_S = 0.2
 #: Back-off while Redis is unreachable or out of memory.
 BACKOFF_S = (0.5, 5.0)
+#: The longest a worker's command-channel thread waits before checking whether to stop.
+PUBSUB_WAKE_S = 0.5
 #: How often an idle worker refreshes its RQ heartbeat and recovers what dead workers left.
 HOUSEKEEPING_EVERY_S = 5.0
-
-
-def job_contract_breaches(
-    job: Any, functions: frozenset[str], max_retries: int = JOB_RETRIES
-) -> list[str]:
-    """What a job carries that none of our producers ever sets (empty: the job may run)."""
-    breaches = []
-    if job.func_name not in functions:
-        breaches.append(f"job function {job.func_name!r} is not {JOB_FUNCTION!r}")
-    for kind in ("success", "failure", "stopped"):
-        if getattr(job, f"_{kind}_callback_name", None):
-            breaches.append(f"an on_{kind} callback")
-    if job.webhooks:
-        breaches.append("webhooks")
-    if (job.retries_left or 0) > max_retries or (job.number_of_retries or 0) > max_retries:
-        breaches.append(f"more than {max_retries} retries")
-    if any(interval for interval in job.retry_intervals or ()):
-        breaches.append("retry intervals")
-    if job.repeats_left or job.repeat_intervals:
-        breaches.append("repeats")
-    if job._dependency_ids:
-        breaches.append("dependencies")
-    return breaches
-
-
-def _disarm(job: Any) -> None:
-    """Drop what RQ would act on when it fails the job: callbacks, webhooks, retries."""
-    for kind in ("success", "failure", "stopped"):
-        setattr(job, f"_{kind}_callback_name", None)
-        setattr(job, f"_{kind}_callback", None)
-    job.webhooks = []
-    job.retries_left = 0
-    job.repeats_left = None
 
 
 class ReliableWorker(SimpleWorker):  # type: ignore[misc]
@@ -271,7 +241,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         log.error(
             "job_refused", job_id=job.id, function=job.func_name, queue=queue.name, why=breaches
         )
-        _disarm(job)
+        disarm(job)
         metrics.JOBS.labels(queue.name, "refused").inc()
         metrics.ERRORS.labels("refused_job").inc()
         self.handle_job_failure(
@@ -365,6 +335,17 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         transaction, from where the teardown can block for good (a SIGTERMed worker was seen
         running on).  The second signal is RQ's cold shutdown."""
         self._stop_requested = True
+
+    def subscribe(self) -> None:
+        """RQ's command channel (``rq`` kill/stop commands), listened to by a thread that wakes
+        every ``PUBSUB_WAKE_S``.  RQ's thread waits up to 60 s for a message, and with redis-py
+        >= 8 its teardown's ``stop()`` joins that thread: a worker whose thread had already
+        read the unsubscribe reply sat in its teardown for up to a minute after SIGTERM."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_WAKE_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def register_death(self) -> None:
         """Put back what we took but did not start, then deregister (RQ's)."""
