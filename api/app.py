@@ -167,13 +167,16 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         request: Request,
         top_words: int | None = Query(None, ge=0, le=MAX_TOP_WORDS),
         tokens_: bool = Query(False, alias="tokens", description="per-token weights too"),
+        sentences: bool = Query(True, description="per-sentence answers (false skips them)"),
         _: str = Depends(caller),
     ) -> dict[str, Any]:
         """Classify one review (form field or JSON ``review``) or up to 1,024 (``reviews``).
 
-        Every review gets a result, in order: label, class scores, top words and phrases,
-        ``highlights`` ([start, end, weight toward positive] spans of the review's own text)
-        and the model version; or ``error`` for that review alone."""
+        Every review gets a result, in order: label, class scores, ``verdict`` (positive,
+        negative, mixed or neutral), ``reasons``, top words and phrases, ``sentences`` (character
+        offsets, label, scores and words of each; ``?sentences=false`` skips them), ``highlights``
+        ([start, end, weight toward positive] spans of the review's own text) and the model
+        version; or ``error`` for that review alone."""
         items, single = await read_reviews_from(request)
         client: AsyncQueueClient = state["client"]
         k = api.top_words if top_words is None else top_words
@@ -189,7 +192,9 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             raise ApiError(422, f"review: {results[0]['error']}")
         version = None
         if valid:
-            payload = make_payload([items[i] for i in valid], k, await client.served_version())
+            payload = make_payload(
+                [items[i] for i in valid], k, await client.served_version(), sentences=sentences
+            )
             if tokens_:
                 payload["options"]["token_weights"] = True
             answer = await run_job(payload)

@@ -176,7 +176,9 @@ class SentimentBot:
         try:
             sent, submitted = await asyncio.gather(
                 message.reply_text(render.PLACEHOLDER, do_quote=True),
-                self.client.submit(f"tg-{update.update_id}", text, self.settings.top_words),
+                self.client.submit(
+                    f"tg-{update.update_id}", text, self.settings.top_words, sentences=True
+                ),
                 return_exceptions=True,
             )
             if isinstance(sent, BaseException):

@@ -8,10 +8,11 @@ entity.  Lengths are counted like Telegram counts them: in UTF-16 code units.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.highlight import weights_of, word_spans
+from shared.highlight import Span, word_spans
 
 #: Telegram's limit for a message's text.
 MAX_MESSAGE = 4096
@@ -88,27 +89,72 @@ def model_info(info: Mapping[str, str], decision: Mapping[str, str] | None = Non
     return "\n".join(lines)
 
 
+VERDICT_HEAD = {
+    "mixed": "⚖️ <b>Mixed</b>",
+    "neutral": "😐 <b>Neutral</b>: no clear opinion",
+}
+SENTENCE_MARK = {"positive": "👍", "negative": "👎", None: "😐"}
+
+
+def _words(reasons: Any) -> str:
+    return ", ".join(escape(str(w)) for w in list(reasons or [])[:4])
+
+
 def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> str:
-    """The reply to a classified review: label, confidence, highlighted review, words, phrases."""
+    """The reply to a classified review: the verdict, the review with each sentence marked and
+    its reasons in bold, and the reasons; the data's every weight stays in the result."""
     label = result["label"]
     confidence = float(result["scores"][label])
-    weights = weights_of(result.get("top_words") or [])
-    head = f"{EMOJI.get(label, '')} <b>{label.capitalize()}</b> · {confidence:.0%} confident"
-    if result.get("uncertain"):  # under the version's threshold: a leaning, not a verdict
-        head = f"🤷 <b>Mixed / not sure</b>, leaning {label} · {confidence:.0%}"
-    tail: list[str] = []
-    if weights:
-        tail.append(
-            "Top words: "
-            + ", ".join(f"{'+' if v > 0 else '−'}{escape(w)}" for w, v in list(weights.items())[:8])
+    verdict = result.get("verdict", label)
+    sentences = list(result.get("sentences") or [])
+    top = [(str(w), float(v)) for w, v in result.get("top_words") or []]
+    # Results of older workers carry no reasons: their top words by sign stand in.
+    reasons = list(result.get("reasons", [w for w, v in top if v > 0][:4]))
+    against = list(result.get("against", [w for w, v in top if v < 0][:2]))
+    if verdict == "mixed":
+        sides = {
+            side: [
+                w
+                for s in sentences
+                if s["label"] == side and not s["uncertain"]
+                for w in s.get("reasons") or []
+            ]
+            for side in ("positive", "negative")
+        }
+        head = (
+            f"{VERDICT_HEAD['mixed']}: 👍 {_words(dict.fromkeys(sides['positive'])) or '…'}"
+            f" · 👎 {_words(dict.fromkeys(sides['negative'])) or '…'}"
         )
+    elif verdict == "neutral":
+        head = f"{VERDICT_HEAD['neutral']} (leaning {label}, {confidence:.0%})"
+    elif result.get("uncertain"):  # under the version's threshold: a leaning, not a verdict
+        head = f"🤷 <b>Not sure</b>, leaning {label} · {confidence:.0%}"
+    else:
+        head = f"{EMOJI.get(label, '')} <b>{label.capitalize()}</b> · {confidence:.0%} confident"
+    spans: list[Span] = []
+    marks: dict[int, str] = {}
+    if len(sentences) > 1:
+        for s in sentences:
+            start, end = int(s["start"]), int(s["end"])
+            marks[start] = SENTENCE_MARK[None if s["uncertain"] else s["label"]] + " "
+            weights = {str(w): 1.0 for w in s.get("reasons") or []}
+            spans += [
+                Span(start + w.start, start + w.end, w.weight)
+                for w in word_spans(text[start:end], weights)
+            ]
+    elif verdict != "neutral":
+        spans = word_spans(text, {**{w: -1.0 for w in against}, **{w: 1.0 for w in reasons}})
+    tail: list[str] = []
+    if reasons and verdict in ("positive", "negative"):
+        tail.append("Why: " + _words(reasons))
     phrases = [str(p) for p, _ in result.get("top_phrases") or []][:3]
-    if phrases:
+    if phrases and verdict in ("positive", "negative"):
         tail.append("Top phrases: " + ", ".join(f"“{escape(p)}”" for p in phrases))
-    tail.append(
-        f"{SUPPORT[0]}bold{SUPPORT[1]}: supports the label · "
-        f"{OPPOSE[0]}underlined{OPPOSE[1]}: speaks against it"
-    )
+    if spans:
+        legend = f"{SUPPORT[0]}bold{SUPPORT[1]}: the words that decided"
+        if any(s.weight < 0 for s in spans):
+            legend += f" · {OPPOSE[0]}underlined{OPPOSE[1]}: speaks against it"
+        tail.append(legend)
     if result.get("truncated"):
         tail.append(
             f"ℹ️ A long review ({result.get('n_tokens', '?')} words): the model read its "
@@ -119,19 +165,31 @@ def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> s
     fixed = head + "\n\n" + "\n\n" + "\n".join(tail)
     shortened_note = "\nℹ️ The review is shortened here to fit one message."
     budget = MAX_MESSAGE - utf16_len(fixed) - utf16_len(shortened_note)
-    body, cut = highlight(text, weights, budget)
+    body, cut = highlight_spans(text, spans, marks, budget)
     return head + "\n\n" + body + "\n\n" + "\n".join(tail) + (shortened_note if cut else "")
 
 
 def highlight(text: str, weights: Mapping[str, float], budget: int) -> tuple[str, bool]:
     """``text`` escaped, its top words marked; at most ``budget`` UTF-16 units; (html, cut)."""
+    return highlight_spans(text, word_spans(text, weights), {}, budget)
+
+
+def highlight_spans(
+    text: str, spans: Sequence[Span], marks: Mapping[int, str], budget: int
+) -> tuple[str, bool]:
+    """``text`` escaped with ``spans`` styled (bold: weight > 0, else underlined) and each
+    ``marks[offset]`` put before that offset; at most ``budget`` UTF-16 units; (html, cut)."""
     pieces: list[tuple[str, tuple[str, str] | None]] = []
-    pos = 0
-    for span in word_spans(text, weights):
-        pieces.append((text[pos : span.start], None))
-        pieces.append((text[span.start : span.end], SUPPORT if span.weight > 0 else OPPOSE))
-        pos = span.end
-    pieces.append((text[pos:], None))
+    cuts = sorted({0, len(text), *marks, *(s.start for s in spans), *(s.end for s in spans)})
+    styled = {s.start: s for s in spans}
+    for a, b in itertools.pairwise(cuts):
+        if a in marks:
+            pieces.append((marks[a], ("", "")))
+        span = styled.get(a)
+        if span is not None and span.end == b:
+            pieces.append((text[a:b], SUPPORT if span.weight > 0 else OPPOSE))
+        else:
+            pieces.append((text[a:b], None))
     out: list[str] = []
     used = 0
     ellipsis = "…"

@@ -110,10 +110,13 @@ class AsyncQueueClient:
             self._version = (time.monotonic(), version)
         return version
 
-    async def submit(self, review_id: str, text: str, top_words: int) -> Ticket:
-        """Enqueue one review for the serving version."""
+    async def submit(
+        self, review_id: str, text: str, top_words: int, sentences: bool = False
+    ) -> Ticket:
+        """Enqueue one review for the serving version (``sentences``: answered per sentence)."""
         version = await self.served_version()
-        return await self.submit_payload(make_payload([(review_id, text)], top_words, version))
+        payload = make_payload([(review_id, text)], top_words, version, sentences=sentences)
+        return await self.submit_payload(payload)
 
     async def submit_payload(self, payload: dict[str, Any]) -> Ticket:
         """Enqueue a payload unless its job is in flight or answered by its version.

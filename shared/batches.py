@@ -75,6 +75,7 @@ class Options:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     top_words: int = DEFAULT_TOP_WORDS
     queue: str = QUEUE_BULK
+    sentences: bool = False
     job_timeout: int = JOB_TIMEOUT_S
     result_ttl: int = RESULT_TTL_S
     failure_ttl: int = FAILURE_TTL_S
@@ -143,7 +144,10 @@ def _progress(total: int | None, desc: str, enabled: bool) -> Any:
 def fingerprint(source: Source, options: Options, progress: bool = False) -> tuple[str, int]:
     """The batch id (a hash of every record and of the options) and the number of records."""
     digest = hashlib.sha256(
-        json.dumps([options.chunk_size, options.top_words, options.queue]).encode()
+        json.dumps(
+            [options.chunk_size, options.top_words, options.queue]
+            + ([True] if options.sentences else [])  # batches without sentences keep their ids
+        ).encode()
     )
     count = 0
     with _progress(None, "read", progress) as bar:
@@ -184,6 +188,7 @@ def plan_window(reviews: Sequence[Review], options: Options) -> tuple[Window, li
             [(reviews[i].id, reviews[i].text) for i in idx],
             options.top_words,
             options.model_version,
+            sentences=options.sentences,
         )
         window.jobs.append((job_id_for(payload, options.queue), idx))
         payloads.append(payload)

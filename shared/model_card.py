@@ -188,6 +188,30 @@ def _evaluation(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdicts(m: dict[str, Any]) -> list[str]:
+    verdict, reasons = m.get("verdict") or {}, m.get("reasons") or {}
+    if not verdict.get("linear"):
+        return [
+            "- No fitted verdict rule: `verdict` (positive, negative, mixed, neutral) follows the "
+            "default thresholds of `worker.model.verdict.VerdictRule` (`sentiment-verdict` "
+            "fits one)."
+        ]
+    val = verdict.get("validation") or {}
+    f1 = val.get("f1") or {}
+    return [
+        "- `verdict` (positive, negative, mixed, neutral) comes from a four-class logistic "
+        f"regression over {len(verdict['linear'].get('features', []))} features of the answer "
+        "and of its sentences, fitted by `sentiment-verdict` on "
+        f"{verdict.get('fitted_on', 'validation texts')}.",
+        f"- Validation macro-F1 {_num(val.get('macro_f1'))} ("
+        + ", ".join(f"{k} {_num(v, 3)}" for k, v in f1.items())
+        + "); the evaluation set's figure is in docs/benchmarks.md (`bench/verdicts.py`).",
+        f"- `reasons`: words that support the label with at least "
+        f"{_num(reasons.get('min_share'), 2)} of the strongest one's weight, function words "
+        "left out unless they are negations.",
+    ]
+
+
 def render(published: Published) -> str:
     """The card of ``published`` as Markdown."""
     m = published.manifest
@@ -249,6 +273,10 @@ def render(published: Published) -> str:
         f'(the bot and the CLI say "not sure"): {_pct(short_uncertain)} of single sentences '
         "on validation.",
         "",
+        "## Verdicts and reasons",
+        "",
+        *_verdicts(m),
+        "",
         "## Limitations and known failure modes",
         "",
         "- **Short texts**: one sentence carries much less evidence than a review; accuracy on "
@@ -257,10 +285,12 @@ def render(published: Published) -> str:
         "couldn't\" can be read by their words rather than their structure.",
         '- **Domain**: trained on movie reviews; product and restaurant vocabulary ("stopped '
         'working", "cold food") is weakly covered.',
-        "- **Mixed and neutral texts** get one of the two labels, usually with a low score.",
+        "- **Mixed and neutral texts** get one of the two labels (`label`, binary by design); "
+        "the four-valued `verdict` above tells them apart, not perfectly.",
         f"- **Long reviews** are truncated to {_num(m.get('sequence_length'))} tokens.",
         "- **Explanations** are faithful to the model (gradient x input, exact n-gram shares), "
-        "not to human reasoning: a function word can carry weight.",
+        "not to human reasoning: a function word can carry weight (readers are shown only "
+        "`reasons`, see above; the data keeps every weight).",
         "",
         "## How to retrain",
         "",

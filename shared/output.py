@@ -22,26 +22,31 @@ OUTPUT_FIELDS = [
     "id",
     "line",
     "label",
+    "verdict",
     "negative",
     "positive",
     "uncertain",
     "top_words",
     "top_phrases",
+    "reasons",
     "model_version",
     "error",
 ]
+#: Opt-in CSV column (``--sentences``): each sentence as ``start-end:label:positive score``.
+SENTENCES_FIELD = "sentences"
 
 
 class RowFormat:
     """Output rows as lines of JSONL or CSV (one record per input row, CSV-quoted as needed):
     the producer's file and the API's download are the same bytes."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, sentences: bool = False) -> None:
         if fmt not in ("jsonl", "csv"):
             raise ValueError(f"unknown output format {fmt!r}")
         self.csv = fmt == "csv"
         self._buffer = io.StringIO()
-        self._writer = csv.DictWriter(self._buffer, OUTPUT_FIELDS, extrasaction="ignore")
+        fields = [*OUTPUT_FIELDS, SENTENCES_FIELD] if sentences else OUTPUT_FIELDS
+        self._writer = csv.DictWriter(self._buffer, fields, extrasaction="ignore")
 
     def header(self) -> str:
         """What comes before the first row (the CSV header; nothing for JSONL)."""
@@ -64,6 +69,11 @@ class RowFormat:
                 "positive": scores.get("positive"),
                 "top_words": " ".join(w for w, _ in row.get("top_words") or []),
                 "top_phrases": " | ".join(p for p, _ in row.get("top_phrases") or []),
+                "reasons": " ".join(row.get("reasons") or []),
+                SENTENCES_FIELD: " ".join(
+                    f"{s['start']}-{s['end']}:{s['label']}:{s['scores']['positive']:.3f}"
+                    for s in row.get("sentences") or []
+                ),
             }
         )
         return self._take()
@@ -80,14 +90,14 @@ class OutputFile:
     record) per input row.  Created at once (an unwritable path fails before any work), written
     to ``<name>.part`` and renamed into place only when complete."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sentences: bool = False) -> None:
         self.path = path
         self.part = path.with_name(path.name + ".part")
         try:
             self._fh: IO[str] = self.part.open("w", newline="", encoding="utf-8")
         except OSError as exc:
             raise DataError(path, f"cannot write the output file: {exc.strerror or exc}") from exc
-        self.format = RowFormat("csv" if path.suffix.lower() == ".csv" else "jsonl")
+        self.format = RowFormat("csv" if path.suffix.lower() == ".csv" else "jsonl", sentences)
         self._fh.write(self.format.header())
         self.counts = {"positive": 0, "negative": 0, "error": 0}
 
@@ -108,9 +118,11 @@ class OutputFile:
         self.part.unlink(missing_ok=True)
 
 
-def write_output(rows: Iterable[dict[str, Any]], path: Path) -> dict[str, int]:
+def write_output(
+    rows: Iterable[dict[str, Any]], path: Path, sentences: bool = False
+) -> dict[str, int]:
     """Write ``rows`` to ``path`` (see ``OutputFile``); returns the label counts."""
-    out = OutputFile(path)
+    out = OutputFile(path, sentences)
     try:
         for row in rows:
             out.write(row)

@@ -11,21 +11,32 @@ worker answers with the version it serves and says which in the result.
 
 Result::
 
-    {"schema": 2, "model_version": "sentiment-cnn/v0003", "results": [
+    {"schema": 3, "model_version": "sentiment-cnn/v0003", "results": [
         {"id": "r1", "label": "positive", "scores": {"negative": 0.1, "positive": 0.9},
          "uncertain": false,
          "top_words": [["superb", 1.7], ["boring", -0.4]],
          "top_phrases": [["not bad at all", 1.2]],
+         "verdict": "positive", "reasons": ["superb"], "against": ["boring"],
+         "sentences": [{"start": 0, "end": 31, "label": "positive", "scores": {...},
+                        "uncertain": false, "top_words": [...], "reasons": ["superb"],
+                        "targets": ["acting"]}],
+         "about": {"positive": ["acting"], "negative": []},
          "n_tokens": 57, "oov_count": 1, "truncated": false, "error": null},
         {"id": "r2", "error": "empty review"}]}
 
 Weights are in log-odds units of the predicted label: positive supports it, negative opposes it;
 ``top_words`` is sorted by absolute weight.  ``scores`` are calibrated probabilities when the
 version carries a calibration; ``uncertain`` is true when the larger score is under the version's
-threshold (the label is then only a leaning).  Schema 2 added ``uncertain``; workers still take
-schema-1 payloads and producers still read schema-1 results (``uncertain`` absent), so a rolling
-upgrade loses nothing.  An invalid review gets a per-review ``error``; it
-never fails the batch.
+threshold (the label is then only a leaning).  Schema 2 added ``uncertain``.  Schema 3 added
+``verdict`` (positive, negative, mixed or neutral: ``worker.model.verdict``; ``label`` keeps its
+binary meaning), ``reasons`` and ``against`` (the top words a reader is shown: those with a
+meaningful share of the evidence for and against the label) and, when the payload's
+``options.sentences`` is true, ``sentences``: character spans ``[start, end)`` of the text as
+sent, each answered like a text, with its ``targets`` (what its opinion is about:
+``worker.model.targets``), and ``about``, the review's targets by side.  A worker answers in
+its payload's schema (a schema-2 payload gets a schema-2 result, the new fields extra), and
+producers read results of schema 1 to 3, so a rolling upgrade loses nothing.  An invalid
+review gets a per-review ``error``; it never fails the batch.
 """
 
 from __future__ import annotations
@@ -34,12 +45,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Versions still understood: payloads from older producers, results from older workers.
-SUPPORTED_SCHEMAS = (1, 2)
+SUPPORTED_SCHEMAS = (1, 2, 3)
 #: The job function's dotted path: a contract stored in Redis with every job.
 JOB_FUNCTION = "worker.jobs.classify_batch"
 LABELS = ("negative", "positive")
+VERDICTS = ("positive", "negative", "mixed", "neutral")
 #: Longest review accepted, in characters (far beyond the longest IMDB review).  The model reads at
 #: most the sequence length of tokens (head and tail); longer input only costs tokenizing.
 MAX_REVIEW_CHARS = 100_000
@@ -82,6 +94,7 @@ def make_payload(
     reviews: Sequence[tuple[str, str]],
     top_words: int = DEFAULT_TOP_WORDS,
     model_version: str = "",
+    sentences: bool = False,
 ) -> dict[str, Any]:
     """A validated job payload for ``(id, text)`` pairs (SchemaError if it breaks the contract).
 
@@ -90,6 +103,8 @@ def make_payload(
     options: dict[str, Any] = {"top_words": top_words}
     if model_version:
         options["model_version"] = model_version
+    if sentences:
+        options["sentences"] = True
     payload = {
         "schema": SCHEMA_VERSION,
         "reviews": [{"id": rid, "text": text} for rid, text in reviews],
@@ -122,6 +137,8 @@ def validate_payload(payload: object) -> dict[str, Any]:
     token_weights = options.get("token_weights", False)
     if not isinstance(token_weights, bool):
         raise SchemaError("'token_weights' must be true or false")
+    if not isinstance(options.get("sentences", False), bool):
+        raise SchemaError("'sentences' must be true or false")
     version = options.get("model_version", "")
     if not isinstance(version, str) or len(version) > 200:
         raise SchemaError("'model_version' must be a string of at most 200 characters")
@@ -129,6 +146,17 @@ def validate_payload(payload: object) -> dict[str, Any]:
     if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_WORDS:
         raise SchemaError(f"'top_words' must be an integer in 0..{MAX_TOP_WORDS}")
     return {**payload, "options": {**options, "top_words": top, "token_weights": token_weights}}
+
+
+def answer_options(payload: Mapping[str, Any]) -> tuple[int, bool, bool, int]:
+    """A validated payload's (top_words, token_weights, sentences, result schema)."""
+    options = payload.get("options", {})
+    return (
+        int(options["top_words"]),
+        bool(options.get("token_weights", False)),
+        bool(options.get("sentences", False)),
+        max(2, min(int(payload["schema"]), SCHEMA_VERSION)),
+    )
 
 
 def _check_pairs(value: object, what: str) -> None:
@@ -174,4 +202,47 @@ def validate_result(result: object, payload: Mapping[str, Any] | None = None) ->
             raise SchemaError("'uncertain' must be true or false")
         _check_pairs(item.get("top_words"), "top_words")
         _check_pairs(item.get("top_phrases"), "top_phrases")
+        if result["schema"] >= 3:
+            _check_schema3(item)
+    if payload is not None:
+        for item, review in zip(items, payload["reviews"], strict=True):
+            spans = item.get("sentences") or []
+            if spans and spans[-1]["end"] > len(review["text"]):
+                raise SchemaError("a sentence ends past its review's text")
     return dict(result)
+
+
+def _check_schema3(item: Mapping[str, Any]) -> None:
+    if item.get("verdict") not in VERDICTS:
+        raise SchemaError(f"bad verdict {item.get('verdict')!r}")
+    _check_words(item.get("reasons"))
+    _check_words(item.get("against", []))
+    sentences = item.get("sentences", [])
+    if not isinstance(sentences, list):
+        raise SchemaError("'sentences' must be a list")
+    end = 0
+    for s in sentences:
+        if not isinstance(s, Mapping) or s.get("label") not in LABELS:
+            raise SchemaError("every sentence needs a label")
+        start, stop = s.get("start"), s.get("end")
+        if not (isinstance(start, int) and isinstance(stop, int) and end <= start < stop):
+            raise SchemaError("sentence spans must be increasing [start, end) offsets")
+        end = stop
+        scores = s.get("scores")
+        if not isinstance(scores, Mapping) or set(scores) != set(LABELS):
+            raise SchemaError("a sentence's 'scores' must hold both classes")
+        if not isinstance(s.get("uncertain"), bool):
+            raise SchemaError("a sentence's 'uncertain' must be true or false")
+        _check_pairs(s.get("top_words"), "top_words")
+        _check_words(s.get("reasons"))
+        _check_words(s.get("targets", []))
+    about = item.get("about", {})
+    if not isinstance(about, Mapping) or not set(about) <= set(LABELS):
+        raise SchemaError("'about' must map labels to target words")
+    for words in about.values():
+        _check_words(words)
+
+
+def _check_words(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise SchemaError("'reasons' and 'targets' must be lists of words")

@@ -33,3 +33,35 @@ def test_the_shipped_version_on_the_hand_written_sentences() -> None:
     flagged = [a for a in answers if a["uncertain"]]
     assert 0 < len(flagged) < len(answers) / 3  # some leanings, mostly verdicts
     assert all(max(a["scores"].values()) < served.calibration.uncertain_below for a in flagged)
+
+
+def test_the_shipped_version_answers_per_sentence_with_four_verdicts() -> None:
+    """The issue's examples and the evaluation set (bench/data/verdicts.jsonl, built from the
+    test split, never fitted on): macro-F1 of the verdict at least 0.70."""
+    from bench.verdicts import evaluate, load_set
+    from worker.model.served import explain_reviews, load_served
+
+    served = load_served(ModelStore(DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME))
+    assert served.rule.fitted
+    texts = [
+        "The acting was superb and the music is gorgeous. The plot, however, made no sense and "
+        "the ending was awful.",
+        "The movie starts at 8pm. The cinema is on Main Street.",
+        "A wonderful film. I loved every minute of it.",
+    ]
+    mixed, neutral, positive = explain_reviews(
+        served, [{"id": str(i), "text": t} for i, t in enumerate(texts)], 10, sentences=True
+    )
+    spans = [(s["start"], s["end"]) for s in mixed["sentences"]]
+    assert spans == [(0, 48), (49, 107)]
+    assert mixed["verdict"] == "mixed"
+    assert [s["label"] for s in mixed["sentences"]] == ["positive", "negative"]
+    assert mixed["about"] == {"positive": ["acting", "music"], "negative": ["plot", "ending"]}
+    assert neutral["verdict"] == "neutral" and len(neutral["sentences"]) == 2
+    assert positive["verdict"] == "positive"
+    assert [s["label"] for s in positive["sentences"]] == ["positive", "positive"]
+    # Readers see the words that carry the evidence, never "the", "was", "is".
+    assert "superb" in mixed["sentences"][0]["reasons"] and "awful" in mixed["reasons"]
+    assert not {"the", "was", "is"} & {w for r in (mixed, positive) for w in r["reasons"]}
+    result = evaluate(served, load_set())
+    assert result["macro_f1"] >= 0.70, result

@@ -57,6 +57,8 @@ def test_uncertain_answers_reach_the_output_file_and_the_bot_says_so(
             rows = [json.loads(line) for line in out.read_text().splitlines()]
             assert [r.get("uncertain") for r in rows] == [True, True, None]
             assert [r.get("label") for r in rows[:2]] == ["positive", "negative"]  # kept
+            # No confident opinion anywhere: the four-valued verdict says neutral.
+            assert [r.get("verdict") for r in rows[:2]] == ["neutral", "neutral"]
             assert rows[2]["error"] == "empty review"
             assert all(max(r["scores"].values()) < 0.6 for r in rows[:2])
 
@@ -73,6 +75,6 @@ def test_uncertain_answers_reach_the_output_file_and_the_bot_says_so(
                 return done[0] if done else None
 
             reply = fake.wait_for(answered, timeout=60)
-            assert "Mixed / not sure" in reply["text"] and "leaning positive" in reply["text"]
+            assert "Neutral" in reply["text"] and "leaning positive" in reply["text"]
         finally:
             stop_processes([bot, worker], timeout=15)

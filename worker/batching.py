@@ -31,7 +31,7 @@ from rq.job import Job
 from shared import reliable
 from shared.config import env_int
 from shared.queues import QUEUE_INTERACTIVE
-from shared.schema import SCHEMA_VERSION, validate_payload
+from shared.schema import answer_options, validate_payload
 
 log = structlog.get_logger(__name__)
 
@@ -52,27 +52,22 @@ def digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _options(payload: dict[str, Any]) -> tuple[int, bool]:
-    options = payload.get("options", {})
-    return int(options["top_words"]), bool(options.get("token_weights", False))
-
-
 def answer_payloads(
     served: Any, payloads: Sequence[dict[str, Any]], explain: Callable[..., list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """One job result per payload; payloads with the same options share one ``explain`` call."""
-    groups: dict[tuple[int, bool], list[int]] = {}
+    groups: dict[tuple[int, bool, bool, int], list[int]] = {}
     for i, payload in enumerate(payloads):
-        groups.setdefault(_options(payload), []).append(i)
+        groups.setdefault(answer_options(payload), []).append(i)
     answers: list[dict[str, Any]] = [{} for _ in payloads]
-    for (top_words, tokens), members in groups.items():
+    for (top_words, tokens, sentences, schema), members in groups.items():
         reviews = [review for i in members for review in payloads[i]["reviews"]]
-        results = explain(served, reviews, top_words, tokens)
+        results = explain(served, reviews, top_words, tokens, sentences)
         start = 0
         for i in members:
             n = len(payloads[i]["reviews"])
             answers[i] = {
-                "schema": SCHEMA_VERSION,
+                "schema": schema,
                 "model_version": served.model_version,
                 "results": results[start : start + n],
             }

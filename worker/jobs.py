@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from shared.config import Settings
-from shared.schema import SCHEMA_VERSION, validate_payload, validate_result
+from shared.schema import answer_options, validate_payload, validate_result
 from shared.store import ModelStore
 from worker import metrics
 from worker.batching import Batcher
@@ -49,16 +49,11 @@ def classify_batch(payload: dict[str, Any]) -> dict[str, Any]:
     if kept is not None:  # answered with the jobs it waited with (worker.batching)
         result = kept
     else:
-        options = payload.get("options", {})
+        top_words, tokens, sentences, schema = answer_options(payload)
         result = {
-            "schema": SCHEMA_VERSION,
+            "schema": schema,
             "model_version": served.model_version,
-            "results": explain_reviews(
-                served,
-                payload["reviews"],
-                int(options["top_words"]),
-                bool(options.get("token_weights", False)),
-            ),
+            "results": explain_reviews(served, payload["reviews"], top_words, tokens, sentences),
         }
     results = result["results"]
     reviews = payload["reviews"]

@@ -55,14 +55,18 @@ from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     # The output file is created first: an unwritable path fails before any work is queued.
-    out = OutputFile(args.output) if args.output else None
+    out = OutputFile(args.output, args.sentences) if args.output else None
     try:
         conn = connect(settings.redis_url)
         if args.collect:
             batch_id = load(conn, args.collect).batch_id
         else:
             options = Options.from_settings(
-                settings, chunk_size=args.chunk_size, top_words=args.top_words, queue=args.queue
+                settings,
+                chunk_size=args.chunk_size,
+                top_words=args.top_words,
+                sentences=args.sentences,
+                queue=args.queue,
             )
             batch_id = submit(conn, file_source(args.files, args.split), options).batch_id
             if not args.wait:
@@ -118,6 +122,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_TOP_WORDS,
         help="top contributing words per review (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sentences",
+        action="store_true",
+        help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
     )
     p.add_argument(
         "--queue", default=QUEUE_BULK, help="Redis queue for the jobs (default: %(default)s)"

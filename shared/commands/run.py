@@ -81,9 +81,13 @@ def summary(
         text = " ".join(raw.split())  # one line: newlines and tabs as spaces
         if len(text) > PREVIEW_CHARS:  # cut before marking: never inside a colour code
             text = text[: PREVIEW_CHARS - 3] + "..."
-        marked = for_terminal(text, (row.get("top_words") or [])[:4], color)
+        reasons = set(row.get("reasons") or [])
+        words = [p for p in row.get("top_words") or [] if p[0] in reasons][:4]
+        marked = for_terminal(text, words, color)
         conf = row["scores"][row["label"]]
         label = f"{row['label'][:3]}?" if row.get("uncertain") else row["label"]
+        if row.get("verdict") in ("mixed", "neutral"):
+            label = row["verdict"]
         lines.append(f"{line:>4}  {label:<8} {conf:>5.0%}  {marked}")
     if any(row.get("uncertain") for row in rows):
         lines.append("(pos? / neg?: not sure, the calibrated confidence is low; it leans that way)")
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return serve(args, settings)
     started = time.monotonic()
     source = file_source(args.files, args.split)
-    out = OutputFile(args.output)  # an unwritable path fails before anything starts
+    out = OutputFile(args.output, args.sentences)  # an unwritable path fails before anything starts
     shown: list[dict[str, Any]] = []
     tally: Counter[str] = Counter()
     try:
@@ -106,7 +110,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 conn = connect(redis_url)
                 _start_workers(args, settings, redis_url, workdir, stack)
                 options = Options.from_settings(
-                    settings, chunk_size=args.chunk_size, top_words=args.top_words
+                    settings,
+                    chunk_size=args.chunk_size,
+                    top_words=args.top_words,
+                    sentences=args.sentences,
                 )
                 info = submit(conn, source, options)
                 rows = results(conn, info.batch_id, args.timeout, tally=tally)
@@ -227,6 +234,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_TOP_WORDS,
         help="top contributing words per review (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sentences",
+        action="store_true",
+        help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
     )
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
     p.add_argument("--timeout", type=float, help="give up waiting for results after S seconds")

@@ -121,7 +121,7 @@ def test_a_review_becomes_an_edited_answer_with_highlighted_words(bot: Bot) -> N
     visible = check_text(answer, "HTML")
     assert visible.startswith("👍 Positive")
     assert "<b>superb</b>" in answer or "<b>wonderful</b>" in answer
-    assert "Top words:" in visible and "model tiny/" in visible
+    assert "Why:" in visible and "model tiny/" in visible
     assert bot.fake.calls_to("sendChatAction")[0].params["action"] == "typing"
     # One structured line per update, with ids and latency, never the text.
     (line,) = bot.fake.wait_for(

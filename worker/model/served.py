@@ -15,10 +15,13 @@ from typing import Any
 from shared.datasets import Review
 from shared.progress import progress as bar_for
 from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
+from shared.sentences import sentence_spans
 from shared.store import ModelStore, Published, StoreError
 from worker.model.explain import Explainer
 from worker.model.phrases import phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
+from worker.model.targets import summary, targets_of
+from worker.model.verdict import Observed, VerdictRule
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Served:
     predictor: Predictor
     explainer: Explainer
     calibration: Calibration = Calibration()
+    rule: VerdictRule = VerdictRule()  # noqa: RUF009 (frozen, shared safely)
 
     @property
     def published(self) -> Published | None:
@@ -94,7 +98,10 @@ def load_served(store: ModelStore, version: str = "LATEST") -> Served:
     published = store.resolve(version)
     predictor = load_predictor(published)
     served = Served(
-        predictor, Explainer(predictor.model), Calibration.from_manifest(published.manifest)
+        predictor,
+        Explainer(predictor.model),
+        Calibration.from_manifest(published.manifest),
+        VerdictRule.from_manifest(published.manifest),
     )
     explained = served.explainer.explain_ids([e.ids for e in predictor.encode(list(SMOKE_TEXTS))])
     if any(not math.isfinite(e.log_odds) for e in explained):
@@ -107,9 +114,16 @@ def explain_reviews(
     reviews: Sequence[dict[str, Any]],
     top_k: int,
     want_tokens: bool = False,
+    sentences: bool = False,
+    observe: bool = False,
 ) -> list[dict[str, Any]]:
     """One result per review (``{"id", "text"}``), in order: the answer or a per-review error
-    (each the same whatever reviews it is batched with)."""
+    (each the same whatever reviews it is batched with).
+
+    Every answer carries its ``verdict`` and readable ``reasons``; with ``sentences``, also its
+    sentences (character spans of the text as sent, each answered like a text of its own), whose
+    rows go through the model in the same batched pass as the reviews'.  Without them the
+    verdict is the text's own (positive, negative or neutral: never mixed)."""
     results: list[dict[str, Any]] = [{} for _ in reviews]
     valid = []
     for i, review in enumerate(reviews):
@@ -118,44 +132,114 @@ def explain_reviews(
             valid.append(i)
         else:
             results[i] = {"id": review["id"], "error": error}
-    encoded = served.predictor.encode([reviews[i]["text"] for i in valid])
+    texts = [reviews[i]["text"] for i in valid]
+    spans = [sentence_spans(t) if sentences else [] for t in texts]
+    # Texts of one sentence are answered by their own row; others add a row per sentence.
+    parts = [
+        (k, s, e)
+        for k, (t, sp) in enumerate(zip(texts, spans, strict=True))
+        if len(sp) > 1
+        for s, e in sp
+    ]
+    encoded = served.predictor.encode(texts + [texts[k][s:e] for k, s, e in parts])
     explained = served.explainer.explain_ids(
         [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
     )
-    cal = served.calibration
-    for i, enc, exp in zip(valid, encoded, explained, strict=True):
-        temperature, bias = cal.params(enc.n_tokens)
-        z = exp.log_odds / temperature + bias
-        p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
-        label = LABELS[int(z > 0)]
-        # Weights stay the words' shares of the log-odds, oriented to the (calibrated) label.
-        scale = (1.0 if label == exp.label else -1.0) / temperature
+    answers = [
+        _answer(served.calibration, enc, exp) for enc, exp in zip(encoded, explained, strict=True)
+    ]
+    rule = served.rule
+    per_text: list[list[dict[str, Any]]] = [[] for _ in texts]
+    for (k, s, e), answer, enc in zip(
+        parts, answers[len(texts) :], encoded[len(texts) :], strict=True
+    ):
+        per_text[k].append({"start": s, "end": e, **answer, "_tokens": enc.tokens})
+    for k, i in enumerate(valid):
+        answer, enc = answers[k], encoded[k]
+        if sentences and not per_text[k]:  # one sentence: the text's own answer
+            per_text[k] = [
+                {"start": s, "end": e, **answer, "_tokens": enc.tokens} for s, e in spans[k]
+            ]
+        seen = observed(answer, enc.n_tokens, per_text[k])
+        verdict = rule.verdict(seen)
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
-            "label": label,
-            "scores": {LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
-            "uncertain": max(p_pos, 1.0 - p_pos) < cal.uncertain_below,
-            "top_words": [[w, v * scale] for w, v in exp.top_words]
-            if scale != 1.0
-            else exp.top_words,
-            "top_phrases": [[t, v * scale] for t, v in phrase_texts(enc.tokens, exp.phrases)]
-            if scale != 1.0
-            else phrase_texts(enc.tokens, exp.phrases),
+            **{key: v for key, v in answer.items() if not key.startswith("_")},
+            "verdict": verdict,
+            "reasons": rule.reasons(answer["top_words"]),
+            "against": rule.reasons(answer["top_words"], against=True),
             "n_tokens": enc.n_tokens,
             "oov_count": enc.oov_count,
             "truncated": enc.truncated,
             "error": None,
         }
+        if sentences:
+            item["sentences"] = [_brief(x, rule) for x in per_text[k]]
+            item["about"] = summary(item["sentences"], verdict)
+        if observe:
+            item["observed"] = seen
         if want_tokens:
+            scale = answer["_scale"]
             item["tokens"] = [
-                [t, round(w * scale, 4)] for t, w in zip(enc.tokens, exp.token_weights, strict=True)
+                [t, round(w * scale, 4)]
+                for t, w in zip(enc.tokens, explained[k].token_weights, strict=True)
             ]
         results[i] = item
     return results
 
 
+def observed(answer: dict[str, Any], n_tokens: int, parts: list[dict[str, Any]]) -> Observed:
+    """What the verdict reads of an answer and its sentences' answers."""
+    return Observed(
+        answer["scores"][LABELS[1]],
+        answer["_evidence"],
+        n_tokens,
+        [(x["scores"][LABELS[1]], x["_evidence"]) for x in parts or [answer]],
+    )
+
+
+def _answer(cal: Calibration, enc: Any, exp: Any) -> dict[str, Any]:
+    """Label, calibrated scores, uncertainty, top words and phrases of one encoded text."""
+    temperature, bias = cal.params(enc.n_tokens)
+    z = exp.log_odds / temperature + bias
+    p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+    label = LABELS[int(z > 0)]
+    # Weights stay the words' shares of the log-odds, oriented to the (calibrated) label.
+    scale = (1.0 if label == exp.label else -1.0) / temperature
+    phrases = phrase_texts(enc.tokens, exp.phrases)
+    return {
+        "label": label,
+        "scores": {LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
+        "uncertain": max(p_pos, 1.0 - p_pos) < cal.uncertain_below,
+        "top_words": [[w, v * scale] for w, v in exp.top_words] if scale != 1.0 else exp.top_words,
+        "top_phrases": [[t, v * scale] for t, v in phrases] if scale != 1.0 else phrases,
+        "_scale": scale,
+        # The strongest token weight for the label: how much evidence the answer rests on.
+        "_evidence": max(0.0, max((w * scale for w in exp.token_weights), default=0.0)),
+    }
+
+
+def _brief(answer: dict[str, Any], rule: VerdictRule) -> dict[str, Any]:
+    """A sentence's part of the answer."""
+    reasons = rule.reasons(answer["top_words"])
+    return {
+        "start": answer["start"],
+        "end": answer["end"],
+        "label": answer["label"],
+        "scores": answer["scores"],
+        "uncertain": answer["uncertain"],
+        "top_words": answer["top_words"],
+        "reasons": reasons,
+        "targets": targets_of(answer["_tokens"], reasons),
+    }
+
+
 def classify_reviews(
-    reviews: Iterable[Review], served: Served, progress: bool = True, top_k: int = DEFAULT_TOP_WORDS
+    reviews: Iterable[Review],
+    served: Served,
+    progress: bool = True,
+    top_k: int = DEFAULT_TOP_WORDS,
+    sentences: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """One output row per review, in order, shaped like the queue's (see ``shared.batches``).
 
@@ -176,7 +260,9 @@ def classify_reviews(
                 else:
                     readable.append(i)
             payload = [{"id": chunk[i].id, "text": chunk[i].text} for i in readable]
-            for i, result in zip(readable, explain_reviews(served, payload, top_k), strict=True):
+            for i, result in zip(
+                readable, explain_reviews(served, payload, top_k, sentences=sentences), strict=True
+            ):
                 rows[i].update({k: v for k, v in result.items() if k != "id"})
             bar.update(len(chunk))
             yield from rows

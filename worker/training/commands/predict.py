@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, help="results file (.jsonl or .csv)")
     parser.add_argument("--version", default="LATEST", help="model version (default: LATEST)")
     parser.add_argument("--split", default="test", help="aclImdb split to read (default: test)")
+    parser.add_argument(
+        "--sentences", action="store_true", help="answer every sentence too (offsets, label)"
+    )
     args = parser.parse_args(argv)
     settings = settings_or_exit("sentiment-predict")
     configure_logging(settings.log_level, settings.log_format)
@@ -53,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_tensorflow(settings.tf_threads)
         served = load_served(ModelStore(settings.model_dir, settings.model_name), args.version)
         reviews = read_reviews(args.file, split=args.split, errors="keep")
-        rows = first(classify_reviews(reviews, served), SHOWN, shown)
+        rows = first(classify_reviews(reviews, served, sentences=args.sentences), SHOWN, shown)
         if args.output:
-            counts.update(write_output(rows, args.output))
+            counts.update(write_output(rows, args.output, args.sentences))
         else:
             counts.update("error" if r.get("error") else str(r["label"]) for r in rows)
     except (DataError, StoreError) as exc:
@@ -65,9 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r.get("error"):
             print(f"{r['id']:>24}  error: {r['error']}")
             continue
-        words = ", ".join(f"{w} {v:+.2f}" for w, v in r["top_words"][:4])
+        words = ", ".join(r.get("reasons") or []) or "no clear reason"
         label = f"not sure, leans {r['label']}" if r.get("uncertain") else r["label"]
-        print(f"{r['id']:>24}  {label} {max(r['scores'].values()):.2f}  ({words})")
+        if r.get("verdict") in ("mixed", "neutral"):
+            label = f"{r['verdict']} (label {r['label']})"
+        print(f"{r['id']:>24}  {label} {max(r['scores'].values()):.2f}  (why: {words})")
+        for s in r.get("sentences") or []:
+            print(
+                f"{'':>24}    [{s['start']}:{s['end']}] {s['label']} "
+                f"{max(s['scores'].values()):.2f}  {', '.join(s['reasons'])}"
+            )
     parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v)
     total = sum(counts.values())
     print(f"{total} reviews ({parts})" + (f"; wrote {args.output}" if args.output else ""))
