@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from api import metrics, results
 from api.config import ApiSettings
@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.datasets import DataError, sniff
 from shared.output import RowFormat
 from shared.queues import QUEUE_BULK
+from shared.report import BatchReport
 from shared.schema import MAX_TOP_WORDS
 
 log = structlog.get_logger(__name__)
@@ -55,22 +56,32 @@ class Batches:
         self.receiving = ThreadPoolExecutor(api.max_preparing, thread_name_prefix="upload")
         self.preparing = ThreadPoolExecutor(api.max_preparing, thread_name_prefix="batch-prep")
         self.slots = asyncio.Semaphore(api.max_preparing)
+        # Reports wait for a batch's jobs: their own threads, never a preparing slot.
+        self.reporting = ThreadPoolExecutor(2, thread_name_prefix="batch-report")
         self.router = APIRouter(tags=["batches"])
         self.router.add_api_route(
             "/v1/batches", self.create, methods=["POST"], status_code=202, openapi_extra=_UPLOAD
         )
         self.router.add_api_route("/v1/batches/{batch_id}", self.status, methods=["GET"])
         self.router.add_api_route("/v1/batches/{batch_id}/results", self.results, methods=["GET"])
+        self.router.add_api_route(
+            "/v1/batches/{batch_id}/report",
+            self.report,
+            methods=["GET"],
+            response_class=HTMLResponse,
+        )
 
     def close(self) -> None:
         self.receiving.shutdown(wait=False, cancel_futures=True)
         self.preparing.shutdown(wait=True, cancel_futures=True)
+        self.reporting.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.uploads, ignore_errors=True)
 
     async def create(
         self,
         request: Request,
         top_words: int | None = Query(None, ge=0, le=MAX_TOP_WORDS),
+        sentences: bool = Query(False, description="answer every sentence too (and targets)"),
         name: str = Depends(caller),
     ) -> dict[str, Any]:
         """Upload a file (``curl -F file=@reviews.csv``) in any format ``sentiment-enqueue``
@@ -109,6 +120,7 @@ class Batches:
             self.settings,
             top_words=self.api.top_words if top_words is None else top_words,
             queue=QUEUE_BULK,
+            sentences=sentences,
         )
         future = loop.run_in_executor(
             self.preparing, self._prepare, batch_id, upload.path, upload.filename, options, name
@@ -120,6 +132,7 @@ class Batches:
             "state": "preparing",
             "status_url": f"/v1/batches/{batch_id}",
             "results_url": f"/v1/batches/{batch_id}/results",
+            "report_url": f"/v1/batches/{batch_id}/report",
         }
 
     def _done(self, folder: Path) -> None:
@@ -146,6 +159,31 @@ class Batches:
     async def status(self, batch_id: str, name: str = Depends(caller)) -> dict[str, Any]:
         """How far a batch is: preparing, failed, or ready with jobs ended and rows answered."""
         return await batch_progress(self.state["client"].aconn, batch_id, name)
+
+    async def report(self, batch_id: str, name: str = Depends(caller)) -> HTMLResponse:
+        """An HTML summary of the batch (``shared.report``): verdict shares with a chart, the
+        most frequent opinion targets with their counts and examples, the words that drove
+        each side.  Waits at most ``API_RESULTS_WAIT_S`` for the batch's jobs."""
+        meta = await batch_meta(self.state["client"].aconn, batch_id, name)
+        if meta.get("state") == "failed":
+            raise ApiError(422, meta.get("error") or "the batch could not be prepared")
+        if meta.get("state") != "ready":
+            raise ApiError(503, "the batch is still being prepared", {"Retry-After": "10"})
+
+        def build() -> str:
+            summary = BatchReport(f"Batch {batch_id}")
+            rows = batches.results(
+                self.state["conn"], batch_id, self.api.results_wait_s, False, texts=True
+            )
+            for row in rows:
+                summary.add(row, row.pop("_text", None))
+            return summary.html()
+
+        page = await asyncio.get_running_loop().run_in_executor(self.reporting, build)
+        return HTMLResponse(
+            page,
+            headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+        )
 
     async def results(
         self,

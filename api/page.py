@@ -23,6 +23,12 @@ PAGE = """<!doctype html>
   button { font: inherit; padding: .35rem 1rem; margin-top: .5rem; cursor: pointer; }
   .label { font-size: 1.3rem; font-weight: 600; }
   .positive { color: #1a7f37; } .negative { color: #c62828; }
+  .mixed { color: #9a6700; } .neutral { color: #57606a; }
+  .sentences { padding: .75rem; background: #fafafa; border-radius: 6px; white-space: pre-wrap; }
+  .sentences span.s { border-radius: 3px; padding: 1px 2px; color: inherit; }
+  span.s.positive { background: rgba(46, 160, 67, .22); }
+  span.s.negative { background: rgba(214, 51, 51, .22); }
+  span.s.unsure { background: rgba(140, 149, 159, .2); }
   .bar { height: .6rem; background: #f1c5c5; border-radius: 4px; overflow: hidden; width: 20rem;
          max-width: 100%; }
   .bar > div { height: 100%; background: #7bc47f; }
@@ -127,10 +133,12 @@ function showResult(text, data) {
   const r = data.results[0];
   if (r.error) { box.replaceChildren(el("p", {class: "error"}, r.error)); return; }
   const confidence = r.scores[r.label];
+  const verdict = r.verdict || r.label;
   const children = [
     el("p", {}, el("span", {class: "label " + r.label, id: "label"}, r.label),
        " ", el("span", {id: "confidence"}, `${(100 * confidence).toFixed(1)}% confident`),
-       r.uncertain ? el("span", {class: "muted"}, " (uncertain)") : ""),
+       r.uncertain ? el("span", {class: "muted"}, " (uncertain)") : "",
+       " \u00b7 verdict ", el("span", {class: "label " + verdict, id: "verdict"}, verdict)),
     el("div", {class: "bar", title: `positive ${(100 * r.scores.positive).toFixed(1)}%`},
        el("div", {style: `width:${(100 * r.scores.positive).toFixed(1)}%`})),
     el("p", {class: "legend muted"},
@@ -138,6 +146,29 @@ function showResult(text, data) {
        el("span", {style: "background:rgba(214,51,51,.6)"}, "toward negative")),
     heatMap(text, r.highlights || []),
   ];
+  const parts = r.sentences || [];
+  if (parts.length) {
+    const marked = el("div", {class: "sentences", id: "sentences"});
+    let pos = 0;
+    for (const s of parts) {
+      marked.append(text.slice(pos, s.start));
+      const kind = s.uncertain ? "unsure" : s.label;
+      const share = (100 * s.scores[s.label]).toFixed(0);
+      const why = (s.reasons || []).length ? ` (${s.reasons.join(", ")})` : "";
+      marked.append(el("span", {class: "s " + kind, title: `${s.label} ${share}%${why}`},
+                       text.slice(s.start, s.end)));
+      pos = s.end;
+    }
+    marked.append(text.slice(pos));
+    children.push(el("p", {class: "muted"}, "Sentences, each coloured by its own answer:"), marked);
+  }
+  const about = r.about || {};
+  const said = ["positive", "negative"].filter(k => (about[k] || []).length)
+    .map(k => `${k} about ${about[k].join(", ")}`);
+  if (said.length) children.push(el("p", {id: "about"}, said.join("; ")));
+  if ((r.reasons || []).length && (verdict === "positive" || verdict === "negative")) {
+    children.push(el("p", {id: "reasons"}, `Why: ${r.reasons.join(", ")}`));
+  }
   if ((r.top_phrases || []).length) {
     children.push(el("p", {}, "Top phrases:"),
                   el("ul", {id: "phrases"}, ...r.top_phrases.map(([p, w]) => el("li", {}, `${p} (${w.toFixed(3)})`))));
@@ -165,7 +196,7 @@ document.getElementById("batch-form").addEventListener("submit", async (event) =
   const form = new FormData(); form.append("file", file);
   box.replaceChildren(el("p", {class: "muted"}, "Uploading\u2026"));
   try {
-    const created = await (await call("/v1/batches", {method: "POST", body: form})).json();
+    const created = await (await call("/v1/batches?sentences=true", {method: "POST", body: form})).json();
     const bar = el("progress", {max: "1", value: "0", id: "batch-progress"});
     const status = el("span", {class: "muted", id: "batch-status"}, " reading the file\u2026");
     const title = el("p", {}, `Batch ${created.batch_id}`);
@@ -187,6 +218,9 @@ document.getElementById("batch-form").addEventListener("submit", async (event) =
       links.append(el("a", {href: URL.createObjectURL(blob), download: `${created.batch_id}.${format}`,
                             id: `download-${format}`}, format.toUpperCase()), " ");
     }
+    const report = await (await call(created.report_url)).blob();
+    links.append("\u00b7 ", el("a", {href: URL.createObjectURL(report), target: "_blank",
+                                    id: "report-link"}, "Summary (HTML)"));
     box.append(links);
   } catch (error) { showError(box, error); }
 });

@@ -307,8 +307,12 @@ def results(
     progress: bool = True,
     on_window: Callable[[int], None] | None = None,
     tally: Counter[str] | None = None,
+    texts: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """One output row per input record, in order, as each window's jobs end.
+
+    ``texts``: each answered row also carries its review's text as ``_text`` (read from the
+    jobs' payloads; for ``shared.report``; never written to an output file).
 
     ``tally`` (optional) counts the rows by outcome: ``positive``/``negative``, ``invalid`` (the
     input was refused: an empty line, say) and ``failed`` (no answer: the job timed out, failed
@@ -331,6 +335,12 @@ def results(
             )
             bar.update(sum(1 for row in window.rows if row[2]))
             out = window_rows(window, outcomes, tally)
+            if texts:
+                from shared.report import texts_of_jobs
+
+                found = texts_of_jobs(conn, [job_id for job_id, _ in window.jobs])
+                for row in out:
+                    row["_text"] = found.get(str(row["id"]))
             if on_window is not None:
                 on_window(index)
             yield from out

@@ -58,7 +58,7 @@ class RowFormat:
     def line(self, row: dict[str, Any]) -> str:
         """One row, with its line ending."""
         if not self.csv:
-            clean = {k: v for k, v in row.items() if k != "source"}
+            clean = {k: v for k, v in row.items() if k != "source" and not k.startswith("_")}
             clean.setdefault("error", None)
             return json.dumps(clean, ensure_ascii=False) + "\n"
         scores = row.get("scores") or {}

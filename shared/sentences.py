@@ -29,7 +29,10 @@ _BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>|\r?\n", re.IGNORECASE)
 _EMOTICON_END = re.compile(
     r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)(?=\s+[A-Z])"
 )
-_EDGE_TAGS = re.compile(r"^(?:\s|<[^<>]{0,200}>)+|(?:\s|<[^<>]{0,200}>)+$")
+_EDGE_TAGS = re.compile(
+    r"^(?:\s|<\s*br\s*/?\s*>|<\s*/?\s*p\s*>)+|(?:\s|<\s*br\s*/?\s*>|<\s*/?\s*p\s*>)+$",
+    re.IGNORECASE,
+)
 
 
 def sentence_spans(text: str, limit: int = MAX_SENTENCES) -> list[tuple[int, int]]:
@@ -66,7 +69,7 @@ def _paragraph(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
-    """The span without white space or markup at its edges (None if nothing is left)."""
+    """The span without white space or break tags at its edges (None if nothing is left)."""
     inner = text[start:end]
     lead = _EDGE_TAGS.match(inner)
     skip = lead.end() if lead else 0

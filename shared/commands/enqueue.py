@@ -8,6 +8,7 @@ line, in input order: the result, or the error for that line.
     sentiment-enqueue samples/reviews.txt -o results.jsonl # enqueue, wait, write
     sentiment-enqueue samples/reviews.csv --no-wait        # prints a batch id
     sentiment-enqueue --collect BATCH -o results.csv       # write the output later
+    sentiment-enqueue reviews.csv --report summary.html    # and an HTML picture of the batch
 
 With ``PUSHGATEWAY_URL`` set, the producer pushes its counters (``shared.metrics``) there every
 few seconds and when it ends, grouped by ``run`` (host and process id).
@@ -50,6 +51,7 @@ from shared.log import configure_logging
 from shared.metrics import LAST_SUCCESS, PRODUCER, Pusher
 from shared.output import OutputFile
 from shared.queues import QUEUE_BULK, RedisUnavailable, connect, redis_out_of_memory
+from shared.report import BatchReport, write_report
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 
@@ -77,8 +79,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rows = 0
         counts = {"positive": 0, "negative": 0, "error": 0}
         tally: Counter[str] = Counter()
-        for row in results(conn, batch_id, args.timeout, tally=tally):
+        report = BatchReport(f"Batch {batch_id}") if args.report else None
+        for row in results(conn, batch_id, args.timeout, tally=tally, texts=bool(report)):
             rows += 1
+            if report is not None:
+                report.add(row, row.pop("_text", None))
             if out is not None:
                 out.write(row)
             else:
@@ -90,9 +95,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise
     if out is not None:
         counts = out.commit()
+    if report is not None:
+        write_report(report, args.report)
     print(
         f"{rows} lines: {counts['positive']} positive, {counts['negative']} negative, "
-        f"{counts['error']} errors" + (f"; wrote {args.output}" if args.output else "")
+        f"{counts['error']} errors"
+        + (f"; wrote {args.output}" if args.output else "")
+        + (f"; report {args.report}" if args.report else "")
     )
     if message := failed_lines_message("sentiment-enqueue", tally):
         print(message, file=sys.stderr)
@@ -129,6 +138,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
     )
     p.add_argument(
+        "--report",
+        type=Path,
+        metavar="HTML",
+        help="also write an HTML summary of the batch (verdicts, targets, words; "
+        "implies --sentences)",
+    )
+    p.add_argument(
         "--queue", default=QUEUE_BULK, help="Redis queue for the jobs (default: %(default)s)"
     )
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
@@ -136,6 +152,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.files and not args.collect:
         p.error("give input files, or --collect BATCH")
+    if args.report:
+        args.sentences = True
     if not 1 <= args.chunk_size <= 1024:
         p.error("--chunk-size must be in 1..1024")
     if not 0 <= args.top_words <= MAX_TOP_WORDS:

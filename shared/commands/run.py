@@ -55,6 +55,7 @@ from shared.local import LaunchError, RedisServer, worker_env, workers
 from shared.log import configure_logging
 from shared.output import OutputFile, first
 from shared.queues import RedisUnavailable, connect, redact_url
+from shared.report import BatchReport, write_report
 from shared.schema import DEFAULT_TOP_WORDS
 
 log = structlog.get_logger(__name__)
@@ -116,10 +117,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     sentences=args.sentences,
                 )
                 info = submit(conn, source, options)
-                rows = results(conn, info.batch_id, args.timeout, tally=tally)
+                report = BatchReport(f"sentiment-run: {', '.join(map(str, args.files))}")
+                rows = results(
+                    conn, info.batch_id, args.timeout, tally=tally, texts=bool(args.report)
+                )
                 for row in first(rows, args.show, shown):
+                    report.add(row, row.pop("_text", None))
                     out.write(row)
                 counts = out.commit()
+                if args.report:
+                    write_report(report, args.report)
+                    print(f"report: {args.report}", flush=True)
                 _report(args, info.rows, started, shown, source, counts)
                 if message := failed_lines_message("sentiment-run", tally):
                     print(message, file=sys.stderr, flush=True)
@@ -240,6 +248,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
     )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="HTML",
+        help="also write an HTML summary of the batch (verdicts, targets, words; "
+        "implies --sentences)",
+    )
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
     p.add_argument("--timeout", type=float, help="give up waiting for results after S seconds")
     p.add_argument("--show", type=int, default=8, help="results to print (default 8)")
@@ -249,6 +264,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--workers must be >= 0")
     if not args.files and not args.serve:
         p.error("give input files, or --serve")
+    if args.report:
+        args.sentences = True
     # Before Redis and the workers start (tens of seconds): a typo is answered at once.
     for missing in (f for f in args.files if not f.exists()):
         p.error(f"{missing}: no such file or directory")

@@ -4,6 +4,7 @@ A screenshot of the answered page is kept as a test artifact."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -89,6 +90,19 @@ def test_type_a_review_see_label_and_heat_map_then_upload_and_download(
     assert {m.text for m in marked} >= {"superb", "wonderful"}
     assert all("background" in (m.get_attribute("style") or "") for m in marked)
     assert browser.find_element(By.ID, "version").text.startswith("model tiny/")
+    # Each sentence of the review coloured with its own answer, the verdict beside the label.
+    sentences = browser.find_elements(By.CSS_SELECTOR, "#sentences span.s")
+    assert [s.text for s in sentences] == ["A superb, wonderful film.", "<b>Not</b> boring at all!"]
+    for s in sentences:
+        kind = (s.get_attribute("class") or "").split()[-1]
+        assert kind in ("positive", "negative", "unsure")
+        assert (s.get_attribute("title") or "").split()[0] in ("positive", "negative")
+    assert browser.find_element(By.ID, "verdict").text in (
+        "positive",
+        "negative",
+        "mixed",
+        "neutral",
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "api-page.png"))
     assert (ARTIFACTS / "api-page.png").stat().st_size > 10_000
@@ -104,7 +118,22 @@ def test_type_a_review_see_label_and_heat_map_then_upload_and_download(
     wait.until(lambda _: downloaded.exists())  # chromium renames its .crdownload when done
     lines = downloaded.read_text().splitlines()
     assert len(lines) == 4 and '"error": "empty review"' in lines[2]
+    rows = [json.loads(line) for line in lines]
+    assert all("sentences" in r for r in rows if not r["error"])  # the page asks for them
     browser.save_screenshot(str(ARTIFACTS / "api-page-batch.png"))
+    # The batch's summary: verdict shares as bars, counts that match the downloaded lines.
+    report = browser.find_element(By.ID, "report-link").get_attribute("href")
+    browser.get(report)
+    chart = wait.until(ec.visibility_of_element_located((By.ID, "verdict-chart")))
+    assert "4 lines, 3 answered, 1 without an answer" in browser.page_source
+    verdicts = [r["verdict"] for r in rows if not r["error"]]
+    for verdict in ("positive", "negative", "mixed", "neutral"):
+        bar = chart.find_element(By.ID, f"bar-{verdict}")
+        width = float(bar.get_attribute("width") or 0)
+        assert (width > 0) == (verdict in verdicts)
+        assert f"{verdicts.count(verdict)} (" in chart.text
+    assert not browser.find_elements(By.TAG_NAME, "i")  # review markup is never rendered
+    browser.save_screenshot(str(ARTIFACTS / "api-batch-report.png"))
 
 
 def test_a_wrong_token_shows_a_clear_error(site: str, browser: Any) -> None:
