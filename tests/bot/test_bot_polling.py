@@ -140,6 +140,20 @@ def test_a_review_becomes_an_edited_answer_with_highlighted_words(bot: Bot) -> N
     assert text not in bot.log.read_text()
 
 
+def test_a_message_of_several_sentences_gets_each_sentence_marked(bot: Bot) -> None:
+    sentences = ["A wonderful, superb film!", "The plot was dull & boring.", "See it <soon>"]
+    text = "  ".join(sentences)
+    _, reply = bot.ask(108, text)
+    visible = check_text(reply["text"], "HTML")
+    head, body = visible.split("\n\n")[:2]
+    assert head.startswith(("👍 Positive", "👎 Negative", "⚖️ Mixed", "😐 Neutral", "🤷 Not sure"))
+    marks = {"👍", "👎", "😐"}
+    for sentence in sentences:  # each sentence, as written, after its own mark
+        at = body.index(sentence)
+        assert body[at - 2] in marks and body[at - 1] == " "
+    assert body.replace("👍 ", "").replace("👎 ", "").replace("😐 ", "") == text
+
+
 def test_markup_in_a_review_is_escaped(bot: Bot) -> None:
     text = "<script>alert('x')</script> Tom & Jerry was a terrible, boring mess &amp; <b>awful"
     _, reply = bot.ask(103, text)

@@ -27,7 +27,30 @@ def report(
     store = copy_store(tiny_store, tmp / "models")
     publish_copy(store)  # v0002, the version compared against v0001
     reviews = list(read_reviews(corpus["test"], errors="keep"))
-    return analyze(store, "LATEST", reviews, tmp / "out", compare="v0001", k=4, data_name="t")
+    known = [
+        {"text": r.text, "verdict": "positive" if r.label else "negative"} for r in reviews[:20]
+    ] + [{"text": "The film opens in May. It runs two hours.", "verdict": "neutral"}]
+    return analyze(
+        store,
+        "LATEST",
+        reviews,
+        tmp / "out",
+        compare="v0001",
+        k=4,
+        data_name="t",
+        verdict_items=known,
+    )
+
+
+def test_the_verdicts_section_counts_every_text(report: tuple[Path, dict[str, Any]]) -> None:
+    out, analysis = report
+    verdicts = analysis["verdicts"]
+    assert verdicts["n"] == 21 and 0 <= verdicts["macro_f1"] <= 1
+    rows = {r["verdict"]: r for r in verdicts["rows"]}
+    assert sum(r["support"] for r in rows.values()) == 21 and rows["neutral"]["support"] == 1
+    for r in rows.values():  # each true verdict's texts are all answered as something
+        assert sum(r[f"as {v}"] for v in rows) == r["support"]
+    assert "id='verdicts'" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_every_section_is_there_with_consistent_counts(

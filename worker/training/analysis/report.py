@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from shared.datasets import DataError, Review
+from shared.schema import VERDICTS
 from shared.store import ModelStore
 from worker.training.analysis import plots
 from worker.training.analysis.clusters import Clusters
@@ -39,7 +40,15 @@ from worker.training.analysis.sections import (
 
 log = structlog.get_logger(__name__)
 
-SECTIONS = ("training", "population", "clusters", "data_exploration", "samples", "comparison")
+SECTIONS = (
+    "training",
+    "population",
+    "clusters",
+    "data_exploration",
+    "samples",
+    "comparison",
+    "verdicts",
+)
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Analysis:
     exploration: Exploration
     samples: Samples
     comparison: Comparison | None
+    verdicts: dict[str, Any] | None = None
     seconds: float = 0.0
 
     def to_json(self, images: dict[str, Path]) -> dict[str, Any]:
@@ -72,6 +82,7 @@ class Analysis:
             "data_exploration": self.exploration.to_json(),
             "samples": self.samples.to_json(),
             "comparison": self.comparison.to_json() if self.comparison else None,
+            "verdicts": self.verdicts,
             "seconds": self.seconds,
             "images": {name: path.name for name, path in images.items()},
         }
@@ -109,8 +120,10 @@ def analyze(
     compare: str | None = None,
     k: int = 10,
     data_name: str = "",
+    verdict_items: Sequence[dict[str, Any]] = (),
 ) -> tuple[Path, dict[str, Any]]:
-    """Write the report of ``version`` on the labelled ``reviews``; return (folder, JSON)."""
+    """Write the report of ``version`` on the labelled ``reviews`` (and, given texts with a
+    known ``verdict``, the four-valued verdict's accuracy); return (folder, JSON)."""
     from worker.model.served import load_served
 
     started = time.monotonic()
@@ -150,6 +163,7 @@ def analyze(
         comparison=Comparison.compute(run, other, labels, lengths_table)
         if other is not None
         else None,
+        verdicts=verdict_accuracy(served, verdict_items) if verdict_items else None,
     )
     images = draw(analysis, out, labels, loss, run.oov)
     analysis.seconds = time.monotonic() - started
@@ -160,6 +174,28 @@ def analyze(
     )
     log.info("analysis_written", out=str(out), seconds=round(analysis.seconds, 1), n=len(labelled))
     return out, public
+
+
+def verdict_accuracy(served: Any, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (recall) and F1 per verdict, macro-F1 and the confusion table."""
+    from worker.training.verdicts import macro_f1, observe
+
+    seen = observe(served, [str(i["text"]) for i in items])
+    gold = [str(i["verdict"]) for i in items]
+    f1, details = macro_f1(gold, [served.rule.verdict(s) for s in seen])
+    rows = []
+    for name, counts in zip(VERDICTS, details["confusion"], strict=True):
+        support = sum(counts)
+        rows.append(
+            {
+                "verdict": name,
+                "support": support,
+                "accuracy": counts[VERDICTS.index(name)] / support if support else None,
+                "f1": details["f1"][name],
+                **{f"as {v}": n for v, n in zip(VERDICTS, counts, strict=True)},
+            }
+        )
+    return {"n": len(items), "macro_f1": f1, "rows": rows, "fitted": served.rule.fitted}
 
 
 #: Single sentences cut from the samples for the comparison's short-text row.
@@ -343,5 +379,16 @@ def render_html(analysis: dict[str, Any], images: dict[str, Path]) -> str:
             "<p>Run with <code>--compare VERSION</code> to compare two versions on these "
             "samples.</p>"
         )
+    parts.append("</section><section id='verdicts'><h2>7. Verdicts</h2>")
+    verdicts = analysis.get("verdicts")
+    if verdicts:
+        parts.append(
+            f"<p>The four-valued verdict on {verdicts['n']:,} texts with a known verdict: "
+            f"macro-F1 <b>{verdicts['macro_f1']:.4f}</b>; rows are the true verdicts, "
+            "<i>as ...</i> columns what was answered (mixed and neutral among them).</p>"
+        )
+        parts.append(_table(verdicts["rows"], list(verdicts["rows"][0])))
+    else:
+        parts.append("<p>Run with <code>--verdicts FILE</code> (JSONL: text, verdict).</p>")
     parts.append("</section></body></html>")
     return "\n".join(parts)
