@@ -7,8 +7,11 @@
     and 1, then 2, worker processes (already started, model loaded; TensorFlow threads split
     between them).
 Each path runs 3 times (--runs); the median is reported with the range (this machine is noisy).
-Also: the chunk-size sweep behind the producer's default, and p50/p99 latency of single-review
-jobs on an idle worker.  Targets (issue 3): (b) with 2 workers >= 1500 reviews/s and >= 0.85 x (a).
+Also: the chunk-size sweep behind the producer's default, p50/p99 latency of single-review
+jobs on an idle worker (with and without per-sentence answers, as the bot asks them), and the
+rate with per-sentence answers (``--sentences``) against without, in-process and in bulk with
+2 workers (paired runs, interleaved; issue 23: >= 0.7).  Targets (issue 3): (b) with 2 workers
+>= 1500 reviews/s and >= 0.85 x (a).
 ``--compare v0002`` (the default) also runs (a) on that version, its runs interleaved with
 LATEST's so both see the same machine; the ratio is the model's cost (issue 11: >= 0.8).
 """
@@ -39,7 +42,11 @@ from shared.schema import make_payload
 
 
 def in_process(
-    texts: list[str], out: Path, served: Any = None, version: str = "LATEST"
+    texts: list[str],
+    out: Path,
+    served: Any = None,
+    version: str = "LATEST",
+    sentences: bool = False,
 ) -> tuple[float, Any]:
     """Seconds to classify and explain ``texts`` into a JSONL file in this process."""
     from shared.store import ModelStore
@@ -53,7 +60,7 @@ def in_process(
         for start in range(0, len(texts), 1024):
             stop = min(start + 1024, len(texts))
             reviews = [{"id": str(i), "text": texts[i]} for i in range(start, stop)]
-            for r in explain_reviews(served, reviews, 10):
+            for r in explain_reviews(served, reviews, 10, sentences=sentences):
                 fh.write(json.dumps(r) + "\n")
     return time.perf_counter() - t, served
 
@@ -67,10 +74,13 @@ def forget_jobs(url: str) -> None:
             conn.delete(*keys[start : start + 1000])
 
 
-def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> float:
+def through_redis(
+    src: Path, env: dict[str, str], chunk: int, out: Path, sentences: bool = False
+) -> float:
     forget_jobs(env["REDIS_URL"])
     t = time.perf_counter()
-    producer = start_producer(env, src, out, "--chunk-size", str(chunk))
+    extra = ["--sentences"] if sentences else []
+    producer = start_producer(env, src, out, "--chunk-size", str(chunk), *extra)
     output = producer.communicate()[0]
     elapsed = time.perf_counter() - t
     if producer.returncode != 0:
@@ -79,12 +89,14 @@ def through_redis(src: Path, env: dict[str, str], chunk: int, out: Path) -> floa
     return elapsed
 
 
-def single_latency(redis_url: str, n: int = 200) -> tuple[float, float]:
+def single_latency(redis_url: str, n: int = 200, sentences: bool = False) -> tuple[float, float]:
+    """p50/p99 ms of one-review jobs, one at a time (``sentences``: as the bot asks them)."""
     conn = connect(redis_url)
     queue = get_queue(QUEUE_INTERACTIVE, conn)
     times = []
     for i in range(n):
-        payload = make_payload([("s", f"An honest, moving little film number {i}.")])
+        text = f"An honest, moving little film number {i}. The ending drags a bit."
+        payload = make_payload([("s", text)], sentences=sentences)
         t = time.perf_counter()
         (job_id,) = enqueue_payloads(queue, [payload])
         outcome = collect(conn, [job_id], timeout=10, poll=0.001)[job_id]
@@ -117,15 +129,18 @@ def main() -> int:
     runs = args.runs
     rows: list[tuple[str, list[float]]] = []
     served, other = None, None
-    a_times, c_times = [], []
+    a_times, c_times, s_times = [], [], []
     for _ in range(runs):
         elapsed, served = in_process(texts, tmp / "inproc.jsonl", served)
         a_times.append(elapsed)
+        elapsed, served = in_process(texts, tmp / "inproc-s.jsonl", served, sentences=True)
+        s_times.append(elapsed)
         if args.compare:
             elapsed, other = in_process(texts, tmp / "other.jsonl", other, args.compare)
             c_times.append(elapsed)
     assert served is not None
     rows.append((f"(a) in-process, batched, {served.model_version}", a_times))
+    rows.append(("(a) in-process, with sentences", s_times))
     print(f"(a) done: {n / statistics.median(a_times):,.0f} reviews/s", flush=True)
     if args.compare:
         assert other is not None
@@ -136,12 +151,18 @@ def main() -> int:
         for count, threads in ((1, 2), (2, 1)):
             env = worker_env(url, threads, LOG_LEVEL="WARNING")
             with workers(env, count):
-                times = [
-                    through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl")
-                    for _ in range(runs)
-                ]
+                times, with_sentences = [], []
+                for _ in range(runs):  # interleaved: both see the same machine
+                    times.append(through_redis(src, env, args.chunk, tmp / f"out{count}.jsonl"))
+                    if count == 2:
+                        with_sentences.append(
+                            through_redis(src, env, args.chunk, tmp / "outs.jsonl", True)
+                        )
                 name = f"(b) redis, {count} worker{'s' * (count > 1)}, chunk {args.chunk}"
                 rows.append((name, times))
+                if with_sentences:
+                    rows.append((f"{name}, with sentences", with_sentences))
+                    bulk_ratios = [a / b for a, b in zip(times, with_sentences, strict=True)]
                 print(f"(b{count}) done: {n / statistics.median(times):,.0f} reviews/s", flush=True)
                 if count == 2:
                     small = tmp / "sweep.jsonl"
@@ -151,6 +172,7 @@ def main() -> int:
                             (chunk, 5000 / through_redis(small, env, chunk, tmp / "s.jsonl"))
                         )
                     p50, p99 = single_latency(url)
+                    bot_p50, bot_p99 = single_latency(url, sentences=True)
     t_a = statistics.median(a_times)
     print(f"\n{n} IMDB test reviews, label + scores + top words + phrases, file -> output file")
     print(f"median of {runs} runs each (range in brackets)")
@@ -165,6 +187,15 @@ def main() -> int:
     )
     print(
         f"single-review jobs on an idle worker (200 sequential): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        f"; two sentences answered per sentence (the bot's jobs): p50 {bot_p50:.1f} ms, "
+        f"p99 {bot_p99:.1f} ms"
+    )
+    in_ratios = [a / s for a, s in zip(a_times, s_times, strict=True)]
+    print(
+        f"with sentences / without, rate ratio (issue 23: >= 0.7): in-process median "
+        f"{statistics.median(in_ratios):.2f} (range {min(in_ratios):.2f}-{max(in_ratios):.2f}); "
+        f"bulk through Redis, 2 workers, median {statistics.median(bulk_ratios):.2f} "
+        f"(range {min(bulk_ratios):.2f}-{max(bulk_ratios):.2f})"
     )
     if c_times:
         ratios = [c / a for a, c in zip(a_times, c_times, strict=True)]

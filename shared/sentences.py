@@ -25,10 +25,13 @@ from shared.text import tokenize
 MAX_SENTENCES = 64
 #: Paragraph breaks reviews carry: HTML line breaks and paragraph tags, and new lines.
 _BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>|\r?\n", re.IGNORECASE)
+_TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 #: An emoticon or emoji followed by a capitalised word ends a sentence ("Great :) The end").
-_EMOTICON_END = re.compile(
-    r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)(?=\s+[A-Z])"
+_EMOTICON = re.compile(
+    r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$"
 )
+#: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
+_CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
     r"^(?:\s|<\s*br\s*/?\s*>|<\s*/?\s*p\s*>)+|(?:\s|<\s*br\s*/?\s*>|<\s*/?\s*p\s*>)+$",
     re.IGNORECASE,
@@ -38,31 +41,53 @@ _EDGE_TAGS = re.compile(
 def sentence_spans(text: str, limit: int = MAX_SENTENCES) -> list[tuple[int, int]]:
     """Character spans ``(start, end)`` of the sentences of ``text``, in order (see module)."""
     spans: list[tuple[int, int]] = []
-    start = 0
-    for brk in (*_BREAKS.finditer(text), None):
-        end = brk.start() if brk is not None else len(text)
-        if end > start:
-            spans.extend(_paragraph(text, start, end))
-        if brk is not None:
-            start = brk.end()
+    if "\n" not in text:
+        # Break tags become blank lines of their own length: one sentencex call for the text
+        # (it ends a sentence at a blank line), offsets unchanged.
+        spans = _paragraph(_TAG_BREAKS.sub(_as_blank_lines, text), text, 0, len(text))
+    else:
+        start = 0
+        for brk in (*_BREAKS.finditer(text), None):
+            end = brk.start() if brk is not None else len(text)
+            if end > start:
+                spans.extend(_paragraph(text, text, start, end))
+            if brk is not None:
+                start = brk.end()
     spans = _merge_tokenless(text, spans)
     if len(spans) > limit:
         spans = [*spans[: limit - 1], (spans[limit - 1][0], spans[-1][1])]
     return spans
 
 
-def _paragraph(text: str, start: int, end: int) -> list[tuple[int, int]]:
+def _emoticon_ends(text: str, start: int, end: int) -> list[int]:
+    """Offsets right after an emoticon or emoji followed by white space and a capital."""
+    out = []
+    for gap in _CAPITAL_AFTER_SPACE.finditer(text, start, end):
+        at = gap.start()
+        if at > start and _EMOTICON.search(text, max(start, at - 8), at):
+            out.append(at)
+    return out
+
+
+def _as_blank_lines(match: re.Match[str]) -> str:
+    return "\n" * len(match.group())
+
+
+def _paragraph(prepared: str, text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Sentences of ``text[start:end]`` found in ``prepared`` (the same text, or it with its
+    break tags blanked: the same offsets)."""
     import sentencex
 
-    piece = text[start:end]
+    piece = prepared[start:end]
     if not piece.strip():
         return []
+    cuts = _emoticon_ends(text, start, end)
     out = []
     for bound in sentencex.get_sentence_boundaries("en", piece):
         s, e = start + int(bound["start_index"]), start + int(bound["end_index"])
-        cuts = [m.end() for m in _EMOTICON_END.finditer(text, s, e)]
-        for a, b in zip([s, *cuts], [*cuts, e], strict=True):
-            span = _trim(text, a, b)
+        inside = [c for c in cuts if s < c < e] if cuts else []
+        for a, b in zip([s, *inside], [*inside, e], strict=True):
+            span = _trim(prepared, a, b)
             if span is not None:
                 out.append(span)
     return out
@@ -71,6 +96,12 @@ def _paragraph(text: str, start: int, end: int) -> list[tuple[int, int]]:
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
     """The span without white space or break tags at its edges (None if nothing is left)."""
     inner = text[start:end]
+    if "<" not in inner:  # the common case, without a regex
+        stripped = inner.strip()
+        if not stripped:
+            return None
+        blank = len(inner) - len(inner.lstrip())
+        return start + blank, start + blank + len(stripped)
     lead = _EDGE_TAGS.match(inner)
     skip = lead.end() if lead else 0
     tail = _EDGE_TAGS.search(inner, skip)
@@ -80,12 +111,20 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
     return start + skip, start + stop
 
 
+_WORDISH = re.compile(r"[^\W_]|[!?]")
+
+
+def _readable(piece: str) -> bool:
+    """Whether ``piece`` has a token (a letter, digit, "!" or "?" answers at once)."""
+    return _WORDISH.search(piece) is not None or bool(tokenize(piece))
+
+
 def _merge_tokenless(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Join spans without a token to their neighbour (the one before, else the one after)."""
     out: list[tuple[int, int]] = []
     pending_start: int | None = None
     for s, e in spans:
-        if tokenize(text[s:e]):
+        if _readable(text[s:e]):
             out.append((pending_start if pending_start is not None else s, e))
             pending_start = None
         elif out:

@@ -90,6 +90,26 @@ def tokenize(text: str) -> list[str]:
     return _tokenize_general(text)
 
 
+def _same_length_space(match: re.Match[str]) -> str:
+    return " " * len(match.group())
+
+
+def tokenize_with_offsets(text: str) -> tuple[list[str], list[int]] | None:
+    """``tokenize(text)`` and each token's start offset in ``text``, for text whose normalisation
+    keeps offsets (ASCII without entities: tags become spaces of their own length); None for
+    other text.  Per-sentence answers use it to place tokens in sentences."""
+    if "&" in text or not text.isascii():
+        return None
+    norm = _TAG.sub(_same_length_space, text)
+    if "`" in norm:
+        norm = norm.replace("`", "'")
+    matches = list(_ASCII_TOKEN.finditer(norm.casefold()))
+    tokens = [m.group() for m in matches]
+    if _THOUSANDS.search(norm):
+        tokens = [t.replace(",", "") if "," in t else t for t in tokens]
+    return tokens, [m.start() for m in matches]
+
+
 def _tokenize_general(text: str) -> list[str]:
     """``tokenize`` for normalised text in any script (the reference for the ASCII path)."""
     tokens: list[str] = []

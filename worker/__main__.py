@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import signal
 import subprocess
@@ -70,6 +71,9 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
         jobs.SERVING = ModelHolder(cache, remote)
         jobs.SERVING.load()
         jobs.SERVING.watch()
+        # The model's thousands of objects live as long as the process: frozen, the cyclic
+        # collector stops rescanning them at every collection a job's answers trigger.
+        gc.freeze()
     except (StoreError, RedisUnavailable) as exc:
         log.error("worker_start_failed", reason=str(exc))
         print(f"sentiment-worker: {exc}", file=sys.stderr)

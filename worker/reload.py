@@ -11,6 +11,7 @@ store that is away is likewise polled again after a growing pause, not every hal
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -175,6 +176,10 @@ class ModelHolder:
         candidate, started = ready
         old = self.current.model_version if self.current else None
         self.previous, self.current = self.current, candidate
+        if gc.get_freeze_count():  # the worker froze its first model (worker.__main__): the
+            gc.unfreeze()  # versions let go of are collectable again, the new one frozen
+            gc.collect()
+            gc.freeze()
         metrics.RELOADS.inc()
         metrics.serving(candidate.model_version)
         log.info(

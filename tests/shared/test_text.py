@@ -110,3 +110,21 @@ def test_the_ascii_fast_path_equals_the_general_rules(text: str) -> None:
 def test_the_ascii_fast_path_on_tricky_clitics_and_numbers() -> None:
     for text in ("vampire's's lair", "o'sullivan's", "john's5 1,000,000 2.5/10", "s's 's x'"):
         assert tokenize(text) == _tokenize_general(normalize(text)), text
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_tokens_with_offsets_are_the_tokens_and_point_into_the_text(text: str) -> None:
+    from shared.text import tokenize_with_offsets
+
+    placed = tokenize_with_offsets(text)
+    if "&" in text:
+        assert placed is None
+        return
+    assert placed is not None
+    tokens, starts = placed
+    assert tokens == tokenize(text)
+    assert starts == sorted(starts) and all(0 <= s < len(text) for s in starts)
+    assert all(
+        text[s].casefold() == t[0] or t[0] in "0123456789'"
+        for t, s in zip(tokens, starts, strict=True)
+    )

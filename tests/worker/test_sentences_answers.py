@@ -1,13 +1,15 @@
 """Per-sentence answers through the served model (the tiny test model): offsets into the text as
-sent, each sentence answered exactly as if it were sent alone, the contract checked."""
+sent, each sentence's share of its review's answer, the contract checked."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from shared.schema import SchemaError, make_payload, validate_result
+from shared.text import tokenize
 from worker.model.verdict import VERDICTS, VerdictRule
 
 
@@ -19,7 +21,7 @@ def _run(served: Any, texts: list[str], sentences: bool = True) -> list[dict[str
     )
 
 
-def test_sentences_are_answered_as_if_alone_with_offsets(tiny_store: Any) -> None:
+def test_sentences_carry_their_share_of_the_reviews_answer(tiny_store: Any) -> None:
     from worker.model.served import load_served
 
     served = load_served(tiny_store)
@@ -31,13 +33,61 @@ def test_sentences_are_answered_as_if_alone_with_offsets(tiny_store: Any) -> Non
         "Dull, boring plot...",
         "Loved it",
     ]
-    alone = _run(served, [text[s["start"] : s["end"]] for s in parts], sentences=False)
-    for part, single in zip(parts, alone, strict=True):
-        assert part["label"] == single["label"] and part["scores"] == single["scores"]
-        assert part["top_words"] == single["top_words"] and part["reasons"] == single["reasons"]
+    words = [set(tokenize(text[s["start"] : s["end"]])) for s in parts]
+    for part, own in zip(parts, words, strict=True):
+        assert {w for w, _ in part["top_words"]} <= own  # a sentence's words are its own
+        assert part["read"] and part["label"] == max(part["scores"], key=part["scores"].get)
+        oriented = [v for _, v in part["top_words"]]
+        assert oriented == sorted(oriented, key=abs, reverse=True)
     assert whole["verdict"] in VERDICTS
     payload = make_payload([("0", text)], 5, sentences=True)
     validate_result({"schema": 3, "model_version": "v", "results": [whole]}, payload)
+    # The same review with its sentences answered or not: the review's own answer is the same.
+    (bare,) = _run(served, [text], sentences=False)
+    assert bare["scores"] == whole["scores"] and bare["top_words"] == whole["top_words"]
+
+
+def test_shares_add_up_and_opposite_sentences_take_opposite_sides(tiny_store: Any) -> None:
+    from worker.model.served import explain_reviews, load_served
+
+    served = load_served(tiny_store)
+    text = "A superb, wonderful film. A dull, boring, awful plot."
+    (answer,) = explain_reviews(
+        served, [{"id": "x", "text": text}], 5, sentences=True, observe=True
+    )
+    good, bad = answer["sentences"]
+    assert good["label"] == "positive" and bad["label"] == "negative"
+    shares = answer["sentence_log_odds"]
+    whole = math.log(answer["scores"]["positive"] / answer["scores"]["negative"])
+    assert shares[0] > 0 > shares[1] and math.copysign(1, sum(shares)) == math.copysign(1, whole)
+
+
+def test_a_truncated_review_says_which_sentences_were_not_read(tiny_store: Any) -> None:
+    from worker.model.served import load_served
+
+    served = load_served(tiny_store)
+    filler = " ".join(f"Sentence {i} has a few plain words in it." for i in range(200))
+    (answer,) = _run(served, [f"Superb film. {filler} Awful ending."])
+    assert answer["truncated"]
+    read = [s["read"] for s in answer["sentences"]]
+    assert read[0] and read[-1] and not all(read)
+    for s in answer["sentences"]:
+        if not s["read"]:
+            assert s["scores"]["positive"] == 0.5 and s["top_words"] == []
+
+
+def test_a_review_whose_tokens_cross_its_sentences_is_answered_sentence_by_sentence(
+    tiny_store: Any,
+) -> None:
+    from worker.model.sentences import split
+    from worker.model.served import load_served
+
+    served = load_served(tiny_store)
+    text = "Superb film <i\n> awful </i> ending. Loved it, café."  # not ASCII: no offsets
+    assert split(text).tokens is None  # a tag cut by the line break: tokens differ
+    (answer,) = _run(served, [text])
+    assert len(answer["sentences"]) >= 2 and all(s["read"] for s in answer["sentences"])
+    assert answer["sentences"][-1]["end"] <= len(text)
 
 
 def test_one_sentence_is_its_own_answer_and_sentences_can_be_left_out(tiny_store: Any) -> None:

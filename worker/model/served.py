@@ -15,13 +15,19 @@ from typing import Any
 from shared.datasets import Review
 from shared.progress import progress as bar_for
 from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
-from shared.sentences import sentence_spans
 from shared.store import ModelStore, Published, StoreError
+from shared.text import tokenize
 from worker.model.explain import Explainer
 from worker.model.phrases import phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
+from worker.model.sentences import Shares, Tables, ranges, split
+from worker.model.sentences import answers as sentence_answers
 from worker.model.targets import summary, targets_of
 from worker.model.verdict import Observed, VerdictRule
+
+_TABLES: dict[int, Tables] = {}
+#: Top words a sentence carries at most (a review carries the job's ``top_words``).
+SENTENCE_TOP_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,13 @@ class Served:
     def published(self) -> Published | None:
         return self.predictor.published
 
+    def tables(self) -> Tables:
+        """The vocabulary's lookups for sentence answers (built at the first use)."""
+        built = _TABLES.get(id(self.predictor.vocab))
+        if built is None:
+            built = _TABLES[id(self.predictor.vocab)] = Tables(self.predictor.vocab.tokens)
+        return built
+
     @property
     def model_version(self) -> str:
         return self.predictor.model_version
@@ -121,8 +134,8 @@ def explain_reviews(
     (each the same whatever reviews it is batched with).
 
     Every answer carries its ``verdict`` and readable ``reasons``; with ``sentences``, also its
-    sentences (character spans of the text as sent, each answered like a text of its own), whose
-    rows go through the model in the same batched pass as the reviews'.  Without them the
+    sentences: character spans of the text as sent, each answered with its share of the
+    review's log-odds from the same pass (``worker.model.sentences``).  Without them the
     verdict is the text's own (positive, negative or neutral: never mixed)."""
     results: list[dict[str, Any]] = [{} for _ in reviews]
     valid = []
@@ -133,33 +146,55 @@ def explain_reviews(
         else:
             results[i] = {"id": review["id"], "error": error}
     texts = [reviews[i]["text"] for i in valid]
-    spans = [sentence_spans(t) if sentences else [] for t in texts]
-    # Texts of one sentence are answered by their own row; others add a row per sentence.
-    parts = [
-        (k, s, e)
-        for k, (t, sp) in enumerate(zip(texts, spans, strict=True))
-        if len(sp) > 1
-        for s, e in sp
+    predictor, rule, cal = served.predictor, served.rule, served.calibration
+    splits = [split(t) for t in texts] if sentences else []
+    tokens: list[list[str]] = []
+    for k, text in enumerate(texts):
+        aligned = splits[k].tokens if sentences else None
+        tokens.append(aligned if aligned is not None else tokenize(text))
+    encoded = [
+        predictor.vocab.encode(t, predictor.max_len, predictor.head_fraction) for t in tokens
     ]
-    encoded = served.predictor.encode(texts + [texts[k][s:e] for k, s, e in parts])
+    # Sentences of a review whose tokens could not be aligned with them (rare): their own pass.
+    alone = [
+        (k, s, e)
+        for k, sp in enumerate(splits)
+        if sp.tokens is None and len(sp.spans) > 1
+        for s, e in sp.spans
+    ]
+    encoded += predictor.encode([texts[k][s:e] for k, s, e in alone])
     explained = served.explainer.explain_ids(
         [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
     )
-    answers = [
-        _answer(served.calibration, enc, exp) for enc, exp in zip(encoded, explained, strict=True)
-    ]
-    rule = served.rule
+    answers = [_answer(cal, enc, exp) for enc, exp in zip(encoded, explained, strict=True)]
     per_text: list[list[dict[str, Any]]] = [[] for _ in texts]
     for (k, s, e), answer, enc in zip(
-        parts, answers[len(texts) :], encoded[len(texts) :], strict=True
+        alone, answers[len(texts) :], encoded[len(texts) :], strict=True
     ):
-        per_text[k].append({"start": s, "end": e, **answer, "_tokens": enc.tokens})
+        per_text[k].append({"start": s, "end": e, **answer, "read": True, "_tokens": enc.tokens})
+    shared_out: list[tuple[int, Shares]] = []
+    for k, sp in enumerate(splits):
+        enc, exp = encoded[k], explained[k]
+        if len(sp.spans) == 1:  # one sentence: the text's own answer
+            start, end = sp.spans[0]
+            per_text[k] = [{**_sentence_of(answers[k], enc), "start": start, "end": end}]
+        elif sp.tokens is not None:
+            bounds = ranges(sp.counts, enc.n_tokens, predictor.max_len, predictor.head_fraction)
+            toward = 1.0 if exp.label == LABELS[1] else -1.0
+            shared_out.append((k, Shares(enc.tokens, enc.ids, exp.token_weights, toward, bounds)))
+    settings = (
+        rule.sentence_calibration,
+        cal.uncertain_below,
+        rule.min_share,
+        min(top_k, SENTENCE_TOP_WORDS),
+    )
+    shares = sentence_answers([s for _, s in shared_out], served.tables(), settings)
+    for (k, _), parts in zip(shared_out, shares, strict=True):
+        per_text[k] = [
+            {"start": s, "end": e, **x} for (s, e), x in zip(splits[k].spans, parts, strict=True)
+        ]
     for k, i in enumerate(valid):
         answer, enc = answers[k], encoded[k]
-        if sentences and not per_text[k]:  # one sentence: the text's own answer
-            per_text[k] = [
-                {"start": s, "end": e, **answer, "_tokens": enc.tokens} for s, e in spans[k]
-            ]
         seen = observed(answer, enc.n_tokens, per_text[k])
         verdict = rule.verdict(seen)
         item: dict[str, Any] = {
@@ -178,6 +213,9 @@ def explain_reviews(
             item["about"] = summary(item["sentences"], verdict)
         if observe:
             item["observed"] = seen
+            item["sentence_log_odds"] = [
+                x["_z"] if x.get("read", True) else None for x in per_text[k]
+            ]
         if want_tokens:
             scale = answer["_scale"]
             item["tokens"] = [
@@ -214,23 +252,41 @@ def _answer(cal: Calibration, enc: Any, exp: Any) -> dict[str, Any]:
         "top_words": [[w, v * scale] for w, v in exp.top_words] if scale != 1.0 else exp.top_words,
         "top_phrases": [[t, v * scale] for t, v in phrases] if scale != 1.0 else phrases,
         "_scale": scale,
+        "_z": exp.log_odds,
         # The strongest token weight for the label: how much evidence the answer rests on.
-        "_evidence": max(0.0, max((w * scale for w in exp.token_weights), default=0.0)),
+        "_evidence": _strongest(exp.token_weights, scale),
     }
+
+
+def _strongest(weights: Sequence[float], scale: float) -> float:
+    """The largest of ``weights * scale`` (0 if none is positive)."""
+    if not weights:
+        return 0.0
+    return max(0.0, scale * (max(weights) if scale > 0 else min(weights)))
+
+
+def _sentence_of(answer: dict[str, Any], enc: Any) -> dict[str, Any]:
+    """A one-sentence text's sentence: the text's own answer."""
+    return {**answer, "read": True, "_tokens": enc.tokens, "_z": answer["_z"]}
 
 
 def _brief(answer: dict[str, Any], rule: VerdictRule) -> dict[str, Any]:
     """A sentence's part of the answer."""
-    reasons = rule.reasons(answer["top_words"])
+    reasons = answer.get("reasons")
+    if reasons is None:
+        reasons = rule.reasons(answer["top_words"])
     return {
         "start": answer["start"],
         "end": answer["end"],
         "label": answer["label"],
         "scores": answer["scores"],
         "uncertain": answer["uncertain"],
+        "read": answer["read"],
         "top_words": answer["top_words"],
         "reasons": reasons,
-        "targets": targets_of(answer["_tokens"], reasons),
+        "targets": answer["targets"]
+        if "targets" in answer
+        else targets_of(answer["_tokens"], reasons),
     }
 
 

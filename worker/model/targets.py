@@ -10,7 +10,7 @@ about plot, ending".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,14 +40,21 @@ def lexicon() -> frozenset[str]:
     return frozenset(line.split("\t", 1)[0] for line in lines if line and line[0] != "#")
 
 
-def targets_of(tokens: Sequence[str], reasons: Iterable[str]) -> list[str]:
-    """The target words of one sentence's tokens, in order, at most ``MAX_TARGETS``."""
+@cache
+def skipped() -> frozenset[str]:
     from worker.model.verdict import FUNCTION_WORDS, NEGATIONS
 
-    known, skip = lexicon(), set(reasons) | GENERIC | FUNCTION_WORDS | NEGATIONS
+    return GENERIC | FUNCTION_WORDS | NEGATIONS
+
+
+def targets_of(tokens: Sequence[str], reasons: Collection[str]) -> list[str]:
+    """The target words of one sentence's tokens, in order, at most ``MAX_TARGETS``."""
+    known, skip = lexicon(), skipped()
     out: list[str] = []
     for i, token in enumerate(tokens):
-        if token in skip or token in out or not token.isalpha() or len(token) < 3:
+        if len(token) < 3 or token in skip or token in reasons or token in out:
+            continue
+        if not token.isalpha():
             continue
         if token in known or (i > 0 and tokens[i - 1] in DETERMINERS and not token.endswith("ly")):
             out.append(token)

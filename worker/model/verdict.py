@@ -122,6 +122,8 @@ class VerdictRule:
     minority: float = 0.2
     min_share: float = 0.25
     linear: dict[str, Any] | None = None
+    #: (temperature, bias) of a sentence's share of the log-odds (``worker.model.sentences``).
+    sentence_calibration: tuple[float, float] = (1.0, 0.0)
 
     @property
     def fitted(self) -> bool:
@@ -138,12 +140,19 @@ class VerdictRule:
             minority=float(raw.get("minority", cls.minority)),
             min_share=float(reasons.get("min_share", cls.min_share)),
             linear=linear,
+            sentence_calibration=(
+                float((raw.get("sentences") or {}).get("temperature", 1.0)),
+                float((raw.get("sentences") or {}).get("bias", 0.0)),
+            ),
         )
         values = (rule.opinion, rule.neutral, rule.minority, rule.min_share)
         if not all(math.isfinite(v) for v in values) or not (
             0.5 <= rule.opinion < 1 and 0.5 <= rule.neutral <= 1 and 0 <= rule.minority <= 0.5
         ):
             raise StoreError(f"bad verdict rule in the manifest: {raw} {reasons}")
+        t, b = rule.sentence_calibration
+        if not (math.isfinite(t) and math.isfinite(b) and t > 0):
+            raise StoreError(f"bad sentence calibration in the manifest: {raw.get('sentences')}")
         if linear is not None and not _valid_linear(linear):
             raise StoreError("bad verdict coefficients in the manifest")
         return rule
@@ -154,6 +163,8 @@ class VerdictRule:
             "neutral": self.neutral,
             "minority": self.minority,
         }
+        t, b = self.sentence_calibration
+        verdict["sentences"] = {"temperature": t, "bias": b}
         if self.linear is not None:
             verdict["linear"] = self.linear
             verdict["rule"] = (
@@ -201,16 +212,18 @@ class VerdictRule:
         """The readable reasons among ``[[word, weight], ...]`` (weights oriented to the label);
         ``against``: the words that speak against it, by the same rule."""
         sign = -1.0 if against else 1.0
-        pairs = [(str(w), sign * float(v)) for w, v in top_words]
-        strongest = max((v for _, v in pairs), default=0.0)
+        pairs = [(w, sign * v) for w, v in top_words]
+        strongest = max([v for _, v in pairs], default=0.0)
         if strongest <= 0:
             return []
+        floor = self.min_share * strongest
         kept = [
-            (w, v)
+            (str(w), v)
             for w, v in pairs
-            if v >= self.min_share * strongest
+            if v >= floor
             and w not in FUNCTION_WORDS  # negations are not function words here
-            and w not in ("!", "?")
+            and w != "!"
+            and w != "?"
         ]
         kept.sort(key=lambda p: -p[1])
         return [w for w, _ in kept[:limit]]

@@ -182,6 +182,48 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> tuple[float, dict
     return float(np.mean(list(f1.values()))), {"f1": f1, "confusion": table.tolist()}
 
 
+def sentence_calibration(
+    served: Any, reviews: Sequence[tuple[str, int]]
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """(temperature, bias) for sentences' shares of the log-odds, by a Platt fit on the opinion
+    sentences of labelled reviews (VADER agreeing with the review), each read in its review.
+    The bias stays 0: a sentence that carries no share of the decision is 50/50."""
+    from sklearn.linear_model import LogisticRegression
+
+    from worker.model.served import explain_reviews
+
+    notes = annotate([t for t, _ in reviews], "annotate sentences")
+    z, y = [], []
+    for start in progress(range(0, len(reviews), 256), desc="score", unit=" chunks"):
+        chunk = reviews[start : start + 256]
+        payload = [{"id": str(i), "text": t} for i, (t, _) in enumerate(chunk)]
+        results = explain_reviews(served, payload, 0, sentences=True, observe=True)
+        for (_, label), result, rows in zip(
+            chunk, results, notes[start : start + 256], strict=True
+        ):
+            shares = result["sentence_log_odds"]
+            if len(shares) != len(rows) or len(shares) < 2:
+                continue  # one sentence: the review's own answer, not a share
+            sign = 1 if label == 1 else -1
+            for share, (_, compound, _) in zip(shares, rows, strict=True):
+                if share is not None and sign * compound >= OPINION:
+                    z.append(share)
+                    y.append(label)
+    if len(set(y)) < 2:
+        return (1.0, 0.0), {"n": len(y)}
+    fit = LogisticRegression(C=1e4, max_iter=1000, fit_intercept=False)
+    fit.fit(np.array(z)[:, None], np.array(y))
+    slope, intercept = float(fit.coef_[0, 0]), 0.0
+    accuracy = float(np.mean((np.array(z) * slope + intercept > 0) == np.array(y)))
+    if slope <= 0:
+        return (1.0, 0.0), {"n": len(y), "refused": "the fitted slope is not positive"}
+    return (round(1.0 / slope, 6), round(intercept, 6)), {
+        "n": len(y),
+        "positive": int(sum(y)),
+        "accuracy": round(accuracy, 4),
+    }
+
+
 def observe(served: Any, texts: Sequence[str]) -> list[Any]:
     """What the verdict reads of each text as served (``worker.model.verdict.Observed``)."""
     from worker.model.served import explain_reviews

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     from worker.model.served import load_served
     from worker.training.calibrate import validation_reviews
-    from worker.training.verdicts import build, fit_rule, observe
+    from worker.training.verdicts import build, fit_rule, observe, sentence_calibration
 
     store = ModelStore(settings.model_dir, settings.model_name)
     try:
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             list(zip(texts, labels.tolist(), strict=True)), plain, args.per_class, args.seed
         )
         served = load_served(store, source.version)
+        pairs, sentence_fit = sentence_calibration(
+            served, list(zip(texts, labels.tolist(), strict=True))
+        )
+        served = replace(served, rule=replace(served.rule, sentence_calibration=pairs))
         seen = observe(served, [i["text"] for i in items])
         gold = [i["verdict"] for i in items]
         rule, f1, details = fit_rule(seen, gold, served.rule)
@@ -69,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sentiment-verdict: {exc}", file=sys.stderr)
         return 2
     assert rule.linear is not None
+    print(
+        f"sentences: temperature {pairs[0]:.3f}, bias {pairs[1]:+.3f} "
+        f"(Platt fit on {sentence_fit.get('n', 0)} opinion sentences of validation reviews)"
+    )
     print(
         f"{source.version}: logistic regression over {len(rule.linear['features'])} features "
         f"(C {rule.linear['C']:g}); validation macro-F1 {f1:.4f}, 5-fold cross-validated "
@@ -97,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = {k: v for k, v in source.manifest.items() if k not in skip}
         rules = rule.as_manifest()
         manifest["verdict"] = {**rules["verdict"], **fitted}
+        manifest["verdict"]["sentences"] = {
+            "temperature": pairs[0],
+            "bias": pairs[1],
+            "fitted_on": "opinion sentences (VADER agreeing with the review's label) of the "
+            "validation reviews, each read in its review",
+            "validation": sentence_fit,
+        }
         manifest["reasons"] = rules["reasons"]
         return manifest
 
