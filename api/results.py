@@ -16,11 +16,11 @@ from typing import Any
 
 from rq.job import Job, JobStatus
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from shared import batches
 from shared.output import RowFormat
 from shared.queues import DONE, Outcome, result_outcome
+from shared.serializer import JSONSerializer
 
 #: Characters per piece sent (fewer, larger writes).
 PIECE_CHARS = 1 << 16

@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.infra import model_arguments
+from bench.verdicts import evaluate as evaluate_verdicts
+from bench.verdicts import load_set as load_verdict_set
 from shared.config import Settings
 from shared.datasets import read_reviews
 from shared.store import ModelStore
@@ -188,6 +190,7 @@ def main() -> int:
     hand_tok = [tokenize(s) for s in hand]
 
     rows: dict[str, dict[str, Any]] = {}
+    verdict_set = load_verdict_set()
     encoded = predictor.encode([r.text for r in test])
     ids = [e.ids for e in encoded]
     timings = []
@@ -205,9 +208,12 @@ def main() -> int:
         other = served if name == version.version else load_served(store, name)
         manifest = store.resolve(name).manifest
         tag = " calibrated" if manifest.get("calibration") else ""
+        verdicts = evaluate_verdicts(other, verdict_set)
         rows[f"model {other.model_version} ({manifest['architecture']}{tag})"] = {
             **scored(answer_probs(other, test_texts), y_test, answer_probs(other, sent), y_sent),
             **hand_scores(answer_probs(other, hand), y_hand),
+            "verdict_f1": verdicts["macro_f1"],
+            "verdict_label": verdicts["binary_accuracy"],
             "train_s": manifest.get("training", {}).get("seconds"),
         }
     print("models evaluated", flush=True)
@@ -248,6 +254,17 @@ def main() -> int:
             f"{r['hand_positive']:>8.3f} {r['train_s'] or '':>7}"
         )
     print(f"hand: our {len(hand)} hand-written sentences ({y_hand.mean():.0%} positive)")
+    print(
+        f"\nfour-valued verdict on bench/data/verdicts.jsonl ({len(verdict_set)} texts from the "
+        "test split, 150 per verdict; issue 23: macro-F1 >= 0.70), beside the binary label's "
+        "accuracy on its positive and negative texts:"
+    )
+    for name, r in rows.items():
+        if "verdict_f1" in r:
+            print(
+                f"  {name:<56} verdict macro-F1 {r['verdict_f1']:.4f}   "
+                f"label accuracy {r['verdict_label']:.4f}"
+            )
     base = rows[next(k for k in rows if k.startswith("TF-IDF"))]
     ours = next(iter(rows.values()))
     print(

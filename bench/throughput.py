@@ -37,6 +37,7 @@ from shared.batches import DEFAULT_CHUNK_SIZE
 from shared.config import Settings
 from shared.datasets import read_reviews
 from shared.local import RedisServer, start_producer, worker_env, workers
+from shared.output import RowFormat
 from shared.queues import QUEUE_INTERACTIVE, collect, connect, enqueue_payloads, get_queue
 from shared.schema import make_payload
 
@@ -55,13 +56,14 @@ def in_process(
     if served is None:
         settings = Settings.from_env()
         served = load_served(ModelStore(settings.model_dir, settings.model_name), version)
+    rows = RowFormat("jsonl")  # the lines sentiment-predict writes
     t = time.perf_counter()
     with out.open("w") as fh:
         for start in range(0, len(texts), 1024):
             stop = min(start + 1024, len(texts))
             reviews = [{"id": str(i), "text": texts[i]} for i in range(start, stop)]
             for r in explain_reviews(served, reviews, 10, sentences=sentences):
-                fh.write(json.dumps(r) + "\n")
+                fh.write(rows.line(r))
     return time.perf_counter() - t, served
 
 

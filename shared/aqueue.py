@@ -24,7 +24,6 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 from rq.results import Result
-from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.announcements import SERVED_MODEL_KEY
@@ -40,6 +39,7 @@ from shared.queues import (
 )
 from shared.reuse import CANCEL_SCRIPT, SHARED_FIELD, cancel_keys
 from shared.schema import make_payload
+from shared.serializer import JSONSerializer
 
 log = structlog.get_logger(__name__)
 

@@ -162,9 +162,9 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from rq import Queue, Worker
-        from rq.serializers import JSONSerializer
 
         from shared import reliable
+        from shared.serializer import JSONSerializer
 
         up = GaugeMetricFamily("sentiment_redis_up", "Whether the exporter could read Redis")
         try:

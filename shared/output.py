@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from shared.datasets import DataError
 
 #: The CSV output's columns (JSONL lines carry the same fields).
@@ -60,7 +62,10 @@ class RowFormat:
         if not self.csv:
             clean = {k: v for k, v in row.items() if k != "source" and not k.startswith("_")}
             clean.setdefault("error", None)
-            return json.dumps(clean, ensure_ascii=False) + "\n"
+            try:  # compact JSON, written in C: rows answered per sentence are long
+                return orjson.dumps(clean).decode() + "\n"
+            except (TypeError, orjson.JSONEncodeError):  # a lone surrogate, say: as before
+                return json.dumps(clean, ensure_ascii=False) + "\n"
         scores = row.get("scores") or {}
         self._writer.writerow(
             {

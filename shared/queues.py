@@ -31,11 +31,11 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from shared import metrics, reliable
 from shared.reuse import answered_by, expected_version, extend_results, reuse, share_jobs
 from shared.schema import JOB_FUNCTION, SchemaError, validate_result
+from shared.serializer import JSONSerializer
 
 log = structlog.get_logger(__name__)
 

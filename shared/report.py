@@ -31,7 +31,8 @@ def texts_of_jobs(conn: Any, job_ids: Iterable[str]) -> dict[str, str]:
     """Review id -> text, read from the jobs' payloads (while the jobs are kept)."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
-    from rq.serializers import JSONSerializer
+
+    from shared.serializer import JSONSerializer
 
     texts: dict[str, str] = {}
     for job in Job.fetch_many(list(job_ids), connection=conn, serializer=JSONSerializer):

@@ -20,9 +20,9 @@ from typing import Any
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from shared import reliable
+from shared.serializer import JSONSerializer
 
 #: Set on a job that a second request or batch also counts on: its creator no longer cancels it.
 SHARED_FIELD = "sentiment_shared"

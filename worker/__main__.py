@@ -44,8 +44,7 @@ EXIT_START_FAILED = 2
 
 def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str | None) -> int:
     """Load the model, then work; returns the exit code."""
-    from rq.serializers import JSONSerializer
-
+    from shared.serializer import JSONSerializer
     from worker import jobs
     from worker.model.predictor import configure_tensorflow
     from worker.reload import ModelHolder

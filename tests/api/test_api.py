@@ -114,6 +114,21 @@ def test_json_single_and_many_with_per_review_errors_and_top_words(api: Api) -> 
     assert all(len(r["top_words"]) <= 2 for r in results if not r["error"])
 
 
+def test_sentences_with_offsets_and_a_verdict_unless_asked_not_to(api: Api) -> None:
+    text = "A superb film!  Dull, awful ending.<br />Loved the cast"
+    with api.client() as http:
+        full = http.post("/v1/classify", json={"review": text}).json()["results"][0]
+        bare = http.post("/v1/classify?sentences=false", json={"review": text}).json()
+    cut = [text[s["start"] : s["end"]] for s in full["sentences"]]
+    assert cut == ["A superb film!", "Dull, awful ending.", "Loved the cast"]
+    assert all(s["label"] in ("positive", "negative") for s in full["sentences"])
+    assert full["verdict"] in ("positive", "negative", "mixed", "neutral")
+    assert set(full["about"]) == {"positive", "negative"}
+    (plain,) = bare["results"]
+    assert "sentences" not in plain and plain["verdict"] != "mixed"
+    assert plain["label"] == full["label"] and plain["scores"] == full["scores"]
+
+
 def test_tokens_option_weights_every_word(api: Api) -> None:
     with api.client() as http:
         body = http.post(

@@ -117,7 +117,7 @@ def test_type_a_review_see_label_and_heat_map_then_upload_and_download(
     downloaded = tmp_path / f"{link.get_attribute('download')}"
     wait.until(lambda _: downloaded.exists())  # chromium renames its .crdownload when done
     lines = downloaded.read_text().splitlines()
-    assert len(lines) == 4 and '"error": "empty review"' in lines[2]
+    assert len(lines) == 4 and json.loads(lines[2])["error"] == "empty review"
     rows = [json.loads(line) for line in lines]
     assert all("sentences" in r for r in rows if not r["error"])  # the page asks for them
     browser.save_screenshot(str(ARTIFACTS / "api-page-batch.png"))

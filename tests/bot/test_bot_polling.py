@@ -143,7 +143,7 @@ def test_a_review_becomes_an_edited_answer_with_highlighted_words(bot: Bot) -> N
 def test_a_message_of_several_sentences_gets_each_sentence_marked(bot: Bot) -> None:
     sentences = ["A wonderful, superb film!", "The plot was dull & boring.", "See it <soon>"]
     text = "  ".join(sentences)
-    _, reply = bot.ask(108, text)
+    _, reply = bot.ask(131, text)
     visible = check_text(reply["text"], "HTML")
     head, body = visible.split("\n\n")[:2]
     assert head.startswith(("👍 Positive", "👎 Negative", "⚖️ Mixed", "😐 Neutral", "🤷 Not sure"))
