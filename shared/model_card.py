@@ -206,6 +206,10 @@ def _verdicts(m: dict[str, Any]) -> list[str]:
         f"- Validation macro-F1 {_num(val.get('macro_f1'))} ("
         + ", ".join(f"{k} {_num(v, 3)}" for k, v in f1.items())
         + "); the evaluation set's figure is in docs/benchmarks.md (`bench/verdicts.py`).",
+        "- Sentences: each sentence's answer is its share of the review's log-odds, calibrated "
+        f"with temperature {_num(_get(verdict, 'sentences', 'temperature'), 3)} (fitted on "
+        f"{_get(verdict, 'sentences', 'validation', 'n') or '-'} opinion sentences of the "
+        "validation reviews, each read in its review).",
         f"- `reasons`: words that support the label with at least "
         f"{_num(reasons.get('min_share'), 2)} of the strongest one's weight, function words "
         "left out unless they are negations.",

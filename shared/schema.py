@@ -41,7 +41,6 @@ review gets a per-review ``error``; it never fails the batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -160,15 +159,27 @@ def answer_options(payload: Mapping[str, Any]) -> tuple[int, bool, bool, int]:
 
 
 def _check_pairs(value: object, what: str) -> None:
-    if not isinstance(value, list) or not all(
-        isinstance(p, (list, tuple))
-        and len(p) == 2
-        and isinstance(p[0], str)
-        and isinstance(p[1], (int, float))
-        and math.isfinite(p[1])
-        for p in value
-    ):
+    """``value`` is a list of [text, finite number] pairs (``type`` checks: these run for every
+    sentence of every answer, at both ends)."""
+    if type(value) is not list:
         raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+    for p in value:
+        kind = type(p)
+        if (kind is not list and kind is not tuple) or len(p) != 2 or type(p[0]) is not str:
+            raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+        number, kind = p[1], type(p[1])
+        if (
+            kind is not float
+            and kind is not int
+            and (not isinstance(number, (int, float)) or isinstance(number, bool))
+        ):
+            raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+        if not -_HUGE < number < _HUGE:  # rejects inf, -inf and nan
+            raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+
+
+_HUGE = float("inf")
+_LABEL_SET = frozenset(LABELS)
 
 
 def validate_result(result: object, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -222,16 +233,24 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
         raise SchemaError("'sentences' must be a list")
     end = 0
     for s in sentences:
-        if not isinstance(s, Mapping) or s.get("label") not in LABELS:
-            raise SchemaError("every sentence needs a label")
-        start, stop = s.get("start"), s.get("end")
-        if not (isinstance(start, int) and isinstance(stop, int) and end <= start < stop):
+        try:
+            start, stop, label, scores, unsure = (
+                s["start"],
+                s["end"],
+                s["label"],
+                s["scores"],
+                s["uncertain"],
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise SchemaError("every sentence needs start, end, label, scores, uncertain") from exc
+        if type(start) is not int or type(stop) is not int or not end <= start < stop:
             raise SchemaError("sentence spans must be increasing [start, end) offsets")
         end = stop
-        scores = s.get("scores")
-        if not isinstance(scores, Mapping) or set(scores) != set(LABELS):
+        if label not in LABELS:
+            raise SchemaError("every sentence needs a label")
+        if not isinstance(scores, Mapping) or scores.keys() != _LABEL_SET:
             raise SchemaError("a sentence's 'scores' must hold both classes")
-        if not isinstance(s.get("uncertain"), bool):
+        if type(unsure) is not bool:
             raise SchemaError("a sentence's 'uncertain' must be true or false")
         _check_pairs(s.get("top_words"), "top_words")
         _check_words(s.get("reasons"))
@@ -244,5 +263,5 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
 
 
 def _check_words(value: object) -> None:
-    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+    if type(value) is not list or any(type(w) is not str for w in value):
         raise SchemaError("'reasons' and 'targets' must be lists of words")

@@ -30,6 +30,9 @@ _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 _EMOTICON = re.compile(
     r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$"
 )
+_ANY_EMOTICON = re.compile(
+    r"[:;=8xX][-o^']?[()\[\]dDpP/|@*3]|[\U0001F300-\U0001FAFF\u2600-\u27BF]"
+)
 #: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
 _CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
@@ -61,6 +64,8 @@ def sentence_spans(text: str, limit: int = MAX_SENTENCES) -> list[tuple[int, int
 
 def _emoticon_ends(text: str, start: int, end: int) -> list[int]:
     """Offsets right after an emoticon or emoji followed by white space and a capital."""
+    if not _ANY_EMOTICON.search(text, start, end):  # most text: one scan in C
+        return []
     out = []
     for gap in _CAPITAL_AFTER_SPACE.finditer(text, start, end):
         at = gap.start()

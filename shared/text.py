@@ -29,6 +29,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 
 #: Version of the rules below; bump it whenever tokenize() changes behaviour.
 PREPROCESSING_VERSION = 1
@@ -94,20 +95,24 @@ def _same_length_space(match: re.Match[str]) -> str:
     return " " * len(match.group())
 
 
-def tokenize_with_offsets(text: str) -> tuple[list[str], list[int]] | None:
-    """``tokenize(text)`` and each token's start offset in ``text``, for text whose normalisation
-    keeps offsets (ASCII without entities: tags become spaces of their own length); None for
-    other text.  Per-sentence answers use it to place tokens in sentences."""
+def tokens_by_span(text: str, spans: Sequence[tuple[int, int]]) -> list[list[str]] | None:
+    """``tokenize(text)`` cut by character spans of ``text``: the tokens inside each span, or
+    None when that cannot be done exactly (text that is not ASCII or has entities, where
+    normalising moves offsets, or a token that is not inside one span).  Tags become spaces
+    of their own length, so offsets in the normalised text are offsets in ``text``."""
     if "&" in text or not text.isascii():
         return None
     norm = _TAG.sub(_same_length_space, text)
     if "`" in norm:
         norm = norm.replace("`", "'")
-    matches = list(_ASCII_TOKEN.finditer(norm.casefold()))
-    tokens = [m.group() for m in matches]
+    norm = norm.casefold()
+    whole = _ASCII_TOKEN.findall(norm)
+    pieces = [_ASCII_TOKEN.findall(norm, s, e) for s, e in spans]
+    if [t for piece in pieces for t in piece] != whole:
+        return None
     if _THOUSANDS.search(norm):
-        tokens = [t.replace(",", "") if "," in t else t for t in tokens]
-    return tokens, [m.start() for m in matches]
+        pieces = [[t.replace(",", "") if "," in t else t for t in piece] for piece in pieces]
+    return pieces
 
 
 def _tokenize_general(text: str) -> list[str]:

@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -112,19 +114,28 @@ def test_the_ascii_fast_path_on_tricky_clitics_and_numbers() -> None:
         assert tokenize(text) == _tokenize_general(normalize(text)), text
 
 
-@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
-def test_tokens_with_offsets_are_the_tokens_and_point_into_the_text(text: str) -> None:
-    from shared.text import tokenize_with_offsets
+@given(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=300),
+    st.lists(st.integers(0, 300), max_size=6),
+)
+def test_tokens_cut_by_spans_are_the_texts_tokens(text: str, cuts: list[int]) -> None:
+    from shared.text import tokens_by_span
 
-    placed = tokenize_with_offsets(text)
+    edges = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    spans = list(itertools.pairwise(edges))
+    pieces = tokens_by_span(text, spans)
     if "&" in text:
-        assert placed is None
+        assert pieces is None
         return
-    assert placed is not None
-    tokens, starts = placed
-    assert tokens == tokenize(text)
-    assert starts == sorted(starts) and all(0 <= s < len(text) for s in starts)
-    assert all(
-        text[s].casefold() == t[0] or t[0] in "0123456789'"
-        for t, s in zip(tokens, starts, strict=True)
-    )
+    if pieces is None:  # a cut inside a token: refused, never wrong
+        return
+    assert [t for piece in pieces for t in piece] == tokenize(text)
+
+
+def test_tokens_cut_at_white_space_are_each_spans_own() -> None:
+    from shared.text import tokens_by_span
+
+    text = "Great film!<br /><br />The 1,000 extras didn't help. Boring's the word"
+    spans = [(0, 11), (23, 52), (53, len(text))]
+    assert tokens_by_span(text, spans) == [tokenize(text[s:e]) for s, e in spans]
+    assert tokens_by_span(text, [(0, 3), (3, len(text))]) is None  # "gre" | "at": refused

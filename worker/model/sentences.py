@@ -19,7 +19,6 @@ middle) carry no share: a sentence there has ``z_s`` 0, and says so with ``read:
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -29,7 +28,7 @@ import numpy as np
 
 from shared.schema import LABELS
 from shared.sentences import sentence_spans
-from shared.text import tokenize, tokenize_with_offsets
+from shared.text import tokenize, tokens_by_span
 from shared.vocab import OOV_ID
 
 
@@ -45,12 +44,9 @@ class Split:
 def split(text: str) -> Split:
     """The sentences of ``text`` and its tokens, aligned with them (see the module docstring)."""
     spans = sentence_spans(text)
-    placed = tokenize_with_offsets(text)
-    if placed is not None:  # most text: tokens placed by their offsets, no second tokenizing
-        tokens, starts = placed
-        counts = [bisect_left(starts, e) - bisect_left(starts, s) for s, e in spans]
-        if sum(counts) == len(tokens):
-            return Split(spans, counts, tokens)
+    placed = tokens_by_span(text, spans)
+    if placed is not None:  # most text: the text's tokens cut by the spans' offsets
+        return Split(spans, [len(p) for p in placed], [t for piece in placed for t in piece])
     pieces = [tokenize(text[s:e]) for s, e in spans]
     joined = [t for piece in pieces for t in piece]
     gaps_ok = all(any(c.isspace() for c in text[e:s]) for (_, e), (s, _) in pairwise(spans))
