@@ -30,9 +30,7 @@ _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 _EMOTICON = re.compile(
     r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$"
 )
-_ANY_EMOTICON = re.compile(
-    r"[:;=8xX][-o^']?[()\[\]dDpP/|@*3]|[\U0001F300-\U0001FAFF\u2600-\u27BF]"
-)
+_ANY_EMOTICON = re.compile(r"[:;=8xX][-o^']?[()\[\]dDpP/|@*3]|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 #: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
 _CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
