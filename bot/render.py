@@ -124,6 +124,7 @@ def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> s
         head = (
             f"{VERDICT_HEAD['mixed']}: 👍 {_words(dict.fromkeys(sides['positive'])) or '…'}"
             f" · 👎 {_words(dict.fromkeys(sides['negative'])) or '…'}"
+            f" (leaning {label})"
         )
     elif verdict == "neutral":
         head = f"{VERDICT_HEAD['neutral']} (leaning {label}, {confidence:.0%})"
