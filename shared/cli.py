@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -35,4 +36,20 @@ def command_parser(
         description=plain(text if whole else first),
         epilog=plain(rest) if epilog and rest and not whole else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_sentence_options(p: argparse.ArgumentParser) -> None:
+    """The bulk commands' ``--sentences`` and ``--report`` (sentiment-enqueue, sentiment-run)."""
+    p.add_argument(
+        "--sentences",
+        action="store_true",
+        help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="HTML",
+        help="also write an HTML summary of the batch (verdicts, targets, words; "
+        "implies --sentences)",
     )

@@ -47,7 +47,7 @@ from shared.batches import (
     results,
     submit,
 )
-from shared.cli import command_parser
+from shared.cli import add_sentence_options, command_parser
 from shared.config import Settings, settings_or_exit
 from shared.datasets import DataError
 from shared.highlight import for_terminal
@@ -243,18 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_TOP_WORDS,
         help="top contributing words per review (default: %(default)s)",
     )
-    p.add_argument(
-        "--sentences",
-        action="store_true",
-        help="answer every sentence too: its offsets, label and scores (a 'sentences' column)",
-    )
-    p.add_argument(
-        "--report",
-        type=Path,
-        metavar="HTML",
-        help="also write an HTML summary of the batch (verdicts, targets, words; "
-        "implies --sentences)",
-    )
+    add_sentence_options(p)
     p.add_argument("--split", default="test", help="aclImdb split (default: test)")
     p.add_argument("--timeout", type=float, help="give up waiting for results after S seconds")
     p.add_argument("--show", type=int, default=8, help="results to print (default 8)")
