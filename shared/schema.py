@@ -41,7 +41,9 @@ review gets a per-review ``error``; it never fails the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 SCHEMA_VERSION = 3
@@ -163,6 +165,17 @@ def _check_pairs(value: object, what: str) -> None:
     sentence of every answer, at both ends)."""
     if type(value) is not list:
         raise SchemaError(f"'{what}' must be a list of [text, finite number] pairs")
+    # The usual case, in loops that run in C: [str, float] lists whose floats are all finite.
+    if set(map(type, value)) <= _LIST and set(map(len, value)) <= _TWO:
+        try:
+            if (
+                set(map(type, map(_first, value))) <= _STR
+                and set(map(type, map(_second, value))) <= _FLOAT
+                and -_HUGE < math.fsum(map(_second, value)) < _HUGE
+            ):
+                return
+        except (OverflowError, ValueError):  # inf - inf, or finite numbers whose sum overflows
+            pass
     for p in value:
         kind = type(p)
         if (kind is not list and kind is not tuple) or len(p) != 2 or type(p[0]) is not str:
@@ -180,6 +193,11 @@ def _check_pairs(value: object, what: str) -> None:
 
 _HUGE = float("inf")
 _LABEL_SET = frozenset(LABELS)
+_STR = frozenset((str,))
+_FLOAT = frozenset((float,))
+_LIST = frozenset((list,))
+_TWO = frozenset((2,))
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def validate_result(result: object, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -232,29 +250,42 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
     if not isinstance(sentences, list):
         raise SchemaError("'sentences' must be a list")
     end = 0
+    pairs: list[Any] = []  # every sentence's top words, checked at once
+    words: list[Any] = []  # and their reasons and targets
     for s in sentences:
         try:
-            start, stop, label, scores, unsure = (
+            start, stop, label, scores, unsure, top, reasons = (
                 s["start"],
                 s["end"],
                 s["label"],
                 s["scores"],
                 s["uncertain"],
+                s["top_words"],
+                s["reasons"],
             )
-        except (KeyError, TypeError, IndexError) as exc:
-            raise SchemaError("every sentence needs start, end, label, scores, uncertain") from exc
+            targets = s.get("targets", [])
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise SchemaError(
+                "every sentence needs start, end, label, scores, uncertain, top_words, reasons"
+            ) from exc
         if type(start) is not int or type(stop) is not int or not end <= start < stop:
             raise SchemaError("sentence spans must be increasing [start, end) offsets")
         end = stop
-        if label not in LABELS:
+        if label not in _LABEL_SET:
             raise SchemaError("every sentence needs a label")
-        if not isinstance(scores, Mapping) or scores.keys() != _LABEL_SET:
+        if type(scores) is not dict or scores.keys() != _LABEL_SET:
             raise SchemaError("a sentence's 'scores' must hold both classes")
         if type(unsure) is not bool:
             raise SchemaError("a sentence's 'uncertain' must be true or false")
-        _check_pairs(s.get("top_words"), "top_words")
-        _check_words(s.get("reasons"))
-        _check_words(s.get("targets", []))
+        if type(top) is not list:
+            raise SchemaError("'top_words' must be a list of [text, finite number] pairs")
+        if type(reasons) is not list or type(targets) is not list:
+            raise SchemaError("'reasons' and 'targets' must be lists of words")
+        pairs += top
+        words += reasons
+        words += targets
+    _check_pairs(pairs, "top_words")
+    _check_words(words)
     about = item.get("about", {})
     if not isinstance(about, Mapping) or not set(about) <= set(LABELS):
         raise SchemaError("'about' must map labels to target words")
@@ -263,5 +294,5 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
 
 
 def _check_words(value: object) -> None:
-    if type(value) is not list or any(type(w) is not str for w in value):
+    if type(value) is not list or not set(map(type, value)) <= _STR:
         raise SchemaError("'reasons' and 'targets' must be lists of words")

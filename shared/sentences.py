@@ -27,10 +27,11 @@ MAX_SENTENCES = 64
 _BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>|\r?\n", re.IGNORECASE)
 _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 #: An emoticon or emoji followed by a capitalised word ends a sentence ("Great :) The end").
-_EMOTICON = re.compile(
-    r"(?:[:;=8xX][-o^']?[()\[\]dDpP/|@*3]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$"
-)
-_ANY_EMOTICON = re.compile(r"[:;=8xX][-o^']?[()\[\]dDpP/|@*3]|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+#: Eyes: ":", ";" or "=" anywhere ("great:)"), "8", "x" or "X" only where no letter or digit
+#: comes before them (else "expect" or "18)" would hold one).
+_EYES = r"[:;=8xX](?<![^\W_][8xX])[-o^']?[()\[\]dDpP/|@*3]"
+_EMOTICON = re.compile(rf"(?:{_EYES}[()\[\]dDpP/|@*3]*|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$")
+_ANY_EMOTICON = re.compile(rf"{_EYES}|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 #: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
 _CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
@@ -85,14 +86,25 @@ def _paragraph(prepared: str, text: str, start: int, end: int) -> list[tuple[int
     if not piece.strip():
         return []
     cuts = _emoticon_ends(text, start, end)
-    out = []
+    out: list[tuple[int, int]] = []
+    append = out.append
     for bound in sentencex.get_sentence_boundaries("en", piece):
-        s, e = start + int(bound["start_index"]), start + int(bound["end_index"])
-        inside = [c for c in cuts if s < c < e] if cuts else []
+        if bound["is_paragraph_break"]:  # white space between paragraphs
+            continue
+        s, e = start + bound["start_index"], start + bound["end_index"]
+        inside = [c for c in cuts if s < c < e] if cuts else ()
+        if not inside:
+            inner = prepared[s:e]
+            if "<" not in inner:  # the common case, inline: strip the white space
+                stripped = inner.strip()
+                if stripped:
+                    blank = len(inner) - len(inner.lstrip())
+                    append((s + blank, s + blank + len(stripped)))
+                continue
         for a, b in zip([s, *inside], [*inside, e], strict=True):
             span = _trim(prepared, a, b)
             if span is not None:
-                out.append(span)
+                append(span)
     return out
 
 
@@ -117,9 +129,9 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
 _WORDISH = re.compile(r"[^\W_]|[!?]")
 
 
-def _readable(piece: str) -> bool:
-    """Whether ``piece`` has a token (a letter, digit, "!" or "?" answers at once)."""
-    return _WORDISH.search(piece) is not None or bool(tokenize(piece))
+def _readable(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` has a token (a letter, digit, "!" or "?" answers at once)."""
+    return _WORDISH.search(text, start, end) is not None or bool(tokenize(text[start:end]))
 
 
 def _merge_tokenless(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -127,7 +139,7 @@ def _merge_tokenless(text: str, spans: list[tuple[int, int]]) -> list[tuple[int,
     out: list[tuple[int, int]] = []
     pending_start: int | None = None
     for s, e in spans:
-        if _readable(text[s:e]):
+        if _readable(text, s, e):
             out.append((pending_start if pending_start is not None else s, e))
             pending_start = None
         elif out:

@@ -30,6 +30,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Sequence
+from itertools import pairwise
 
 #: Version of the rules below; bump it whenever tokenize() changes behaviour.
 PREPROCESSING_VERSION = 1
@@ -106,13 +107,25 @@ def tokens_by_span(text: str, spans: Sequence[tuple[int, int]]) -> list[list[str
     if "`" in norm:
         norm = norm.replace("`", "'")
     norm = norm.casefold()
-    whole = _ASCII_TOKEN.findall(norm)
     pieces = [_ASCII_TOKEN.findall(norm, s, e) for s, e in spans]
-    if [t for piece in pieces for t in piece] != whole:
+    if not _apart(norm, spans) and [t for p in pieces for t in p] != _ASCII_TOKEN.findall(norm):
         return None
     if _THOUSANDS.search(norm):
         pieces = [[t.replace(",", "") if "," in t else t for t in piece] for piece in pieces]
     return pieces
+
+
+def _apart(norm: str, spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether only white space lies between, before and after ``spans`` (and some between
+    each two): then no token crosses a span's edge, and the tokens' look-ahead at a span's end
+    sees what it would see in the whole text (white space), so the spans' tokens are the
+    text's, without tokenizing it whole to compare."""
+    if not spans or (spans[0][0] and not norm[: spans[0][0]].isspace()):
+        return False
+    end = spans[-1][1]
+    if end < len(norm) and not norm[end:].isspace():
+        return False
+    return all(norm[e:s].isspace() for (_, e), (s, _) in pairwise(spans))
 
 
 def _tokenize_general(text: str) -> list[str]:

@@ -132,6 +132,24 @@ def test_tokens_cut_by_spans_are_the_texts_tokens(text: str, cuts: list[int]) ->
     assert [t for piece in pieces for t in piece] == tokenize(text)
 
 
+@given(
+    st.lists(st.text(alphabet="abs'!?,.019/xyz_-<>;: ", min_size=1, max_size=30), max_size=6),
+    st.lists(st.sampled_from([" ", "\n", "\t ", " <br /> ", "<p>", ""]), min_size=7, max_size=7),
+)
+def test_tokens_of_spans_apart_are_the_texts_tokens(pieces: list[str], seps: list[str]) -> None:
+    # Spans with white space (or break tags) between them take the path that does not
+    # tokenize the whole text to compare: it must still give exactly the text's tokens.
+    from shared.text import tokens_by_span
+
+    text, spans = seps[0], []
+    for piece, sep in zip(pieces, seps[1:], strict=False):
+        spans.append((len(text), len(text) + len(piece)))
+        text += piece + sep
+    cut = tokens_by_span(text, spans)
+    if cut is not None:
+        assert [t for piece in cut for t in piece] == tokenize(text)
+
+
 def test_tokens_cut_at_white_space_are_each_spans_own() -> None:
     from shared.text import tokens_by_span
 

@@ -135,6 +135,41 @@ def test_the_contract_refuses_spans_outside_the_text_or_out_of_order() -> None:
         validate_result({**result, "results": [{**item, "sentences": [backwards]}]})
     with pytest.raises(SchemaError, match="verdict"):
         validate_result({**result, "results": [{**item, "verdict": "meh"}]})
+    sentence = item["sentences"][0]
+    second = {**sentence, "start": 6, "end": 9}
+
+    def with_sentences(*changed: dict[str, Any]) -> dict[str, Any]:
+        return {**result, "results": [{**item, "sentences": list(changed)}]}
+
+    # Numbers are checked over all the sentences' top words at once: any bad one is refused.
+    fine = [["ok", 1.5], ["big", 1e308], ["also big", 1e308], ["int", 2]]
+    validate_result(with_sentences(sentence, {**second, "top_words": fine}))
+    for bad in (math.nan, math.inf, -math.inf, True, "1", None):
+        words = [["ok", 0.5], ["bad", bad]]
+        with pytest.raises(SchemaError, match="top_words"):
+            validate_result(with_sentences(sentence, {**second, "top_words": words}))
+    with pytest.raises(SchemaError, match="top_words"):  # inf and -inf do not cancel out
+        words = [["a", math.inf], ["b", -math.inf]]
+        validate_result(with_sentences(sentence, {**second, "top_words": words}))
+    for field in ("start", "end", "label", "scores", "uncertain", "top_words", "reasons"):
+        broken = {k: v for k, v in second.items() if k != field}
+        with pytest.raises(SchemaError, match="every sentence needs"):
+            validate_result(with_sentences(sentence, broken))
+    for field, value, message in (
+        ("reasons", ["ok", 3], "lists of words"),
+        ("targets", "battery", "lists of words"),
+        ("top_words", [["a", 1.0, 2.0]], "top_words"),
+        ("top_words", [[1, 1.0]], "top_words"),
+        ("scores", {"positive": 1.0}, "both classes"),
+        ("uncertain", 0, "true or false"),
+        ("label", "meh", "label"),
+        ("start", 4, "increasing"),
+        ("start", 6.0, "increasing"),
+    ):
+        with pytest.raises(SchemaError, match=message):
+            validate_result(with_sentences(sentence, {**second, field: value}))
+    with pytest.raises(SchemaError, match="every sentence needs"):
+        validate_result(with_sentences(sentence, "not a sentence"))  # type: ignore[arg-type]
 
 
 def test_the_threshold_rule_and_a_bad_manifest() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import compress, pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,19 +120,28 @@ class Shares(NamedTuple):
     weights: Sequence[float]
     toward_positive: float
     bounds: Sequence[tuple[int, int]]
+    spans: Sequence[tuple[int, int]]
+
+
+class Answered(NamedTuple):
+    """One review's sentences as the result carries them, and what the verdict reads of each:
+    (probability of the positive class, strongest evidence) and its log-odds share ``z``."""
+
+    sentences: list[dict[str, Any]]
+    seen: list[tuple[float, float]]
+    z: list[float]
 
 
 def answers(
     reviews: Sequence[Shares],
     tables: Tables,
     settings: tuple[tuple[float, float], float, float, int],
-) -> list[list[dict[str, Any]]]:
+) -> list[Answered]:
     """Each review's sentences' answers, with array operations over all the reviews at once
-    (a Python step per sentence only to name its words).
+    (Python steps per sentence only to name its words and build its answer).
 
     ``settings``: the sentence calibration (temperature, bias), ``uncertain_below``, the
-    reasons' ``min_share`` and the top words kept.  Private keys (``_z``, ``_evidence``) are
-    for the verdict.
+    reasons' ``min_share`` and the top words kept.
     """
     from worker.model.targets import MAX_TARGETS
 
@@ -166,57 +175,56 @@ def answers(
     order = np.lexsort((-np.abs(sums), owner))
     group_start = np.searchsorted(owner[order], np.arange(n_sent))
     rank = np.arange(len(order)) - group_start[owner[order]]
-    top = order[rank < top_k]
+    top = order[rank < top_k]  # grouped by sentence, strongest first
     word_ids = np.where(key < tables.size, key, 0)
-    hidden = tables.hidden[word_ids[first]]
-    reason = (sums > 0) & (sums >= min_share * strongest[owner]) & ~hidden
+    reason = (sums > 0) & (sums >= min_share * strongest[owner]) & ~tables.hidden[word_ids[first]]
     previous = np.concatenate([[False], tables.determiner[token_ids[:-1]]]) & ~first_token
     candidate = tables.wordlike[token_ids] & (tables.target[token_ids] | previous)
     candidate &= token_ids != OOV_ID
-    top_words: list[list[list[Any]]] = [[] for _ in range(n_sent)]
-    reasons: list[list[str]] = [[] for _ in range(n_sent)]
-    for u_owner, u_first, u_sum, u_reason in zip(
-        owner[top].tolist(),
-        first[top].tolist(),
-        sums[top].tolist(),
-        reason[top].tolist(),
-        strict=True,
-    ):
-        word = tokens[u_first]
-        top_words[u_owner].append([word, round(u_sum, 4)])
-        if u_reason:
-            reasons[u_owner].append(word)
+    # Each sentence's top words: consecutive runs of ``top`` (``cut`` marks where they end).
+    top_words_of = [tokens[i] for i in first[top].tolist()]
+    pairs = [[t, v] for t, v in zip(top_words_of, np.round(sums[top], 4).tolist(), strict=True)]
+    is_reason = reason[top].tolist()
+    cut = np.cumsum(np.bincount(owner[top], minlength=n_sent)).tolist()
     targets: list[list[str]] = [[] for _ in range(n_sent)]
     chosen = np.flatnonzero(candidate)
-    for i, s in zip(chosen.tolist(), sid[chosen].tolist(), strict=True):
-        found, word = targets[s], tokens[i]
-        if len(found) < MAX_TARGETS and word not in found and word not in reasons[s]:
-            found.append(word)
-    out = []
-    for k, (a, b), p_pos, is_pos, z_k, best in zip(
-        range(n_sent),
-        bounds,
-        p.tolist(),
-        positive.tolist(),
-        z.tolist(),
-        strongest.tolist(),
-        strict=True,
-    ):
-        out.append(
-            {
-                "label": LABELS[1] if is_pos else LABELS[0],
-                "scores": {LABELS[0]: round(1.0 - p_pos, 5), LABELS[1]: round(p_pos, 5)},
-                "uncertain": (p_pos if is_pos else 1.0 - p_pos) < uncertain_below,
-                "top_words": top_words[k],
-                "reasons": reasons[k],
-                "targets": targets[k],
-                "read": b > a,
-                "_z": z_k,
-                "_evidence": best,
-            }
-        )
-    per_review, at = [], 0
+    for i, k in zip(chosen.tolist(), sid[chosen].tolist(), strict=True):
+        if tokens[i] not in targets[k]:
+            targets[k].append(tokens[i])
+    p_list, pos_list = p.tolist(), positive.tolist()
+    p_rounded = np.round(p, 5).tolist()
+    n_rounded = np.round(1.0 - p, 5).tolist()
+    unsure = (np.where(positive, p, 1.0 - p) < uncertain_below).tolist()
+    strongest_list, z_list = strongest.tolist(), z.tolist()
+    negative_label, positive_label = LABELS
+    out: list[Answered] = []
+    k = at = 0
     for r in reviews:
-        per_review.append(out[at : at + len(r.bounds)])
-        at += len(r.bounds)
-    return per_review
+        sentences = []
+        for (a, b), (start, end) in zip(r.bounds, r.spans, strict=True):
+            lo, hi = at, cut[k]
+            reasons = list(compress(top_words_of[lo:hi], is_reason[lo:hi]))
+            found = [t for t in targets[k] if t not in reasons] if reasons else targets[k]
+            sentences.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "label": positive_label if pos_list[k] else negative_label,
+                    "scores": {negative_label: n_rounded[k], positive_label: p_rounded[k]},
+                    "uncertain": unsure[k],
+                    "read": b > a,
+                    "top_words": pairs[lo:hi],
+                    "reasons": reasons,
+                    "targets": found[:MAX_TARGETS],
+                }
+            )
+            at, k = hi, k + 1
+        first_k = k - len(r.bounds)
+        out.append(
+            Answered(
+                sentences,
+                list(zip(p_list[first_k:k], strongest_list[first_k:k], strict=True)),
+                z_list[first_k:k],
+            )
+        )
+    return out

@@ -167,21 +167,31 @@ def explain_reviews(
         [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
     )
     answers = [_answer(cal, enc, exp) for enc, exp in zip(encoded, explained, strict=True)]
+    # Each text's sentences as results carry them, and what the verdict reads of each.
     per_text: list[list[dict[str, Any]]] = [[] for _ in texts]
+    seen_of: list[list[tuple[float, float]]] = [[] for _ in texts]
+    z_of: list[list[float | None]] = [[] for _ in texts]
+
+    def answered_alone(k: int, start: int, end: int, answer: dict[str, Any], enc: Any) -> None:
+        per_text[k].append(_brief(answer, enc.tokens, start, end, rule))
+        seen_of[k].append((answer["scores"][LABELS[1]], answer["_evidence"]))
+        z_of[k].append(answer["_z"])
+
     for (k, s, e), answer, enc in zip(
         alone, answers[len(texts) :], encoded[len(texts) :], strict=True
     ):
-        per_text[k].append({"start": s, "end": e, **answer, "read": True, "_tokens": enc.tokens})
+        answered_alone(k, s, e, answer, enc)
     shared_out: list[tuple[int, Shares]] = []
     for k, sp in enumerate(splits):
         enc, exp = encoded[k], explained[k]
         if len(sp.spans) == 1:  # one sentence: the text's own answer
-            start, end = sp.spans[0]
-            per_text[k] = [{**_sentence_of(answers[k], enc), "start": start, "end": end}]
+            answered_alone(k, *sp.spans[0], answers[k], enc)
         elif sp.tokens is not None:
             bounds = ranges(sp.counts, enc.n_tokens, predictor.max_len, predictor.head_fraction)
             toward = 1.0 if exp.label == LABELS[1] else -1.0
-            shared_out.append((k, Shares(enc.tokens, enc.ids, exp.token_weights, toward, bounds)))
+            shared_out.append(
+                (k, Shares(enc.tokens, enc.ids, exp.token_weights, toward, bounds, sp.spans))
+            )
     settings = (
         rule.sentence_calibration,
         cal.uncertain_below,
@@ -189,14 +199,13 @@ def explain_reviews(
         min(top_k, SENTENCE_TOP_WORDS),
     )
     shares = sentence_answers([s for _, s in shared_out], served.tables(), settings)
-    for (k, _), parts in zip(shared_out, shares, strict=True):
-        per_text[k] = [
-            {"start": s, "end": e, **x} for (s, e), x in zip(splits[k].spans, parts, strict=True)
-        ]
+    for (k, share), parts in zip(shared_out, shares, strict=True):
+        per_text[k], seen_of[k] = parts.sentences, parts.seen
+        z_of[k] = [z if b > a else None for z, (a, b) in zip(parts.z, share.bounds, strict=True)]
+    seen = [observed(answers[k], encoded[k].n_tokens, seen_of[k]) for k in range(len(texts))]
+    verdicts = rule.verdicts(seen)
     for k, i in enumerate(valid):
-        answer, enc = answers[k], encoded[k]
-        seen = observed(answer, enc.n_tokens, per_text[k])
-        verdict = rule.verdict(seen)
+        answer, enc, verdict = answers[k], encoded[k], verdicts[k]
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
             **{key: v for key, v in answer.items() if not key.startswith("_")},
@@ -209,13 +218,11 @@ def explain_reviews(
             "error": None,
         }
         if sentences:
-            item["sentences"] = [_brief(x, rule) for x in per_text[k]]
-            item["about"] = summary(item["sentences"], verdict)
+            item["sentences"] = per_text[k]
+            item["about"] = summary(per_text[k], verdict)
         if observe:
-            item["observed"] = seen
-            item["sentence_log_odds"] = [
-                x["_z"] if x.get("read", True) else None for x in per_text[k]
-            ]
+            item["observed"] = seen[k]
+            item["sentence_log_odds"] = z_of[k]
         if want_tokens:
             scale = answer["_scale"]
             item["tokens"] = [
@@ -226,14 +233,10 @@ def explain_reviews(
     return results
 
 
-def observed(answer: dict[str, Any], n_tokens: int, parts: list[dict[str, Any]]) -> Observed:
-    """What the verdict reads of an answer and its sentences' answers."""
-    return Observed(
-        answer["scores"][LABELS[1]],
-        answer["_evidence"],
-        n_tokens,
-        [(x["scores"][LABELS[1]], x["_evidence"]) for x in parts or [answer]],
-    )
+def observed(answer: dict[str, Any], n_tokens: int, parts: list[tuple[float, float]]) -> Observed:
+    """What the verdict reads of an answer and its sentences' (probability, evidence)."""
+    own = (answer["scores"][LABELS[1]], answer["_evidence"])
+    return Observed(own[0], own[1], n_tokens, parts or [own])
 
 
 def _answer(cal: Calibration, enc: Any, exp: Any) -> dict[str, Any]:
@@ -265,28 +268,21 @@ def _strongest(weights: Sequence[float], scale: float) -> float:
     return max(0.0, scale * (max(weights) if scale > 0 else min(weights)))
 
 
-def _sentence_of(answer: dict[str, Any], enc: Any) -> dict[str, Any]:
-    """A one-sentence text's sentence: the text's own answer."""
-    return {**answer, "read": True, "_tokens": enc.tokens, "_z": answer["_z"]}
-
-
-def _brief(answer: dict[str, Any], rule: VerdictRule) -> dict[str, Any]:
-    """A sentence's part of the answer."""
-    reasons = answer.get("reasons")
-    if reasons is None:
-        reasons = rule.reasons(answer["top_words"])
+def _brief(
+    answer: dict[str, Any], tokens: Sequence[str], start: int, end: int, rule: VerdictRule
+) -> dict[str, Any]:
+    """A sentence answered on its own pass (or a text's only sentence): its part of a result."""
+    reasons = rule.reasons(answer["top_words"])
     return {
-        "start": answer["start"],
-        "end": answer["end"],
+        "start": start,
+        "end": end,
         "label": answer["label"],
         "scores": answer["scores"],
         "uncertain": answer["uncertain"],
-        "read": answer["read"],
+        "read": True,
         "top_words": answer["top_words"],
         "reasons": reasons,
-        "targets": answer["targets"]
-        if "targets" in answer
-        else targets_of(answer["_tokens"], reasons),
+        "targets": targets_of(tokens, reasons),
     }
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from shared.schema import VERDICTS
 from shared.store import StoreError
 
@@ -182,22 +184,22 @@ class VerdictRule:
             },
         }
 
+    def verdicts(self, seen: Sequence[Observed]) -> list[str]:
+        """The verdicts of observed texts (the linear rule: one matrix product for them all)."""
+        if self.linear is None or not seen:
+            return [self.verdict(s) for s in seen]
+        lin = self.linear
+        x = (np.array([features(s) for s in seen]) - lin["mean"]) / np.asarray(lin["scale"])
+        scores = x @ np.asarray(lin["coef"], dtype=np.float64).T + lin["intercept"]
+        classes = lin["classes"]
+        return [str(classes[i]) for i in np.argmax(scores, axis=1).tolist()]
+
     def verdict(self, seen: Observed) -> str:
         """The verdict of an observed text."""
+        if self.linear is not None:
+            return self.verdicts([seen])[0]
         p_text = seen.p_text
         p_sentences = [p for p, _ in seen.sentences] or [p_text]
-        if self.linear is not None:
-            x = features(seen)
-            lin = self.linear
-            scores = [
-                b
-                + sum(
-                    c * (v - m) / s
-                    for c, v, m, s in zip(row, x, lin["mean"], lin["scale"], strict=True)
-                )
-                for row, b in zip(lin["coef"], lin["intercept"], strict=True)
-            ]
-            return str(lin["classes"][max(range(len(scores)), key=scores.__getitem__)])
         pos = sum(1 for p in p_sentences if p >= self.opinion)
         neg = sum(1 for p in p_sentences if 1.0 - p >= self.opinion)
         if pos and neg and min(pos, neg) / (pos + neg) >= self.minority:
