@@ -36,6 +36,7 @@ from redis import Redis
 
 from shared import metrics
 from shared.announcements import served_version
+from shared.collector import paused
 from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
 from shared.progress import progress
@@ -327,14 +328,19 @@ def results(
             window = Window.from_json(raw)  # type: ignore[arg-type]
             sizes = {job_id: len(idx) for job_id, idx in window.jobs}
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            outcomes = collect(
-                conn,
-                [job_id for job_id, _ in window.jobs],
-                timeout=remaining,
-                on_done=lambda o, sizes=sizes: bar.update(sizes[o.job_id]),
-            )
-            bar.update(sum(1 for row in window.rows if row[2]))
-            out = window_rows(window, outcomes, tally)
+            # The window's answers are trees of dicts and lists (40,000 for 256 reviews
+            # answered per sentence): the cyclic collector would walk them again and again
+            # while they pile up (shared.collector).
+            with paused():
+                outcomes = collect(
+                    conn,
+                    [job_id for job_id, _ in window.jobs],
+                    timeout=remaining,
+                    on_done=lambda o, sizes=sizes: bar.update(sizes[o.job_id]),
+                )
+                bar.update(sum(1 for row in window.rows if row[2]))
+                out = window_rows(window, outcomes, tally)
+                del outcomes
             if texts:
                 from shared.report import texts_of_jobs
 

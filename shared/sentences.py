@@ -31,7 +31,8 @@ _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 #: comes before them (else "expect" or "18)" would hold one).
 _EYES = r"[:;=8xX](?<![^\W_][8xX])[-o^']?[()\[\]dDpP/|@*3]"
 _EMOTICON = re.compile(rf"(?:{_EYES}[()\[\]dDpP/|@*3]*|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$")
-_ANY_EMOTICON = re.compile(rf"{_EYES}|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+_ANY_EYES = re.compile(_EYES)
+_ANY_EMOJI = re.compile(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]")
 #: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
 _CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
@@ -63,7 +64,9 @@ def sentence_spans(text: str, limit: int = MAX_SENTENCES) -> list[tuple[int, int
 
 def _emoticon_ends(text: str, start: int, end: int) -> list[int]:
     """Offsets right after an emoticon or emoji followed by white space and a capital."""
-    if not _ANY_EMOTICON.search(text, start, end):  # most text: one scan in C
+    if not _ANY_EYES.search(text, start, end) and (  # most text: one scan in C
+        text.isascii() or not _ANY_EMOJI.search(text, start, end)
+    ):
         return []
     out = []
     for gap in _CAPITAL_AFTER_SPACE.finditer(text, start, end):

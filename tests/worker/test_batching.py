@@ -74,8 +74,10 @@ def _run(store: ModelStore, tmp_path: Path, batch_jobs: int) -> tuple[dict[str, 
         proc = start_worker(env, f"batch{batch_jobs}", log)
         try:
             wait_for_workers(server.url, [proc], [log], names=[f"batch{batch_jobs}"])
-            outcomes = collect(conn, ids, timeout=120)
+            # The broken job too: it fails alone, and may end after the jobs that shared a pass.
+            outcomes = collect(conn, [*ids, broken.id], timeout=120)
             assert Job.fetch(broken.id, connection=conn).get_status() == JobStatus.FAILED
+            assert outcomes[broken.id].result is None and outcomes[broken.id].error
         finally:
             stop_processes([proc])
         answers = {}

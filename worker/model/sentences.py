@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import compress, pairwise
+from itertools import chain, compress, pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -148,7 +148,7 @@ def answers(
     if not reviews:
         return []
     bounds = [b for r in reviews for b in r.bounds]
-    tokens = [t for r in reviews for t in r.tokens]
+    tokens = list(chain.from_iterable(r.tokens for r in reviews))
     token_ids = np.concatenate([np.asarray(r.ids, dtype=np.int64) for r in reviews])
     w = np.concatenate(
         [np.asarray(r.weights, dtype=np.float64) * r.toward_positive for r in reviews]
@@ -172,7 +172,10 @@ def answers(
     owner = uniq // width
     strongest = np.zeros(n_sent)
     np.maximum.at(strongest, owner, sums)
-    order = np.lexsort((-np.abs(sums), owner))
+    # By sentence (``uniq`` is sorted, so ``owner`` is), strongest first within each: one
+    # sort of a key in (sentence - 0.5, sentence], lower for a stronger word.
+    strength = np.abs(sums)
+    order = np.argsort(owner - 0.5 * strength / (strength.max() or 1.0), kind="stable")
     group_start = np.searchsorted(owner[order], np.arange(n_sent))
     rank = np.arange(len(order)) - group_start[owner[order]]
     top = order[rank < top_k]  # grouped by sentence, strongest first
