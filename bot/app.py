@@ -202,6 +202,10 @@ class SentimentBot:
                 if answer.get("error"):
                     await self._edit(placeholder, render.escape(str(answer["error"])))
                     outcome_name = "invalid"
+                elif answer.get("language", render.ENGLISH) != render.ENGLISH:
+                    # The model reads English: no label, no buttons to vote on one.
+                    await self._edit(placeholder, render.english_only(answer["language"]))
+                    outcome_name = "not_english"
                 else:
                     keyboard = await self._feedback_buttons(text, answer["label"], version, chat.id)
                     await self._edit(placeholder, render.answer(text, answer, version), keyboard)

@@ -15,7 +15,8 @@ UPDATES = Counter(
 )
 ANSWERS = Counter(
     "sentiment_bot_answers",
-    "Reviews handled, by outcome (positive, negative, invalid, timeout, error, redis_error, "
+    "Reviews handled, by outcome (positive, negative, not_english, invalid, timeout, error, "
+    "redis_error, "
     "not_allowed, rate_limited)",
     ["outcome"],
 )

@@ -100,6 +100,36 @@ def _words(reasons: Any) -> str:
     return ", ".join(escape(str(w)) for w in list(reasons or [])[:4])
 
 
+ENGLISH = "en"
+#: "I read English only", in the language a review came in (where we can say it).
+ENGLISH_ONLY = {
+    "en": "I read English only: please send your review in English.",
+    "de": "Ich lese nur Englisch: bitte schicken Sie Ihre Bewertung auf Englisch.",
+    "fr": "Je ne lis que l'anglais : merci d'envoyer votre avis en anglais.",
+    "es": "Solo leo inglés: por favor, envía tu reseña en inglés.",
+    "it": "Leggo solo l'inglese: per favore, invia la tua recensione in inglese.",
+    "pt": "Só leio inglês: por favor, envie a sua avaliação em inglês.",
+    "nl": "Ik lees alleen Engels: stuur je recensie alsjeblieft in het Engels.",
+    "sv": "Jag läser bara engelska: skicka gärna din recension på engelska.",
+    "pl": "Czytam tylko po angielsku: proszę wysłać recenzję po angielsku.",
+    "tr": "Yalnızca İngilizce okuyorum: lütfen yorumunuzu İngilizce gönderin.",
+    "ru": "Я читаю только по-английски: пожалуйста, пришлите отзыв на английском.",
+    "uk": "Я читаю лише англійською: будь ласка, надішліть відгук англійською.",
+    "zh": "我只能读英文：请用英文发送您的评论。",
+    "ja": "英語しか読めません。レビューを英語で送ってください。",
+    "ko": "영어만 읽을 수 있습니다. 리뷰를 영어로 보내 주세요.",
+    "ar": "أقرأ الإنجليزية فقط: يرجى إرسال مراجعتك باللغة الإنجليزية.",
+}
+
+
+def english_only(language: str) -> str:
+    """The reply to a review in another language: in it where we can, with English beside."""
+    own = ENGLISH_ONLY.get(language)
+    english = ENGLISH_ONLY[ENGLISH]
+    head = f"🌐 <b>{escape(language)}</b>"
+    return f"{head}: {escape(own)}\n{escape(english)}" if own else f"{head}: {escape(english)}"
+
+
 def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> str:
     """The reply to a classified review: the verdict, the review with each sentence marked and
     its reasons in bold, and the reasons; the data's every weight stays in the result."""

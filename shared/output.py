@@ -28,6 +28,7 @@ OUTPUT_FIELDS = [
     "negative",
     "positive",
     "uncertain",
+    "language",
     "top_words",
     "top_phrases",
     "reasons",

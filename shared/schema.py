@@ -21,7 +21,7 @@ Result::
                         "uncertain": false, "top_words": [...], "reasons": ["superb"],
                         "targets": ["acting"]}],
          "about": {"positive": ["acting"], "negative": []},
-         "n_tokens": 57, "oov_count": 1, "truncated": false, "error": null},
+         "n_tokens": 57, "oov_count": 1, "truncated": false, "language": "en", "error": null},
         {"id": "r2", "error": "empty review"}]}
 
 Weights are in log-odds units of the predicted label: positive supports it, negative opposes it;
@@ -33,7 +33,9 @@ binary meaning), ``reasons`` and ``against`` (the top words a reader is shown: t
 meaningful share of the evidence for and against the label) and, when the payload's
 ``options.sentences`` is true, ``sentences``: character spans ``[start, end)`` of the text as
 sent, each answered like a text, with its ``targets`` (what its opinion is about:
-``worker.model.targets``), and ``about``, the review's targets by side.  A worker answers in
+``worker.model.targets``), and ``about``, the review's targets by side.  ``language`` (ISO
+639-1, optional: absent means English) is the review's language; the model reads English, so a
+review in another language is ``uncertain`` (``worker.model.language``).  A worker answers in
 its payload's schema (a schema-2 payload gets a schema-2 result, the new fields extra), and
 producers read results of schema 1 to 3, so a rolling upgrade loses nothing.  An invalid
 review gets a per-review ``error``; it never fails the batch.
@@ -244,6 +246,9 @@ def validate_result(result: object, payload: Mapping[str, Any] | None = None) ->
 def _check_schema3(item: Mapping[str, Any]) -> None:
     if item.get("verdict") not in VERDICTS:
         raise SchemaError(f"bad verdict {item.get('verdict')!r}")
+    language = item.get("language", "en")  # workers before it: English, as they assumed
+    if type(language) is not str or not (2 <= len(language) <= 3 and language.isalpha()):
+        raise SchemaError("'language' must be a language code such as 'en'")
     _check_words(item.get("reasons"))
     _check_words(item.get("against", []))
     sentences = item.get("sentences", [])

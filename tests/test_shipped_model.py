@@ -65,3 +65,29 @@ def test_the_shipped_version_answers_per_sentence_with_four_verdicts() -> None:
     assert not {"the", "was", "is"} & {w for r in (mixed, positive) for w in r["reasons"]}
     result = evaluate(served, load_set())
     assert result["macro_f1"] >= 0.70, result
+
+
+def test_the_shipped_version_says_which_reviews_are_not_in_english() -> None:
+    """bench/data/languages-eval.tsv (never used to choose the thresholds): reviews in 15
+    languages are flagged with their language and uncertain, sentences too; English is not."""
+    from worker.model.served import explain_reviews, load_served
+
+    rows = [
+        line.split("\t", 1)
+        for line in (REPO / "bench" / "data" / "languages-eval.tsv")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    ]
+    served = load_served(ModelStore(DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME))
+    answers = explain_reviews(
+        served, [{"id": str(i), "text": t} for i, (_, t) in enumerate(rows)], 3, sentences=True
+    )
+    foreign = [(lang, a) for (lang, _), a in zip(rows, answers, strict=True) if lang != "en"]
+    english = [a for (lang, _), a in zip(rows, answers, strict=True) if lang == "en"]
+    assert len({lang for lang, _ in foreign}) >= 5
+    named = [a for lang, a in foreign if a["language"] == lang]
+    assert len(named) >= 0.9 * len(foreign)
+    assert all(a["language"] in (lang, "en") for lang, a in foreign)  # never a wrong name
+    for a in named:
+        assert a["uncertain"] and all(s["uncertain"] for s in a["sentences"])
+    assert sum(a["language"] != "en" for a in english) <= 0.05 * len(english)

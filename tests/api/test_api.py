@@ -129,6 +129,19 @@ def test_sentences_with_offsets_and_a_verdict_unless_asked_not_to(api: Api) -> N
     assert plain["label"] == full["label"] and plain["scores"] == full["scores"]
 
 
+def test_a_review_in_another_language_says_so_and_is_uncertain(api: Api) -> None:
+    reviews = [
+        "Ce film était vraiment ennuyeux et beaucoup trop long.",
+        "La comida estaba fría y el camarero fue grosero.",
+        "A wonderful, moving film with superb acting.",
+    ]
+    with api.client() as http:
+        results = http.post("/v1/classify", json={"reviews": reviews}).json()["results"]
+    assert [r["language"] for r in results] == ["fr", "es", "en"]
+    assert results[0]["uncertain"] and results[1]["uncertain"]
+    assert all(s["uncertain"] for r in results[:2] for s in r["sentences"])
+
+
 def test_tokens_option_weights_every_word(api: Api) -> None:
     with api.client() as http:
         body = http.post(

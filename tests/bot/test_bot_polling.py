@@ -154,6 +154,32 @@ def test_a_message_of_several_sentences_gets_each_sentence_marked(bot: Bot) -> N
     assert body.replace("👍 ", "").replace("👎 ", "").replace("😐 ", "") == text
 
 
+def test_a_review_in_another_language_is_answered_in_it_without_a_label(bot: Bot) -> None:
+    cases = {
+        "de": ("Der Film war wirklich langweilig und viel zu lang.", "nur Englisch"),
+        "ru": ("Фильм был очень скучным и слишком длинным.", "только по-английски"),
+        "zh": ("这部电影非常无聊，而且太长了。", "只能读英文"),
+    }
+    for chat, (language, (text, own)) in enumerate(cases.items(), start=171):
+        _, reply = bot.ask(chat, text)
+        visible = check_text(reply["text"], "HTML")
+        assert visible.startswith(f"🌐 {language}"), visible
+        assert own in visible and "I read English only" in visible
+        assert "Positive" not in visible and "Negative" not in visible
+        assert not reply.get("reply_markup"), "no buttons to vote on a label it did not give"
+    lines = bot.fake.wait_for(
+        lambda: (
+            [
+                e
+                for e in bot.log_lines()
+                if e.get("event") == "update_answered" and e.get("outcome") == "not_english"
+            ]
+            or None
+        )
+    )
+    assert lines
+
+
 def test_markup_in_a_review_is_escaped(bot: Bot) -> None:
     text = "<script>alert('x')</script> Tom & Jerry was a terrible, boring mess &amp; <b>awful"
     _, reply = bot.ask(103, text)

@@ -135,6 +135,10 @@ def test_the_contract_refuses_spans_outside_the_text_or_out_of_order() -> None:
         validate_result({**result, "results": [{**item, "sentences": [backwards]}]})
     with pytest.raises(SchemaError, match="verdict"):
         validate_result({**result, "results": [{**item, "verdict": "meh"}]})
+    validate_result({**result, "results": [{**item, "language": "de"}]})
+    for bad_language in ("german!", "", 7, None, "e"):
+        with pytest.raises(SchemaError, match="language"):
+            validate_result({**result, "results": [{**item, "language": bad_language}]})
     sentence = item["sentences"][0]
     second = {**sentence, "start": 6, "end": 9}
 

@@ -19,6 +19,7 @@ from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review
 from shared.store import ModelStore, Published, StoreError
 from shared.text import tokenize
 from worker.model.explain import Explainer
+from worker.model.language import ENGLISH, language_of
 from worker.model.phrases import phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
 from worker.model.sentences import Shares, Tables, ranges, split
@@ -134,7 +135,9 @@ def explain_reviews(
     """One result per review (``{"id", "text"}``), in order: the answer or a per-review error
     (each the same whatever reviews it is batched with).
 
-    Every answer carries its ``verdict`` and readable ``reasons``; with ``sentences``, also its
+    Every answer carries its ``verdict``, readable ``reasons`` and ``language`` (a review not
+    in English is ``uncertain``, its sentences too: ``worker.model.language``); with
+    ``sentences``, also its
     sentences: character spans of the text as sent, each answered with its share of the
     review's log-odds from the same pass (``worker.model.sentences``).  Without them the
     verdict is the text's own (positive, negative or neutral: never mixed).
@@ -232,8 +235,13 @@ def _explain_reviews(
             "n_tokens": enc.n_tokens,
             "oov_count": enc.oov_count,
             "truncated": enc.truncated,
+            "language": language_of(texts[k], len(enc.ids), enc.oov_count),
             "error": None,
         }
+        if item["language"] != ENGLISH:  # the model reads English: its label is no answer
+            item["uncertain"] = True
+            for part in per_text[k]:
+                part["uncertain"] = True
         if sentences:
             item["sentences"] = per_text[k]
             item["about"] = summary(per_text[k], verdict)

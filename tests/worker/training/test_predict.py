@@ -51,8 +51,8 @@ def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) ->
     text = out.read_text().splitlines()
     assert (
         text[0]
-        == "id,line,label,verdict,negative,positive,uncertain,top_words,top_phrases,reasons,"
-        "model_version,error"
+        == "id,line,label,verdict,negative,positive,uncertain,language,top_words,top_phrases,"
+        "reasons,model_version,error"
     )
     assert text[1].startswith("a,,positive,") and text[2].endswith("empty review")
     assert rows[0]["top_words"] and rows[0]["top_words"][0][0] == "loved"
