@@ -38,7 +38,10 @@ def test_uncertain_answers_reach_the_output_file_and_the_bot_says_so(
 
     publish_copy(store, edit=flat)
     src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
-    src.write_text("A superb, wonderful film.\nAwful and boring.\n\n")
+    src.write_text(
+        "A superb, wonderful film.\nAwful and boring.\n\n"
+        "Ein wunderbarer Film, ich habe jede Minute genossen!\n"
+    )
     with RedisServer.temporary() as server, FakeTelegramServer() as fake:
         env = {
             **env_for(server.url, store),
@@ -55,7 +58,9 @@ def test_uncertain_answers_reach_the_output_file_and_the_bot_says_so(
             stdout, _ = producer.communicate(timeout=120)
             assert producer.returncode == 0, stdout.decode()[-2000:]
             rows = [json.loads(line) for line in out.read_text().splitlines()]
-            assert [r.get("uncertain") for r in rows] == [True, True, None]
+            assert [r.get("uncertain") for r in rows] == [True, True, None, True]
+            # The review in German says so through the queue and the producer's output.
+            assert [r.get("language") for r in rows] == ["en", "en", None, "de"]
             assert [r.get("label") for r in rows[:2]] == ["positive", "negative"]  # kept
             # No confident opinion anywhere: the four-valued verdict says neutral.
             assert [r.get("verdict") for r in rows[:2]] == ["neutral", "neutral"]

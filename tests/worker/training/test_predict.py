@@ -43,7 +43,13 @@ def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) ->
 
     rows = list(
         classify_reviews(
-            [Review("a", "loved it"), Review("b", " ")], load_served(tiny_store), progress=False
+            [
+                Review("a", "loved it"),
+                Review("b", " "),
+                Review("c", "Der Film war wirklich langweilig und viel zu lang."),
+            ],
+            load_served(tiny_store),
+            progress=False,
         )
     )
     out = tmp_path / "o.csv"
@@ -55,6 +61,7 @@ def test_csv_output_matches_the_queue_format(tiny_store: Any, tmp_path: Path) ->
         "reasons,model_version,error"
     )
     assert text[1].startswith("a,,positive,") and text[2].endswith("empty review")
+    assert ",True,de," in text[3] and ",en," in text[1]  # uncertain, language
     assert rows[0]["top_words"] and rows[0]["top_words"][0][0] == "loved"
 
 
