@@ -98,8 +98,13 @@ def test_one_sentence_is_its_own_answer_and_sentences_can_be_left_out(tiny_store
     (sentence,) = one["sentences"]
     assert (sentence["start"], sentence["end"]) == (0, 23)
     assert sentence["label"] == one["label"] and sentence["scores"] == one["scores"]
-    (bare,) = _run(served, ["Simply a wonderful film. Dull ending."], sentences=False)
-    assert "sentences" not in bare and bare["verdict"] != "mixed"  # the text alone decides
+    texts = ["Simply a wonderful film. Dull ending.", "Superb acting!  Awful, dull plot."]
+    bare = _run(served, texts, sentences=False)
+    full = _run(served, texts)
+    assert all("sentences" not in b and "about" not in b for b in bare)
+    # The verdict reads the sentences either way: the same answer whatever is shown.
+    for b, f in zip(bare, full, strict=True):
+        assert {k: v for k, v in f.items() if k not in ("sentences", "about")} == b
 
 
 def test_the_contract_refuses_spans_outside_the_text_or_out_of_order() -> None:

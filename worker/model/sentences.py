@@ -136,12 +136,14 @@ def answers(
     reviews: Sequence[Shares],
     tables: Tables,
     settings: tuple[tuple[float, float], float, float, int],
+    build: bool = True,
 ) -> list[Answered]:
     """Each review's sentences' answers, with array operations over all the reviews at once
     (Python steps per sentence only to name its words and build its answer).
 
     ``settings``: the sentence calibration (temperature, bias), ``uncertain_below``, the
-    reasons' ``min_share`` and the top words kept.
+    reasons' ``min_share`` and the top words kept.  Without ``build`` only what the verdict
+    reads is computed (``sentences`` are left empty).
     """
     from worker.model.targets import MAX_TARGETS
 
@@ -172,6 +174,8 @@ def answers(
     owner = uniq // width
     strongest = np.zeros(n_sent)
     np.maximum.at(strongest, owner, sums)
+    if not build:  # what the verdict reads only: no words, no answers to show
+        return _seen(reviews, p.tolist(), strongest.tolist(), z.tolist(), [])
     # By sentence (``uniq`` is sorted, so ``owner`` is), strongest first within each: one
     # sort of a key in (sentence - 0.5, sentence], lower for a stronger word.
     strength = np.abs(sums)
@@ -200,34 +204,42 @@ def answers(
     unsure = (np.where(positive, p, 1.0 - p) < uncertain_below).tolist()
     strongest_list, z_list = strongest.tolist(), z.tolist()
     negative_label, positive_label = LABELS
-    out: list[Answered] = []
-    k = at = 0
-    for r in reviews:
-        sentences = []
-        for (a, b), (start, end) in zip(r.bounds, r.spans, strict=True):
-            lo, hi = at, cut[k]
-            reasons = list(compress(top_words_of[lo:hi], is_reason[lo:hi]))
-            found = [t for t in targets[k] if t not in reasons] if reasons else targets[k]
-            sentences.append(
-                {
-                    "start": start,
-                    "end": end,
-                    "label": positive_label if pos_list[k] else negative_label,
-                    "scores": {negative_label: n_rounded[k], positive_label: p_rounded[k]},
-                    "uncertain": unsure[k],
-                    "read": b > a,
-                    "top_words": pairs[lo:hi],
-                    "reasons": reasons,
-                    "targets": found[:MAX_TARGETS],
-                }
-            )
-            at, k = hi, k + 1
-        first_k = k - len(r.bounds)
-        out.append(
-            Answered(
-                sentences,
-                list(zip(p_list[first_k:k], strongest_list[first_k:k], strict=True)),
-                z_list[first_k:k],
-            )
+    flat: list[dict[str, Any]] = []
+    at = 0
+    spans = [span for r in reviews for span in r.spans]
+    for k, ((a, b), (start, end)) in enumerate(zip(bounds, spans, strict=True)):
+        lo, hi = at, cut[k]
+        at = hi
+        reasons = list(compress(top_words_of[lo:hi], is_reason[lo:hi]))
+        found = [t for t in targets[k] if t not in reasons] if reasons else targets[k]
+        flat.append(
+            {
+                "start": start,
+                "end": end,
+                "label": positive_label if pos_list[k] else negative_label,
+                "scores": {negative_label: n_rounded[k], positive_label: p_rounded[k]},
+                "uncertain": unsure[k],
+                "read": b > a,
+                "top_words": pairs[lo:hi],
+                "reasons": reasons,
+                "targets": found[:MAX_TARGETS],
+            }
         )
+    return _seen(reviews, p_list, strongest_list, z_list, flat)
+
+
+def _seen(
+    reviews: Sequence[Shares],
+    p: list[float],
+    strongest: list[float],
+    z: list[float],
+    sentences: list[dict[str, Any]],
+) -> list[Answered]:
+    """Per review, its sentences' answers (``sentences`` in order, or none) and readings."""
+    out, k = [], 0
+    for r in reviews:
+        n = len(r.bounds)
+        seen = list(zip(p[k : k + n], strongest[k : k + n], strict=True))
+        out.append(Answered(sentences[k : k + n], seen, z[k : k + n]))
+        k += n
     return out

@@ -139,8 +139,8 @@ def explain_reviews(
     in English is ``uncertain``, its sentences too: ``worker.model.language``); with
     ``sentences``, also its
     sentences: character spans of the text as sent, each answered with its share of the
-    review's log-odds from the same pass (``worker.model.sentences``).  Without them the
-    verdict is the text's own (positive, negative or neutral: never mixed).
+    review's log-odds from the same pass (``worker.model.sentences``).  The verdict reads the
+    sentences whether or not they are asked for: only what is shown differs.
 
     The cyclic garbage collector is paused meanwhile (``shared.collector``): answers are trees
     of dicts and lists, and collections were a fifth of the time of a job answered per
@@ -167,10 +167,12 @@ def _explain_reviews(
             results[i] = {"id": review["id"], "error": error}
     texts = [reviews[i]["text"] for i in valid]
     predictor, rule, cal = served.predictor, served.rule, served.calibration
-    splits = [split(t) for t in texts] if sentences else []
+    # Sentences are always found: the verdict reads them (a review is mixed or not whatever
+    # the caller wants to see); their answers are built only when asked for.
+    splits = [split(t) for t in texts]
     tokens: list[list[str]] = []
     for k, text in enumerate(texts):
-        aligned = splits[k].tokens if sentences else None
+        aligned = splits[k].tokens
         tokens.append(aligned if aligned is not None else tokenize(text))
     encoded = [
         predictor.vocab.encode(t, predictor.max_len, predictor.head_fraction) for t in tokens
@@ -218,7 +220,9 @@ def _explain_reviews(
         rule.min_share,
         min(top_k, SENTENCE_TOP_WORDS),
     )
-    shares = sentence_answers([s for _, s in shared_out], served.tables(), settings)
+    shares = sentence_answers(
+        [s for _, s in shared_out], served.tables(), settings, build=sentences
+    )
     for (k, share), parts in zip(shared_out, shares, strict=True):
         per_text[k], seen_of[k] = parts.sentences, parts.seen
         z_of[k] = [z if b > a else None for z, (a, b) in zip(parts.z, share.bounds, strict=True)]

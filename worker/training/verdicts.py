@@ -11,7 +11,8 @@ lexicon of 7,500 words ships inside the ``vadersentiment`` wheel, MIT licence):
   quotation marks (scare quotes are irony), negation, first or second person, modal verb or
   intensifier (plot summaries, dates, places: "The film opens in 1944 in a small town.");
 * ``positive`` / ``negative`` texts: one to three opinion sentences of one review, in the
-  review's order, or (a third of them) the whole review as written;
+  review's order, or (a quarter of them each) one short opinion sentence (at most
+  ``SHORT_TOKENS`` tokens: what people send a bot) or the whole review as written;
 * ``mixed``: one or two opinion sentences of a positive review and one or two of a negative
   review, in either order;
 * ``neutral``: one to three consecutive statements of one review.
@@ -46,6 +47,8 @@ _NOT_IN_STATEMENTS = """
 NOT_IN_STATEMENTS = frozenset(_NOT_IN_STATEMENTS.split())
 _QUOTES = ('"', "\u201c", "\u201d")
 MIN_TOKENS, MAX_TOKENS = 4, 40
+#: Opinion sentences this short stand alone as positive or negative texts (a quarter of them).
+SHORT_TOKENS = 10
 
 
 def _analyzer() -> Any:
@@ -115,9 +118,18 @@ def build(
         chosen = sorted(rng.choice(len(kept), n, replace=False))
         return i, [kept[j] for j in chosen]
 
+    # Short opinion sentences ("Loved it.", "What a waste of time."): what chat messages are.
+    short: dict[int, list[tuple[int, str]]] = {0: [], 1: []}
+    for label in (0, 1):
+        for i in opinions[label]:
+            short[label] += [(i, s) for s in by_review[i] if len(tokenize(s)) <= SHORT_TOKENS]
     for label in (1, 0):
         for k in range(per_class):
-            if k % 3 == 2:  # a whole review, as written
+            if k % 4 == 1 and short[label]:  # one short opinion sentence on its own
+                i, sentence = short[label].pop(int(rng.integers(len(short[label]))))
+                items.append(_item(sentence, LABELS[label], {"review": i, "short": True}))
+                continue
+            if k % 4 == 3:  # a whole review, as written
                 pool = [
                     i for i in range(len(labelled)) if labelled[i][1] == label and i not in used
                 ]
