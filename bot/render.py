@@ -142,8 +142,11 @@ def answer(text: str, result: Mapping[str, Any], model_version: str | None) -> s
     reasons = list(result.get("reasons", [w for w, v in top if v > 0][:4]))
     against = list(result.get("against", [w for w, v in top if v < 0][:2]))
     if verdict == "mixed":
+        # What each side is about ("acting, music"), else the words that carried it.
+        about = result.get("about") or {}
         sides = {
-            side: [
+            side: list(about.get(side) or [])
+            or [
                 w
                 for s in sentences
                 if s["label"] == side and not s["uncertain"]

@@ -227,8 +227,8 @@ def validate_result(result: object, payload: Mapping[str, Any] | None = None) ->
         scores = item.get("scores")
         if not isinstance(scores, Mapping) or set(scores) != set(LABELS):
             raise SchemaError("'scores' must hold both classes")
-        if abs(sum(float(v) for v in scores.values()) - 1.0) > 1e-3:
-            raise SchemaError("'scores' must sum to 1")
+        if not _probabilities(scores.values()):
+            raise SchemaError("'scores' must be probabilities summing to 1")
         if result["schema"] >= 2 and not isinstance(item.get("uncertain"), bool):
             raise SchemaError("'uncertain' must be true or false")
         _check_pairs(item.get("top_words"), "top_words")
@@ -236,10 +236,13 @@ def validate_result(result: object, payload: Mapping[str, Any] | None = None) ->
         if result["schema"] >= 3:
             _check_schema3(item)
     if payload is not None:
+        asked = bool(payload.get("options", {}).get("sentences")) and result["schema"] >= 3
         for item, review in zip(items, payload["reviews"], strict=True):
             spans = item.get("sentences") or []
             if spans and spans[-1]["end"] > len(review["text"]):
                 raise SchemaError("a sentence ends past its review's text")
+            if asked and item.get("error") is None and not spans:
+                raise SchemaError("sentences were asked for and not given")
     return dict(result)
 
 
@@ -280,8 +283,10 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
             raise SchemaError("every sentence needs a label")
         if type(scores) is not dict or scores.keys() != _LABEL_SET:
             raise SchemaError("a sentence's 'scores' must hold both classes")
-        if type(unsure) is not bool:
-            raise SchemaError("a sentence's 'uncertain' must be true or false")
+        if not _probabilities(scores.values()):
+            raise SchemaError("a sentence's 'scores' must be probabilities summing to 1")
+        if type(unsure) is not bool or type(s.get("read", True)) is not bool:
+            raise SchemaError("a sentence's 'uncertain' and 'read' must be true or false")
         if type(top) is not list:
             raise SchemaError("'top_words' must be a list of [text, finite number] pairs")
         if type(reasons) is not list or type(targets) is not list:
@@ -296,6 +301,14 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
         raise SchemaError("'about' must map labels to target words")
     for words in about.values():
         _check_words(words)
+
+
+def _probabilities(values: Any) -> bool:
+    """Whether ``values`` are finite numbers in [0, 1] summing to 1 (within rounding)."""
+    numbers = list(values)
+    if not all(type(v) is float or (type(v) is int) for v in numbers):
+        return False
+    return all(0.0 <= v <= 1.0 for v in numbers) and abs(sum(numbers) - 1.0) <= 1e-3
 
 
 def _check_words(value: object) -> None:

@@ -61,7 +61,7 @@ def test_what_fails_a_case() -> None:
 @pytest.mark.parametrize(
     "capability",
     [
-                "invariance: casing",
+        "invariance: casing",
         "invariance: places",
         "invariance: emoji",
     ],

@@ -133,3 +133,29 @@ def test_bot_settings_require_a_real_looking_token_and_hide_it() -> None:
         BotSettings.from_env(
             {"TELEGRAM_BOT_TOKEN": TOKEN, "BOT_ALLOWED_USERS": "alice", "FEEDBACK_SALT": "s"}
         )
+
+
+def test_a_mixed_answer_is_headed_with_what_each_side_is_about() -> None:
+    text = "The acting was superb. The plot made no sense."
+    sentence = {"uncertain": False, "top_words": [], "reasons": []}
+    result = {
+        **RESULT,
+        "verdict": "mixed",
+        "reasons": ["superb"],
+        "sentences": [
+            {**sentence, "start": 0, "end": 22, "label": "positive", "reasons": ["superb"]},
+            {**sentence, "start": 23, "end": 46, "label": "negative", "reasons": ["sense"]},
+        ],
+        "about": {"positive": ["acting", "music"], "negative": ["plot", "ending"]},
+    }
+    visible = check_text(render.answer(text, result, "m/v1"), "HTML")
+    assert visible.startswith("⚖️ Mixed: 👍 acting, music · 👎 plot, ending"), visible
+    no_targets = {**result, "about": {"positive": [], "negative": []}}
+    visible = check_text(render.answer(text, no_targets, "m/v1"), "HTML")
+    assert visible.startswith("⚖️ Mixed: 👍 superb · 👎 sense"), visible  # the words instead
+
+
+def test_the_english_only_reply_is_in_the_reviews_language_and_escaped() -> None:
+    assert "nur Englisch" in check_text(render.english_only("de"), "HTML")
+    unknown = check_text(render.english_only("x<y"), "HTML")  # never trusted as markup
+    assert unknown.startswith("🌐 x<y") and "I read English only" in unknown

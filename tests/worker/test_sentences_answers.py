@@ -171,6 +171,11 @@ def test_the_contract_refuses_spans_outside_the_text_or_out_of_order() -> None:
         ("top_words", [[1, 1.0]], "top_words"),
         ("scores", {"positive": 1.0}, "both classes"),
         ("uncertain", 0, "true or false"),
+        ("read", "yes", "true or false"),
+        ("scores", {"negative": "lots", "positive": 0.5}, "probabilities"),
+        ("scores", {"negative": math.nan, "positive": 0.5}, "probabilities"),
+        ("scores", {"negative": 6.0, "positive": 1.0}, "probabilities"),
+        ("scores", {"negative": -0.5, "positive": 1.5}, "probabilities"),
         ("label", "meh", "label"),
         ("start", 4, "increasing"),
         ("start", 6.0, "increasing"),
@@ -179,6 +184,12 @@ def test_the_contract_refuses_spans_outside_the_text_or_out_of_order() -> None:
             validate_result(with_sentences(sentence, {**second, field: value}))
     with pytest.raises(SchemaError, match="every sentence needs"):
         validate_result(with_sentences(sentence, "not a sentence"))  # type: ignore[arg-type]
+    nan_scores = {**item, "scores": {"negative": math.nan, "positive": 0.5}}
+    with pytest.raises(SchemaError, match="probabilities"):
+        validate_result({**result, "results": [nan_scores]})
+    asked = make_payload([("a", "Great")], 5, sentences=True)
+    with pytest.raises(SchemaError, match="asked for"):
+        validate_result({**result, "results": [{**item, "sentences": []}]}, asked)
 
 
 def test_the_threshold_rule_and_a_bad_manifest() -> None:
