@@ -113,19 +113,26 @@ function colour(weight, scale) {
   const a = Math.min(1, Math.abs(weight) / scale) * 0.75 + 0.1;
   return weight > 0 ? `rgba(46, 160, 67, ${a})` : `rgba(214, 51, 51, ${a})`;
 }
+// Offsets from the server count code points; JavaScript strings count UTF-16 units (an emoji
+// is two): cut by code points.
+function cutter(text) {
+  const chars = Array.from(text);
+  return (a, b) => chars.slice(a, b).join("");
+}
 function heatMap(text, highlights) {
+  const cut = cutter(text);
   const box = el("div", {class: "heat", id: "heatmap"});
   const scale = Math.max(1e-6, ...highlights.map(h => Math.abs(h[2])));
   let pos = 0;
   for (const [start, end, weight] of highlights) {
     if (start < pos) continue;
-    box.append(text.slice(pos, start));
+    box.append(cut(pos, start));
     box.append(el("span", {class: "w", style: `background:${colour(weight, scale)}`,
                            title: `${weight > 0 ? "+" : ""}${weight.toFixed(3)} toward positive`},
-                  text.slice(start, end)));
+                  cut(start, end)));
     pos = end;
   }
-  box.append(text.slice(pos));
+  box.append(cut(pos));
   return box;
 }
 function showResult(text, data) {
@@ -149,17 +156,18 @@ function showResult(text, data) {
   const parts = r.sentences || [];
   if (parts.length) {
     const marked = el("div", {class: "sentences", id: "sentences"});
+    const cut = cutter(text);
     let pos = 0;
     for (const s of parts) {
-      marked.append(text.slice(pos, s.start));
+      marked.append(cut(pos, s.start));
       const kind = s.uncertain ? "unsure" : s.label;
       const share = (100 * s.scores[s.label]).toFixed(0);
       const why = (s.reasons || []).length ? ` (${s.reasons.join(", ")})` : "";
       marked.append(el("span", {class: "s " + kind, title: `${s.label} ${share}%${why}`},
-                       text.slice(s.start, s.end)));
+                       cut(s.start, s.end)));
       pos = s.end;
     }
-    marked.append(text.slice(pos));
+    marked.append(cut(pos));
     children.push(el("p", {class: "muted"}, "Sentences, each coloured by its own answer:"), marked);
   }
   const about = r.about || {};

@@ -178,6 +178,20 @@ li.negative::marker { content: "− "; color: #d33; font-weight: bold; }
 """
 
 
+def check_writable(path: Any) -> None:
+    """Fail now (``DataError``) if the report cannot be written at ``path``: before any work."""
+    from pathlib import Path
+
+    from shared.datasets import DataError
+
+    part = Path(path).with_name(Path(path).name + ".part")
+    try:
+        part.open("w").close()
+    except OSError as exc:
+        raise DataError(Path(path), f"cannot write the report: {exc.strerror or exc}") from exc
+    part.unlink(missing_ok=True)
+
+
 def write_report(report: BatchReport, path: Any) -> None:
     """Write the report's HTML to ``path`` (beside, then renamed: never half a page)."""
     from pathlib import Path

@@ -24,15 +24,18 @@ from shared.text import tokenize
 #: Most sentences one review is answered in (the rest of a longer review is the last span).
 MAX_SENTENCES = 64
 #: Paragraph breaks reviews carry: HTML line breaks and paragraph tags, and new lines.
-_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>|\r?\n", re.IGNORECASE)
+_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>|\r\n?|\n", re.IGNORECASE)
 _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 #: An emoticon or emoji followed by a capitalised word ends a sentence ("Great :) The end").
 #: Eyes: ":", ";" or "=" anywhere ("great:)"), "8", "x" or "X" only where no letter or digit
 #: comes before them (else "expect" or "18)" would hold one).
 _EYES = r"[:;=8xX](?<![^\W_][8xX])[-o^']?[()\[\]dDpP/|@*3]"
-_EMOTICON = re.compile(rf"(?:{_EYES}[()\[\]dDpP/|@*3]*|[\U0001F300-\U0001FAFF\u2600-\u27BF]+)$")
+#: Emoji (with their variation selectors and joiners), stars, and "…", which sentencex does not
+#: take for an end.
+_PICTURES = "\U0001F300-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D\u2026"
+_EMOTICON = re.compile(rf"(?:{_EYES}[()\[\]dDpP/|@*3]*|[{_PICTURES}]+)$")
 _ANY_EYES = re.compile(_EYES)
-_ANY_EMOJI = re.compile(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+_ANY_EMOJI = re.compile(rf"[{_PICTURES}]")
 #: Where a capitalised word follows white space: the only places an emoticon can end a sentence.
 _CAPITAL_AFTER_SPACE = re.compile(r"\s+(?=[A-Z])")
 _EDGE_TAGS = re.compile(
@@ -44,7 +47,7 @@ _EDGE_TAGS = re.compile(
 def sentence_spans(text: str, limit: int = MAX_SENTENCES) -> list[tuple[int, int]]:
     """Character spans ``(start, end)`` of the sentences of ``text``, in order (see module)."""
     spans: list[tuple[int, int]] = []
-    if "\n" not in text:
+    if "\n" not in text and "\r" not in text:
         # Break tags become blank lines of their own length: one sentencex call for the text
         # (it ends a sentence at a blank line), offsets unchanged.
         spans = _paragraph(_TAG_BREAKS.sub(_as_blank_lines, text), text, 0, len(text))

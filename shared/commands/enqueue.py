@@ -51,12 +51,14 @@ from shared.log import configure_logging
 from shared.metrics import LAST_SUCCESS, PRODUCER, Pusher
 from shared.output import OutputFile
 from shared.queues import QUEUE_BULK, RedisUnavailable, connect, redis_out_of_memory
-from shared.report import BatchReport, write_report
+from shared.report import BatchReport, check_writable, write_report
 from shared.schema import DEFAULT_TOP_WORDS, MAX_TOP_WORDS
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     # The output file is created first: an unwritable path fails before any work is queued.
+    if args.report:
+        check_writable(args.report)
     out = OutputFile(args.output, args.sentences) if args.output else None
     try:
         conn = connect(settings.redis_url)

@@ -55,7 +55,7 @@ from shared.local import LaunchError, RedisServer, worker_env, workers
 from shared.log import configure_logging
 from shared.output import OutputFile, first
 from shared.queues import RedisUnavailable, connect, redact_url
-from shared.report import BatchReport, write_report
+from shared.report import BatchReport, check_writable, write_report
 from shared.schema import DEFAULT_TOP_WORDS
 
 log = structlog.get_logger(__name__)
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return serve(args, settings)
     started = time.monotonic()
     source = file_source(args.files, args.split)
+    if args.report:
+        check_writable(args.report)
     out = OutputFile(args.output, args.sentences)  # an unwritable path fails before anything starts
     shown: list[dict[str, Any]] = []
     tally: Counter[str] = Counter()

@@ -136,6 +136,33 @@ def test_type_a_review_see_label_and_heat_map_then_upload_and_download(
     browser.save_screenshot(str(ARTIFACTS / "api-batch-report.png"))
 
 
+def test_sentences_and_heat_map_cut_right_around_emoji(site: str, browser: Any) -> None:
+    """Offsets count code points, JavaScript strings UTF-16 units: text with emoji (two units
+    each) and accents is coloured at the right characters."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(site + "/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    review = "I 😍 the pasta 🍝🍝! The waiter 👨\u200d🍳 was rude. Café Müller, never again."
+    # ChromeDriver types only the Basic Multilingual Plane: the text goes in as a user pastes it.
+    browser.execute_script("document.getElementById('review').value = arguments[0]", review)
+    browser.find_element(By.ID, "classify").click()
+    spans = "Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent)"
+    sentences = WebDriverWait(browser, 60).until(
+        lambda b: b.execute_script(f"return {spans}", "#sentences span.s") or None
+    )
+    assert sentences == [
+        "I 😍 the pasta 🍝🍝!",
+        "The waiter 👨\u200d🍳 was rude.",
+        "Café Müller, never again.",
+    ]
+    heat = browser.execute_script("return document.getElementById('heatmap').textContent")
+    assert heat == review
+    words = browser.execute_script(f"return {spans}", "#heatmap span.w")
+    assert words and all(w.isalpha() for w in words), words  # whole words, nothing shifted
+
+
 def test_a_wrong_token_shows_a_clear_error(site: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec

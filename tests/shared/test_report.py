@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from shared.report import BatchReport
 
@@ -73,3 +76,17 @@ def test_rows_without_sentences_still_give_verdicts_and_words() -> None:
     summary = report.summary()
     assert summary["verdicts"]["negative"] == 1 and not summary["targets"]
     assert "id='no-targets'" in report.html()
+
+
+def test_an_unwritable_report_path_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.commands import enqueue
+
+    src = tmp_path / "in.txt"
+    src.write_text("Great film.\n")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    out = tmp_path / "out.jsonl"
+    code = enqueue.main([str(src), "-o", str(out), "--report", str(tmp_path / "no" / "r.html")])
+    assert code == 2 and "cannot write the report" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [src]  # no output file, no part file left

@@ -32,6 +32,17 @@ TRICKY = [
         ["I rated it 7.5/10.", "The U.S. version is better."],
     ),
     ("Loved it!!! Would watch again.", ["Loved it!!!", "Would watch again."]),
+    ("Loved it ❤️ Hated the end", ["Loved it ❤️", "Hated the end"]),  # emoji + selector
+    ("⭐⭐⭐⭐⭐ Would buy again", ["⭐⭐⭐⭐⭐", "Would buy again"]),
+    (
+        "Service was slow though… Would not return.",
+        ["Service was slow though…", "Would not return."],
+    ),
+    ("Great.\rAwful sound.", ["Great.", "Awful sound."]),  # a lone carriage return
+    (
+        "Gave it 8/10 (the 2nd half drags) Overall good",
+        ["Gave it 8/10 (the 2nd half drags) Overall good"],
+    ),
     ("Why?! Just why... Awful.", ["Why?!", "Just why...", "Awful."]),
     ("It was... fine, I guess.", ["It was... fine, I guess."]),
     (

@@ -194,6 +194,7 @@ def answers(
     is_reason = reason[top].tolist()
     cut = np.cumsum(np.bincount(owner[top], minlength=n_sent)).tolist()
     targets: list[list[str]] = [[] for _ in range(n_sent)]
+    known = {tokens[i] for i in np.flatnonzero(tables.target[token_ids]).tolist()}
     chosen = np.flatnonzero(candidate)
     for i, k in zip(chosen.tolist(), sid[chosen].tolist(), strict=True):
         if tokens[i] not in targets[k]:
@@ -211,7 +212,8 @@ def answers(
         lo, hi = at, cut[k]
         at = hi
         reasons = list(compress(top_words_of[lo:hi], is_reason[lo:hi]))
-        found = [t for t in targets[k] if t not in reasons] if reasons else targets[k]
+        # Targets other than the reasons, but a known target stays one, reason or not.
+        found = [t for t in targets[k] if t not in reasons or t in known] if reasons else targets[k]
         flat.append(
             {
                 "start": start,

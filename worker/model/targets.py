@@ -52,7 +52,9 @@ def targets_of(tokens: Sequence[str], reasons: Collection[str]) -> list[str]:
     known, skip = lexicon(), skipped()
     out: list[str] = []
     for i, token in enumerate(tokens):
-        if len(token) < 3 or token in skip or token in reasons or token in out:
+        if len(token) < 3 or token in skip or token in out:
+            continue
+        if token in reasons and token not in known:  # a known target stays one, reason or not
             continue
         if not token.isalpha():
             continue

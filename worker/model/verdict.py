@@ -37,7 +37,11 @@ _FUNCTION_WORDS = """
     having will would shall should can could may might must 's s also just very really quite
     too much many more most some any all each every both either other such own same only one
     ones up down out off again once while because until though although yet still even ever
-    get got gets go goes went going make makes made let lets see seen saw say says said"""
+    get got gets go goes went going make makes made let lets see seen saw say says said
+    i'm i've i'd i'll you're you've you'd you'll we're we've we'd we'll they're they've they'd
+    they'll he'd he'll she'd she'll it'll that's there's here's what's who's let's
+    myself yourself himself herself itself ourselves yourselves themselves
+    someone somebody anyone anybody everyone everybody something anything everything"""
 FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 _NEGATIONS = """
     not no never none nothing nobody nowhere neither nor without hardly barely cannot can't
