@@ -208,3 +208,24 @@ def test_the_threshold_rule_and_a_bad_manifest() -> None:
         VerdictRule.from_manifest({"verdict": {"linear": {"coef": [[1.0]]}}})
     with pytest.raises(StoreError):
         VerdictRule.from_manifest({"verdict": {"opinion": 2.0}})
+
+
+def test_reasons_do_not_depend_on_how_many_top_words_are_shown(tiny_store: Any) -> None:
+    from worker.model.served import explain_reviews, load_served
+
+    served = load_served(tiny_store)
+    texts = ["A wonderful, superb film. Dull and boring ending.", "Loved it, a superb film!"]
+    payload = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    shown = {k: explain_reviews(served, payload, k, sentences=True) for k in (0, 1, 10)}
+    for k, answers in shown.items():
+        for answer, full in zip(answers, shown[10], strict=True):
+            assert len(answer["top_words"]) <= k and len(answer["top_phrases"]) <= k
+            assert answer["reasons"] == full["reasons"] and answer["against"] == full["against"]
+            assert [s["reasons"] for s in answer["sentences"]] == [
+                s["reasons"] for s in full["sentences"]
+            ]
+            # A verdict for one side never contradicts the label.
+            assert answer["verdict"] not in ("positive", "negative") or (
+                answer["verdict"] == answer["label"]
+            )
+    assert any(a["reasons"] for a in shown[0])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, compress, pairwise
+from itertools import chain, pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -110,6 +110,10 @@ class Tables:
         self.size = len(vocab_tokens)
 
 
+#: Words a sentence's reasons are chosen among (its top words shown are fewer), and most kept.
+REASON_WORDS, SENTENCE_REASONS = 8, 4
+
+
 class Shares(NamedTuple):
     """One review's tokens, ids and token weights (oriented to its raw label; times
     ``toward_positive``, +1 or -1, they point to the positive class), and its sentences' [a, b)
@@ -182,7 +186,8 @@ def answers(
     order = np.argsort(owner - 0.5 * strength / (strength.max() or 1.0), kind="stable")
     group_start = np.searchsorted(owner[order], np.arange(n_sent))
     rank = np.arange(len(order)) - group_start[owner[order]]
-    top = order[rank < top_k]  # grouped by sentence, strongest first
+    top = order[rank < top_k]  # grouped by sentence, strongest first: the words shown
+    considered = order[rank < max(top_k, REASON_WORDS)]  # the words reasons come from
     word_ids = np.where(key < tables.size, key, 0)
     reason = (sums > 0) & (sums >= min_share * strongest[owner]) & ~tables.hidden[word_ids[first]]
     previous = np.concatenate([[False], tables.determiner[token_ids[:-1]]]) & ~first_token
@@ -191,8 +196,11 @@ def answers(
     # Each sentence's top words: consecutive runs of ``top`` (``cut`` marks where they end).
     top_words_of = [tokens[i] for i in first[top].tolist()]
     pairs = [[t, v] for t, v in zip(top_words_of, np.round(sums[top], 4).tolist(), strict=True)]
-    is_reason = reason[top].tolist()
     cut = np.cumsum(np.bincount(owner[top], minlength=n_sent)).tolist()
+    reason_of = [tokens[i] for i in first[considered[reason[considered]]].tolist()]
+    reason_cut = np.cumsum(
+        np.bincount(owner[considered[reason[considered]]], minlength=n_sent)
+    ).tolist()
     targets: list[list[str]] = [[] for _ in range(n_sent)]
     known = {tokens[i] for i in np.flatnonzero(tables.target[token_ids]).tolist()}
     chosen = np.flatnonzero(candidate)
@@ -206,12 +214,13 @@ def answers(
     strongest_list, z_list = strongest.tolist(), z.tolist()
     negative_label, positive_label = LABELS
     flat: list[dict[str, Any]] = []
-    at = 0
+    at = reason_at = 0
     spans = [span for r in reviews for span in r.spans]
     for k, ((a, b), (start, end)) in enumerate(zip(bounds, spans, strict=True)):
         lo, hi = at, cut[k]
         at = hi
-        reasons = list(compress(top_words_of[lo:hi], is_reason[lo:hi]))
+        reasons = reason_of[reason_at : reason_cut[k]][:SENTENCE_REASONS]
+        reason_at = reason_cut[k]
         # Targets other than the reasons, but a known target stays one, reason or not.
         found = [t for t in targets[k] if t not in reasons or t in known] if reasons else targets[k]
         flat.append(

@@ -22,7 +22,7 @@ from worker.model.explain import Explainer
 from worker.model.language import ENGLISH, language_of
 from worker.model.phrases import phrase_texts
 from worker.model.predictor import SMOKE_TEXTS, Predictor, load_predictor
-from worker.model.sentences import Shares, Tables, ranges, split
+from worker.model.sentences import REASON_WORDS, Shares, Tables, ranges, split
 from worker.model.sentences import answers as sentence_answers
 from worker.model.targets import summary, targets_of
 from worker.model.verdict import Observed, VerdictRule
@@ -186,7 +186,9 @@ def _explain_reviews(
     ]
     encoded += predictor.encode([texts[k][s:e] for k, s, e in alone])
     explained = served.explainer.explain_ids(
-        [e.ids for e in encoded], tokens=[e.tokens for e in encoded], top_k=top_k
+        [e.ids for e in encoded],
+        tokens=[e.tokens for e in encoded],
+        top_k=max(top_k, REASON_WORDS),  # reasons are read from more words than are shown
     )
     answers = [_answer(cal, enc, exp) for enc, exp in zip(encoded, explained, strict=True)]
     # Each text's sentences as results carry them, and what the verdict reads of each.
@@ -195,7 +197,7 @@ def _explain_reviews(
     z_of: list[list[float | None]] = [[] for _ in texts]
 
     def answered_alone(k: int, start: int, end: int, answer: dict[str, Any], enc: Any) -> None:
-        per_text[k].append(_brief(answer, enc.tokens, start, end, rule))
+        per_text[k].append(_brief(answer, enc.tokens, start, end, rule, top_k))
         seen_of[k].append((answer["scores"][LABELS[1]], answer["_evidence"]))
         z_of[k].append(answer["_z"])
 
@@ -230,9 +232,13 @@ def _explain_reviews(
     verdicts = rule.verdicts(seen)
     for k, i in enumerate(valid):
         answer, enc, verdict = answers[k], encoded[k], verdicts[k]
+        if verdict in LABELS and verdict != answer["label"]:  # a verdict never contradicts
+            verdict = "mixed"  # the label: evidence both ways (a long review, its middle unread)
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
             **{key: v for key, v in answer.items() if not key.startswith("_")},
+            "top_words": answer["top_words"][:top_k],
+            "top_phrases": answer["top_phrases"][:top_k],
             "verdict": verdict,
             "reasons": rule.reasons(answer["top_words"]),
             "against": rule.reasons(answer["top_words"], against=True),
@@ -298,7 +304,12 @@ def _strongest(weights: Sequence[float], scale: float) -> float:
 
 
 def _brief(
-    answer: dict[str, Any], tokens: Sequence[str], start: int, end: int, rule: VerdictRule
+    answer: dict[str, Any],
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    rule: VerdictRule,
+    top_k: int,
 ) -> dict[str, Any]:
     """A sentence answered on its own pass (or a text's only sentence): its part of a result."""
     reasons = rule.reasons(answer["top_words"])
@@ -309,7 +320,7 @@ def _brief(
         "scores": answer["scores"],
         "uncertain": answer["uncertain"],
         "read": True,
-        "top_words": answer["top_words"],
+        "top_words": answer["top_words"][:top_k],
         "reasons": reasons,
         "targets": targets_of(tokens, reasons),
     }
