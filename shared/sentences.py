@@ -32,7 +32,7 @@ _TAG_BREAKS = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
 _EYES = r"[:;=8xX](?<![^\W_][8xX])[-o^']?[()\[\]dDpP/|@*3]"
 #: Emoji (with their variation selectors and joiners), stars, and "…", which sentencex does not
 #: take for an end.
-_PICTURES = "\U0001F300-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D\u2026"
+_PICTURES = "\U0001f300-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\u2026"
 _EMOTICON = re.compile(rf"(?:{_EYES}[()\[\]dDpP/|@*3]*|[{_PICTURES}]+)$")
 _ANY_EYES = re.compile(_EYES)
 _ANY_EMOJI = re.compile(rf"[{_PICTURES}]")
