@@ -115,7 +115,11 @@ def cases(seed: int = 0) -> list[Case]:
     out: list[Case] = []
     for group in templates["mft"]:
         for template, expect in group["cases"]:
-            for text in _draw(lambda r, t=template, g=group: _fill(t, lex, r, g["nouns"]), rng):
+
+            def filled(r: random.Random, t: str = template, g: dict = group) -> str:
+                return _fill(t, lex, r, g["nouns"])
+
+            for text in _draw(filled, rng):
                 out.append(Case(group["cap"], "mft", (text,), expect))
     for group in templates["inv"]:
         for template in group["cases"]:
@@ -159,8 +163,9 @@ def cases(seed: int = 0) -> list[Case]:
 Answerer = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
 
-def failed(case: Case, p: Sequence[float], no_opinion: Sequence[bool]) -> bool:
-    """Whether a model's answers to ``case.texts`` fail it."""
+def failed(case: Case, p: Any, no_opinion: Any) -> bool:
+    """Whether a model's answers to ``case.texts`` fail it (``p``: P(positive) of each,
+    ``no_opinion``: whether each answer is "no opinion"; sequences or arrays)."""
     if case.kind == "mft":
         positive = p[0] > 0.5
         if case.expect == "positive":
