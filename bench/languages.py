@@ -126,12 +126,14 @@ def tune(of: Callable[[str], tuple[int, int]], n_sentences: int) -> None:
     for gate in (0.2, 0.3, 0.4, 0.5):
         for floor in (0.3, 0.5, 0.7, 0.9):
             missed = flags = 0
-            for ((kept, unknown), (lang, p)), foreign in zip(seen, truth, strict=True):
+            for text, ((kept, unknown), (lang, p)), foreign in zip(texts, seen, truth, strict=True):
                 share = unknown / kept if kept else 0.0
                 said = (
                     share >= gate
                     and lang != "en"
-                    and (p >= floor or share >= language.NEARLY_ALL_UNKNOWN)
+                    and (
+                        p >= floor or (share >= language.NEARLY_ALL_UNKNOWN and not text.isascii())
+                    )
                 )
                 missed += foreign and not said
                 flags += said and not foreign

@@ -91,3 +91,7 @@ def test_the_shipped_version_says_which_reviews_are_not_in_english() -> None:
     for a in named:
         assert a["uncertain"] and all(s["uncertain"] for s in a["sentences"])
     assert sum(a["language"] != "en" for a in english) <= 0.05 * len(english)
+    # Made-up or slang English words are unknown too, but not another language.
+    odd = ["Zorblax quibbleflop snarfwidget glimmertoad.", "Lit af fam, no cap", "Zzzz"]
+    answers = explain_reviews(served, [{"id": t, "text": t} for t in odd], 3)
+    assert [a["language"] for a in answers] == ["en"] * len(odd)

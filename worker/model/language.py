@@ -15,7 +15,8 @@ How it is decided, cheaply and without flagging English:
    as a maintained package whose model is inside its wheel (4.6 MB, numpy only; nothing is
    downloaded).  It is unsure on very short text ("meh", "Wow" come out Sesotho or Polish at a
    few percent), so its answer counts only when it is probable enough, or when nearly every
-   token is unknown (another script).
+   token is unknown in a text that is not ASCII (another script; made-up or slang English
+   words, "Zorblax quibbleflop", stay English).
 
 The thresholds were chosen on ``bench/data/languages-tune.tsv`` (hand-written sentences in 14
 languages and English) and IMDB validation sentences; ``bench/languages.py`` measures them on a
@@ -32,7 +33,8 @@ ENGLISH = "en"
 MIN_UNKNOWN_SHARE = 0.3
 #: The detector's probability (normalised over its 97 languages) that counts.
 MIN_PROBABILITY = 0.5
-#: A text with at least this share of unknown tokens takes any non-English answer.
+#: A text in another script (not ASCII) with at least this share of unknown tokens takes any
+#: non-English answer; in ASCII, unknown words are as likely slang, names or made-up words.
 NEARLY_ALL_UNKNOWN = 0.8
 #: Characters the detector reads (the start of a long review tells its language).
 READ_CHARS = 1000
@@ -61,6 +63,7 @@ def language_of(text: str, n_tokens: int, unknown: int) -> str:
     if share < MIN_UNKNOWN_SHARE:
         return ENGLISH
     lang, probability = _identifier().classify(text[:READ_CHARS])
-    if lang != ENGLISH and (probability >= MIN_PROBABILITY or share >= NEARLY_ALL_UNKNOWN):
+    other_script = share >= NEARLY_ALL_UNKNOWN and not text.isascii()
+    if lang != ENGLISH and (probability >= MIN_PROBABILITY or other_script):
         return str(lang)
     return ENGLISH
