@@ -128,13 +128,7 @@ def tune(of: Callable[[str], tuple[int, int]], n_sentences: int) -> None:
             missed = flags = 0
             for text, ((kept, unknown), (lang, p)), foreign in zip(texts, seen, truth, strict=True):
                 share = unknown / kept if kept else 0.0
-                said = (
-                    share >= gate
-                    and lang != "en"
-                    and (
-                        p >= floor or (share >= language.NEARLY_ALL_UNKNOWN and not text.isascii())
-                    )
-                )
+                said = language.named(text, share, lang, p, gate, floor)
                 missed += foreign and not said
                 flags += said and not foreign
             print(f"  {gate:.1f}, {floor:.1f}: {missed} / {flags}")

@@ -305,10 +305,12 @@ def _check_schema3(item: Mapping[str, Any]) -> None:
 
 def _probabilities(values: Any) -> bool:
     """Whether ``values`` are finite numbers in [0, 1] summing to 1 (within rounding)."""
-    numbers = list(values)
-    if not all(type(v) is float or (type(v) is int) for v in numbers):
-        return False
-    return all(0.0 <= v <= 1.0 for v in numbers) and abs(sum(numbers) - 1.0) <= 1e-3
+    total = 0.0
+    for v in values:  # runs for every sentence, at both ends: one plain loop
+        if (type(v) is not float and type(v) is not int) or not 0.0 <= v <= 1.0:
+            return False  # NaN fails the range too
+        total += v
+    return abs(total - 1.0) <= 1e-3
 
 
 def _check_words(value: object) -> None:

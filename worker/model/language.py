@@ -63,7 +63,21 @@ def language_of(text: str, n_tokens: int, unknown: int) -> str:
     if share < MIN_UNKNOWN_SHARE:
         return ENGLISH
     lang, probability = _identifier().classify(text[:READ_CHARS])
+    return str(lang) if named(text, share, lang, probability) else ENGLISH
+
+
+def named(
+    text: str,
+    share: float,
+    lang: str,
+    probability: float,
+    min_share: float = MIN_UNKNOWN_SHARE,
+    min_probability: float = MIN_PROBABILITY,
+) -> bool:
+    """Whether the detector's answer (``lang`` at ``probability``) names ``text``'s language,
+    given its share of unknown tokens (the thresholds are parameters for ``bench/languages.py
+    --tune``)."""
+    if share < min_share or lang == ENGLISH:
+        return False
     other_script = share >= NEARLY_ALL_UNKNOWN and not text.isascii()
-    if lang != ENGLISH and (probability >= MIN_PROBABILITY or other_script):
-        return str(lang)
-    return ENGLISH
+    return probability >= min_probability or other_script
