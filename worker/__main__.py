@@ -46,6 +46,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
     """Load the model, then work; returns the exit code."""
     from shared.serializer import JSONSerializer
     from worker import jobs
+    from worker.model import language
     from worker.model.predictor import configure_tensorflow
     from worker.reload import ModelHolder
     from worker.service import ReloadingWorker
@@ -69,6 +70,7 @@ def run_worker(settings: Settings, queues: Sequence[str], burst: bool, name: str
             remote = RemoteSync(store, cache)
         jobs.SERVING = ModelHolder(cache, remote)
         jobs.SERVING.load()
+        language.load()
         jobs.SERVING.watch()
         # The model's thousands of objects live as long as the process: frozen, the cyclic
         # collector stops rescanning them at every collection a job's answers trigger.

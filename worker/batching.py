@@ -12,14 +12,14 @@ jobs to arrive: a lone job is delayed by one Redis call.
 
 A job outside our contract, or whose payload does not validate, is left out of the pass and
 fails alone when its turn comes; so does a job whose pass failed (it is then answered alone).
-An answer is used only for the job it was made for, with the same payload, by the version that
-serves when the job runs (a reload in between drops every kept answer).
+An answer is used only for the job it was made for, with the very payload object the pass read
+(the job object the group finishes; a job that later runs alone through RQ is fetched again
+and answered again), by the version that serves when the job runs (a reload in between drops
+every kept answer).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,7 +36,7 @@ from shared.schema import answer_options, validate_payload
 log = structlog.get_logger(__name__)
 
 #: Jobs answered by one forward pass at most (1: no batching).
-DEFAULT_BATCH_JOBS = 32
+DEFAULT_BATCH_JOBS = 256
 #: Reviews in one pass at most: a pass runs before its jobs' heartbeats start, so it stays short.
 MAX_PASS_REVIEWS = 256
 
@@ -45,11 +45,6 @@ def batch_jobs_setting(env: dict[str, str] | None = None) -> int:
     """``WORKER_BATCH_JOBS`` (1-256; 1 turns batching off)."""
     source = dict(os.environ) if env is None else env
     return env_int(source, "WORKER_BATCH_JOBS", DEFAULT_BATCH_JOBS, 1, 256)
-
-
-def digest(payload: dict[str, Any]) -> str:
-    """A fingerprint of a validated payload (an answer is only used for the payload it answers)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def answer_payloads(
@@ -91,7 +86,7 @@ class Batcher:
         self.serializer = serializer
         self.admissible = admissible
         self.max_jobs = max_jobs
-        self._kept: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        self._kept: dict[str, tuple[str, Any, dict[str, Any]]] = {}
 
     def clear(self) -> None:
         self._kept.clear()
@@ -136,16 +131,15 @@ class Batcher:
         except Exception as exc:  # each job is then answered alone
             log.warning("batch_pass_failed", jobs=len(members), reason=repr(exc))
             return []
-        for (member, payload), answer in zip(members, answers, strict=True):
-            self._kept[member.id] = (served.model_version, digest(payload), answer)
+        for (member, _), answer in zip(members, answers, strict=True):
+            self._kept[member.id] = (served.model_version, member.args[0], answer)
         log.info("batch_pass", jobs=len(members), reviews=reviews, taken_ahead=len(taken))
         return [member for member, _ in members]
 
-    def take(
-        self, job_id: str, payload: dict[str, Any], model_version: str
-    ) -> dict[str, Any] | None:
-        """The kept answer of ``job_id`` if it was made for this payload by this version."""
+    def take(self, job_id: str, payload: Any, model_version: str) -> dict[str, Any] | None:
+        """The kept answer of ``job_id`` if it was made from this payload object (the job's
+        argument as it was fetched, before validation) by this version."""
         kept = self._kept.pop(job_id, None)
-        if kept is None or kept[0] != model_version or kept[1] != digest(payload):
+        if kept is None or kept[0] != model_version or kept[1] is not payload:
             return None
         return kept[2]

@@ -42,10 +42,11 @@ def classify_batch(payload: dict[str, Any]) -> dict[str, Any]:
     from rq import get_current_job
 
     started = time.perf_counter()
+    given = payload
     payload = validate_payload(payload)
     served = serving().get()  # one version answers the whole job
     job = get_current_job()
-    kept = BATCHER.take(job.id, payload, served.model_version) if BATCHER and job else None
+    kept = BATCHER.take(job.id, given, served.model_version) if BATCHER and job else None
     if kept is not None:  # answered with the jobs it waited with (worker.batching)
         result = kept
     else:

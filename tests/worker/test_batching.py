@@ -117,14 +117,16 @@ def test_waiting_jobs_share_a_pass_and_answer_as_they_would_alone(
 
 
 def test_an_answer_is_given_once_for_its_payload_by_its_version() -> None:
-    from worker.batching import Batcher, digest
+    from worker.batching import Batcher
 
     batcher = Batcher(fakeredis.FakeRedis(), "w", JSONSerializer, lambda job: True, 8)
     payload = make_payload([("a", "Fine.")])
-    batcher._kept["j1"] = ("m/v0001", digest(payload), {"results": []})
+    batcher._kept["j1"] = ("m/v0001", payload, {"results": []})
     assert batcher.take("j1", payload, "m/v0002") is None  # another version serves now
-    batcher._kept["j1"] = ("m/v0001", digest(payload), {"results": []})
+    batcher._kept["j1"] = ("m/v0001", payload, {"results": []})
     assert batcher.take("j1", make_payload([("a", "Other.")]), "m/v0001") is None
-    batcher._kept["j1"] = ("m/v0001", digest(payload), {"results": ["kept"]})
+    batcher._kept["j1"] = ("m/v0001", payload, {"results": []})
+    assert batcher.take("j1", make_payload([("a", "Fine.")]), "m/v0001") is None  # fetched again
+    batcher._kept["j1"] = ("m/v0001", payload, {"results": ["kept"]})
     assert batcher.take("j1", payload, "m/v0001") == {"results": ["kept"]}
     assert batcher.take("j1", payload, "m/v0001") is None  # given out once

@@ -54,6 +54,12 @@ def _identifier() -> Any:
     return _IDENTIFIER
 
 
+def load() -> None:
+    """Load the detector now (a worker at start-up), not when the first review that needs it
+    arrives: its 0.6-0.8 s would otherwise land on that user's answer."""
+    _identifier()
+
+
 def language_of(text: str, n_tokens: int, unknown: int) -> str:
     """The language of ``text`` (ISO 639-1), given its token count and how many of its
     tokens the version does not know."""
