@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.server import GuardedH11Protocol
+    from api.server import GuardedProtocol
 
-    class Protocol(GuardedH11Protocol):
+    class Protocol(GuardedProtocol):
         header_timeout_s = api_settings.header_timeout_s
         max_connections = api_settings.max_connections
 
@@ -124,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,  # the app logs each request itself, without credentials
         server_header=False,
         timeout_graceful_shutdown=10,
-        http=Protocol,  # header deadline and connection cap (api.server)
-        h11_max_incomplete_event_size=16 * 1024,  # request line and headers at most 16 KB
+        http=Protocol,  # httptools; header deadline and size, connection cap (api.server)
     )
     log.info("api_stopped")
     return 0

@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import structlog
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from redis.exceptions import RedisError
@@ -31,7 +32,9 @@ from api.errors import ApiError, error_response
 from api.guard import BodyRules, Guard
 from api.inputs import (
     CLASSIFY_BODY,
+    CLASSIFY_QUERY,
     FeedbackBody,
+    classify_options,
     highlight_limit,
     read_reviews_from,
     with_highlights,
@@ -42,9 +45,13 @@ from shared.aqueue import AsyncQueueClient, Ticket
 from shared.config import Settings
 from shared.queues import connect, redis_out_of_memory
 from shared.ratelimit import AsyncLimiter, Limiter
-from shared.schema import MAX_TOP_WORDS, make_payload, review_error
+from shared.schema import make_payload, review_error
 
 log = structlog.get_logger(__name__)
+
+#: Reviews of at most this many characters in all are highlighted on the event loop; longer
+#: requests in a thread (a long highlight would hold up every other request).
+INLINE_HIGHLIGHT_CHARS = 20_000
 
 
 def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
@@ -161,15 +168,9 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
     @app.post(
         "/v1/classify",
         tags=["classify"],
-        openapi_extra={"requestBody": CLASSIFY_BODY},
+        openapi_extra={**CLASSIFY_BODY, "parameters": CLASSIFY_QUERY},
     )
-    async def classify(
-        request: Request,
-        top_words: int | None = Query(None, ge=0, le=MAX_TOP_WORDS),
-        tokens_: bool = Query(False, alias="tokens", description="per-token weights too"),
-        sentences: bool = Query(True, description="per-sentence answers (false skips them)"),
-        _: str = Depends(caller),
-    ) -> dict[str, Any]:
+    async def classify(request: Request) -> Response:
         """Classify one review (form field or JSON ``review``) or up to 1,024 (``reviews``).
 
         Every review gets a result, in order: label, class scores, ``verdict`` (positive,
@@ -177,9 +178,9 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         offsets, label, scores and words of each; ``?sentences=false`` skips them), ``highlights``
         ([start, end, weight toward positive] spans of the review's own text) and the model
         version; or ``error`` for that review alone."""
+        k, tokens_, sentences = classify_options(request.query_params, api.top_words)
         items, single = await read_reviews_from(request)
         client: AsyncQueueClient = state["client"]
-        k = api.top_words if top_words is None else top_words
         results: list[dict[str, Any]] = [{} for _ in items]
         valid = []
         for i, (rid, text) in enumerate(items):
@@ -201,17 +202,23 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
             version = answer["model_version"]
             texts = [items[i][1] for i in valid]
             limit = highlight_limit(len(texts))
-            highlighted = await asyncio.to_thread(
-                lambda: [
+
+            def highlight() -> list[dict[str, Any]]:
+                return [
                     with_highlights(t, r, limit)
                     for t, r in zip(texts, answer["results"], strict=True)
                 ]
-            )
+
+            # Highlighting a chat-sized request costs less than a hop to a thread and back.
+            small = sum(len(t) for t in texts) <= INLINE_HIGHLIGHT_CHARS
+            highlighted = highlight() if small else await asyncio.to_thread(highlight)
             for i, item in zip(valid, highlighted, strict=True):
                 results[i] = item
         for item in results:
             metrics.REVIEWS.labels(item.get("label") or "error").inc()
-        return {"model_version": version, "results": results}
+        # Encoded here (orjson): FastAPI would first copy the answer through jsonable_encoder.
+        body = {"model_version": version, "results": results}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post("/v1/feedback", status_code=201, tags=["feedback"])
     async def give_feedback(body: FeedbackBody, name: str = Depends(caller)) -> dict[str, Any]:

@@ -40,8 +40,9 @@ from shared.schema import MAX_TOP_WORDS
 log = structlog.get_logger(__name__)
 
 
-def caller(request: Request) -> str:
-    """The calling token's name (set by ``api.guard`` before the request got here)."""
+async def caller(request: Request) -> str:
+    """The calling token's name (set by ``api.guard`` before the request got here); async, so
+    FastAPI does not send it to a thread for each request."""
     return str(request.scope["caller"])
 
 

@@ -344,13 +344,18 @@ def _outcome(conn: Redis, job_id: str, raw_status: bytes | None) -> Outcome | No
     return result_outcome(job_id, result, status.value)
 
 
+def answer_outcome(job_id: str, value: Any) -> Outcome:
+    """The Outcome of a job's successful return value: the answer, if it keeps our contract."""
+    try:
+        return Outcome(job_id, result=validate_result(value))
+    except SchemaError as exc:
+        return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
+
+
 def result_outcome(job_id: str, result: Result | None, what: str = "") -> Outcome:
     """The Outcome a job's latest Result gives: the validated answer, or why there is none."""
     if result is not None and result.type == Result.Type.SUCCESSFUL:
-        try:
-            return Outcome(job_id, result=validate_result(result.return_value))
-        except SchemaError as exc:
-            return Outcome(job_id, error=f"worker answered outside the contract: {exc}")
+        return answer_outcome(job_id, result.return_value)
     reason = ((result.exc_string if result else None) or "").strip().splitlines()
     what = what or (result.type.name.lower() if result is not None else "ended")
     return Outcome(job_id, error=f"job {what}: {reason[-1] if reason else 'no reason'}")

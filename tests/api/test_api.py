@@ -114,6 +114,24 @@ def test_json_single_and_many_with_per_review_errors_and_top_words(api: Api) -> 
     assert all(len(r["top_words"]) <= 2 for r in results if not r["error"])
 
 
+def test_the_query_is_read_as_documented_and_a_malformed_one_is_a_422(api: Api) -> None:
+    body = {"review": "A superb film. Dull ending."}
+    with api.client() as http:
+        answer = http.post("/v1/classify?top_words=1&tokens=YES&sentences=off", json=body)
+        (result,) = answer.json()["results"]
+        assert answer.headers["content-type"] == "application/json"
+        assert len(result["top_words"]) <= 1 and result["tokens"] and "sentences" not in result
+        for query, name in (
+            ("top_words=-1", "top_words"),
+            (f"top_words={10**6}", "top_words"),
+            ("top_words=two", "top_words"),
+            ("tokens=maybe", "tokens"),
+            ("sentences=2", "sentences"),
+        ):
+            bad = http.post(f"/v1/classify?{query}", json=body)
+            assert bad.status_code == 422 and f"query.{name}" in bad.json()["error"], query
+
+
 def test_sentences_with_offsets_and_a_verdict_unless_asked_not_to(api: Api) -> None:
     text = "A superb film!  Dull, awful ending.<br />Loved the cast"
     with api.client() as http:
@@ -173,7 +191,12 @@ def test_auth_401_403_and_rotation_with_named_tokens(api: Api) -> None:
         ready = http.get("/readyz").json()
         assert ready["ready"] is True and ready["workers"] >= 1
         assert http.get("/").status_code == 200
-        assert http.get("/openapi.json").json()["paths"]["/v1/classify"]
+        classify = http.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]
+        assert [p["name"] for p in classify["parameters"]] == ["top_words", "tokens", "sentences"]
+        assert set(classify["requestBody"]["content"]) == {
+            "multipart/form-data",
+            "application/json",
+        }
     log = api.log.read_text()
     assert ALICE not in log and BOB not in log  # tokens never logged
     assert '"caller": "bob"' in log  # ... their names are
