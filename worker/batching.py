@@ -6,9 +6,12 @@ trace).  Before a worker runs an interactive job it takes, without waiting, up t
 ``WORKER_BATCH_JOBS - 1`` more jobs already waiting on the same queue into its processing list
 (``shared.reliable.take_more``: the same reliable take as every job, so a worker killed at any
 point loses none of them), answers all their reviews in one length-bucketed pass, and returns
-the group, which the worker finishes in one transaction (``worker.together``): every job still
+the group, which the worker finishes with one script (``worker.together``): every job still
 gets its own status, result, retention and metrics, in queue order.  Nothing waits for more
-jobs to arrive: a lone job is delayed by one Redis call.
+jobs to arrive.  A job that waited alone is a group of one: it pays one Redis call to look for
+others, and is finished the same way (a few round trips instead of RQ's thirty, so a chat
+message is answered sooner than without batching), unless it holds more than
+``MAX_PASS_REVIEWS`` reviews (it then takes RQ's path, with a heartbeat while it runs).
 
 A job outside our contract, or whose payload does not validate, is left out of the pass and
 fails alone when its turn comes; so does a job whose pass failed (it is then answered alone).
@@ -101,7 +104,7 @@ class Batcher:
         """Before ``job`` runs: answer it and the jobs waiting behind it in one pass.
 
         Returns the jobs the pass answered, in queue order, to be finished together
-        (``worker.together``); empty when the job runs alone."""
+        (``worker.together``); empty when RQ's path runs it (see the module docstring)."""
         if self.max_jobs <= 1 or queue.name != QUEUE_INTERACTIVE or job.id in self._kept:
             return []
         self._kept.clear()  # answers of jobs no longer ahead of us (cancelled, taken back)
@@ -124,8 +127,8 @@ class Batcher:
                 break
             members.append((candidate, payload))
             reviews += len(payload["reviews"])
-        if len(members) <= 1:
-            return []
+        if not members or (len(members) == 1 and reviews > MAX_PASS_REVIEWS):
+            return []  # nothing to answer here, or one big job: RQ's path, with its heartbeat
         try:
             answers = answer_payloads(served, [p for _, p in members], explain)
         except Exception as exc:  # each job is then answered alone
@@ -133,7 +136,8 @@ class Batcher:
             return []
         for (member, _), answer in zip(members, answers, strict=True):
             self._kept[member.id] = (served.model_version, member.args[0], answer)
-        log.info("batch_pass", jobs=len(members), reviews=reviews, taken_ahead=len(taken))
+        if len(members) > 1:
+            log.info("batch_pass", jobs=len(members), reviews=reviews, taken_ahead=len(taken))
         return [member for member, _ in members]
 
     def take(self, job_id: str, payload: Any, model_version: str) -> dict[str, Any] | None:

@@ -162,7 +162,7 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
         group = self.before_execution(job, queue)
         if self._stop_requested:
             return
-        if len(group) > 1 and self._finish_group(job, group, queue):
+        if group and self._finish_group(job, group, queue):
             self._set_idle()
             return
         try:
