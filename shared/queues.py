@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -57,8 +57,13 @@ CONNECT_ATTEMPTS = 6
 #: How long a process waits at start for Redis to answer before it says it cannot reach it.
 WAIT_FOR_REDIS_S = 8.0
 JOB_ID_PREFIX = "sentiment-"
-#: Jobs per enqueue pipeline: small enough that workers start while a big file is still going in.
-PIPELINE_JOBS = 8
+#: Reviews per enqueue pipeline (8 bulk jobs): small enough that workers start while a big file
+#: is still going in ...
+PIPELINE_REVIEWS = 2048
+#: ... and jobs at most: one-review jobs (a load of chat messages or API calls) go in by the
+#: hundred, so a batching worker finds them waiting together (issue 25: by eight, a worker
+#: answered them in small groups as they trickled in).
+PIPELINE_JOBS = 256
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -189,6 +194,19 @@ def job_data(
     )
 
 
+def _pipelines(payloads: Sequence[dict[str, Any]], max_jobs: int) -> Iterator[tuple[int, int]]:
+    """Start and end of each enqueue pipeline: ``PIPELINE_REVIEWS`` reviews, ``max_jobs`` jobs
+    at most."""
+    start = reviews = 0
+    for i, payload in enumerate(payloads):
+        reviews += len(payload["reviews"])
+        if i + 1 - start >= max_jobs or reviews >= PIPELINE_REVIEWS:
+            yield start, i + 1
+            start, reviews = i + 1, 0
+    if start < len(payloads):
+        yield start, len(payloads)
+
+
 def enqueue_payloads(
     queue: Queue,
     payloads: Sequence[dict[str, Any]],
@@ -207,19 +225,14 @@ def enqueue_payloads(
     when the version its payload names answered it, and keeps its result at least
     ``result_ttl`` more seconds, like the batch that now counts on it.  Failed jobs, and answers
     of another version, are replaced (their old result deleted first, so no reader mistakes it
-    for the new one).  Pipelines of ``pipeline_size`` jobs keep round trips low while letting
-    workers start on the first jobs before the whole file is enqueued.
+    for the new one).  Pipelines of ``PIPELINE_REVIEWS`` reviews (``pipeline_size`` jobs at
+    most) keep round trips low while letting workers start on the first jobs before the whole
+    file is enqueued.
     """
     conn = queue.connection
     ids = list(ids) if ids is not None else [job_id_for(p, queue.name) for p in payloads]
-    for start in range(0, len(payloads), pipeline_size):
-        part = dict(
-            zip(
-                ids[start : start + pipeline_size],
-                payloads[start : start + pipeline_size],
-                strict=True,
-            )
-        )
+    for start, end in _pipelines(payloads, pipeline_size):
+        part = dict(zip(ids[start:end], payloads[start:end], strict=True))
         with conn.pipeline(transaction=False) as pipe:
             for job_id in part:
                 pipe.hget(Job.key_for(job_id), "status")

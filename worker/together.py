@@ -13,11 +13,12 @@ one-review jobs (issue 25's profile).
 
 Delivery is unchanged: until the script runs every job is in the worker's processing list (a
 worker killed then loses none: they are recovered and run again, as after any kill), and the
-script moves them all at once (scripts are atomic; its ``#!lua`` flags make Redis refuse it
-whole, before any write, when ``maxmemory`` is reached).  A job whose function raised, whose
-status changed while it waited (cancelled, deleted), or whose result is not to be kept, is left
-in the list and runs alone through RQ's own path, where it fails or is dropped with its own
-error.  A job of a group is never marked ``started``: it goes from queued to finished.
+script moves them all at once (scripts are atomic, and Redis refuses a script's first write
+at ``maxmemory``, before anything changed, then lets it finish once it has written).  A job
+whose function raised, whose status changed while it waited (cancelled, deleted), or whose
+result is not to be kept, is left in the list and runs alone through RQ's own path, where it
+fails or is dropped with its own error.  A job of a group is never marked ``started``: it goes
+from queued to finished.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ log = structlog.get_logger(__name__)
 #: has (dependents, repeats, callbacks).  KEYS: the processing list, the worker's hash, then a
 #: job's hash, result stream and finished registry for each job.  ARGV: the worker's name, the
 #: end time, the seconds worked, the result type, then six values for each job.
-_FINISH = """#!lua
+_FINISH = """
 local worker, ended, worked, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n = (#KEYS - 2) / 3
 for i = 0, n - 1 do
