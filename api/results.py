@@ -19,8 +19,7 @@ from rq.results import Result
 
 from shared import batches
 from shared.output import RowFormat
-from shared.queues import DONE, Outcome, result_outcome
-from shared.serializer import JSONSerializer
+from shared.queues import DONE, Outcome, ended_outcome
 
 #: Characters per piece sent (fewer, larger writes).
 PIECE_CHARS = 1 << 16
@@ -53,7 +52,7 @@ async def window_outcomes(
                     pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
                 latest = await pipe.execute()
             for (job_id, status), entries in zip(ended, latest, strict=True):
-                outcomes[job_id] = _outcome(conn, job_id, status, entries)
+                outcomes[job_id] = ended_outcome(conn, job_id, status, entries)
         pending = [j for j in pending if j not in outcomes]
         if not pending:
             break
@@ -66,25 +65,6 @@ async def window_outcomes(
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, POLL_S[1])
     return outcomes
-
-
-def _outcome(conn: Any, job_id: str, status: JobStatus, entries: Any) -> Outcome:
-    result = None
-    for entry_id, fields in entries or []:
-        result = Result.restore(
-            job_id,
-            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-            fields,
-            connection=conn,
-            serializer=JSONSerializer,
-        )
-    if (
-        status != JobStatus.FINISHED
-        and result is not None
-        and result.type == Result.Type.SUCCESSFUL
-    ):
-        result = None  # an old success of a job that was re-run and then failed
-    return result_outcome(job_id, result, status.value)
 
 
 async def stream(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from base64 import b64decode
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+from rq.job import JobStatus
 from rq.results import Result
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
@@ -32,9 +32,10 @@ from shared.queues import (
     INTERACTIVE_RESULT_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
+    SUCCESSFUL_TYPE,
     Outcome,
-    answer_outcome,
     connect,
+    ended_outcome,
     enqueue_payloads,
     get_queue,
     result_outcome,
@@ -45,8 +46,6 @@ from shared.serializer import JSONSerializer
 
 log = structlog.get_logger(__name__)
 
-#: How RQ writes a successful result's type in its result stream (``Result.serialize``).
-SUCCESSFUL = str(Result.Type.SUCCESSFUL.value).encode()
 
 #: Longest single XREAD BLOCK (the client's socket timeout must be longer).
 BLOCK_SLICE_S = 5.0
@@ -157,11 +156,9 @@ class AsyncQueueClient:
             for _stream, entries in response or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    if fields.get(b"type") == SUCCESSFUL and b"return_value" in fields:
-                        # An answer, read without building RQ's Result (a third of a
-                        # chat-sized request's time in this method, issue 25's profile).
-                        value = JSONSerializer.loads(b64decode(fields[b"return_value"]))
-                        return answer_outcome(job_id, value)
+                    if fields.get(b"type") == SUCCESSFUL_TYPE:
+                        entry = [(entry_id, fields)]
+                        return ended_outcome(self.conn, job_id, JobStatus.FINISHED, entry)
                     result = Result.restore(
                         job_id, last, fields, connection=self.conn, serializer=JSONSerializer
                     )

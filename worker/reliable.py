@@ -43,6 +43,7 @@ from rq.job import Job, JobStatus
 from rq.worker import WorkerStatus
 
 from shared import reliable
+from shared.collector import paused
 from shared.queues import JOB_RETRIES, recover_abandoned, redis_out_of_memory
 from shared.schema import JOB_FUNCTION
 from worker import metrics
@@ -159,12 +160,13 @@ class ReliableWorker(SimpleWorker):  # type: ignore[misc]
     def execute_job(self, job: Any, queue: Any) -> Any:
         if self._stop_requested:
             return  # the job stays in our list; register_death puts it back
-        group = self.before_execution(job, queue)
-        if self._stop_requested:
-            return
-        if group and self._finish_group(job, group, queue):
-            self._set_idle()
-            return
+        with paused():  # a group's jobs, answers and script arguments are trees of objects
+            group = self.before_execution(job, queue)
+            if self._stop_requested:
+                return
+            if group and self._finish_group(job, group, queue):
+                self._set_idle()
+                return
         try:
             execution = self.prepare_execution(job)
         except ResponseError as exc:
