@@ -68,6 +68,8 @@ PIPELINE_REVIEWS = 2048
 #: hundred, so a batching worker finds them waiting together (issue 25: by eight, a worker
 #: answered them in small groups as they trickled in).
 PIPELINE_JOBS = 256
+#: Jobs in the first pipeline (each next one twice as many, up to the cap).
+FIRST_PIPELINE_JOBS = 16
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -200,13 +202,15 @@ def job_data(
 
 def _pipelines(payloads: Sequence[dict[str, Any]], max_jobs: int) -> Iterator[tuple[int, int]]:
     """Start and end of each enqueue pipeline: ``PIPELINE_REVIEWS`` reviews, ``max_jobs`` jobs
-    at most."""
+    at most.  The first pipelines are smaller (16 jobs, doubling up to the cap), so workers
+    start while the next ones are being sent instead of waiting for a full one."""
     start = reviews = 0
+    cap = min(max_jobs, FIRST_PIPELINE_JOBS)
     for i, payload in enumerate(payloads):
         reviews += len(payload["reviews"])
-        if i + 1 - start >= max_jobs or reviews >= PIPELINE_REVIEWS:
+        if i + 1 - start >= cap or reviews >= PIPELINE_REVIEWS:
             yield start, i + 1
-            start, reviews = i + 1, 0
+            start, reviews, cap = i + 1, 0, min(max_jobs, 2 * cap)
     if start < len(payloads):
         yield start, len(payloads)
 
