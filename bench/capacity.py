@@ -1,7 +1,7 @@
 """Interactive capacity of one worker: one-review jobs vs bulk jobs, and open-loop load.
 
     python bench/capacity.py [--n 1000] [--runs 3] [--rates 20,40,80,160] [--seconds 10]
-                             [--batch-jobs 1,32]
+                             [--batch-jobs 1,256] [--api-replicas 1]
 
 Measured the way serving systems measure it (issue 25), against a real redis-server and one
 ``sentiment-worker`` process with the served model, in one run:
@@ -184,7 +184,12 @@ async def bot_path(url: str, texts: list[str], rates: list[float], seconds: floa
 
 
 async def api_path(
-    port: int, token: str, texts: list[str], rates: list[float], seconds: float, redis_url: str
+    ports: list[int],
+    token: str,
+    texts: list[str],
+    rates: list[float],
+    seconds: float,
+    redis_url: str,
 ):
     """The load through ``POST /v1/classify``.  The client is aiohttp: on these 2 cores the
     load generator shares the CPU with the API, the worker and Redis, and httpx spent about
@@ -195,12 +200,14 @@ async def api_path(
     connector = aiohttp.TCPConnector(limit=500, limit_per_host=500)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S + 5)
     headers = {"Authorization": f"Bearer {token}"}
-    url = f"http://127.0.0.1:{port}/v1/classify"
+    urls = [f"http://127.0.0.1:{port}/v1/classify" for port in ports]
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
         for rate in rates:
 
             async def send(tag: str) -> bool:
-                text = f"{texts[zlib.crc32(tag.encode()) % len(texts)]} ({tag})"
+                key = zlib.crc32(tag.encode())
+                text = f"{texts[key % len(texts)]} ({tag})"
+                url = urls[key % len(urls)]  # replicas behind a load balancer, as deployed
                 async with http.post(url, json={"reviews": [text]}) as answer:
                     await answer.read()
                     return answer.status == 200
@@ -249,7 +256,15 @@ def measure(
             print(f"a lone job's added delay (one take_more): p50 {lone[0]:.3f} ms, ", end="")
             print(f"p99 {lone[1]:.3f} ms")
             bot, rows = (
-                part_two(redis.url, env, texts, rates, args.seconds, tmp / f"api{batch_jobs}.log")
+                part_two(
+                    redis.url,
+                    env,
+                    texts,
+                    rates,
+                    args.seconds,
+                    tmp / f"api{batch_jobs}.log",
+                    args.api_replicas,
+                )
                 if rates
                 else ([], [])
             )
@@ -266,9 +281,16 @@ def measure(
 
 
 def part_two(
-    url: str, env: dict[str, str], texts: list[str], rates: list[float], seconds: float, log: Path
+    url: str,
+    env: dict[str, str],
+    texts: list[str],
+    rates: list[float],
+    seconds: float,
+    log: Path,
+    replicas: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Open-loop load through the bot's path, then through ``sentiment-api``."""
+    """Open-loop load through the bot's path, then through ``sentiment-api`` (``replicas``
+    processes, requests spread over them as a load balancer would)."""
     bot = asyncio.run(bot_path(url, texts, rates, seconds))
     table("(2a) open loop, the bot's path (enqueue + XREAD), one review a request", bot)
     token = "capacity-bench-token-0123456789"
@@ -278,14 +300,20 @@ def part_two(
         "FEEDBACK_SALT": "capacity-bench-salt-0123456789",
         "API_RATE_PER_MINUTE": "1000000",
     }
-    port = free_port()
-    api = start_api(api_env, ["--port", str(port)], log)
+    ports = [free_port() for _ in range(replicas)]
+    apis = [start_api(api_env, ["--port", str(port)], log) for port in ports]
     try:
-        rows = asyncio.run(api_path(port, token, texts, rates, seconds, url))
+        rows = asyncio.run(api_path(ports, token, texts, rates, seconds, url))
     finally:
-        api.terminate()
-        api.wait(30)
-    table("(2b) open loop, the HTTP API (POST /v1/classify), one review a request", rows)
+        for api in apis:
+            api.terminate()
+        for api in apis:
+            api.wait(30)
+    table(
+        f"(2b) open loop, the HTTP API (POST /v1/classify) on {replicas} process(es), "
+        "one review a request",
+        rows,
+    )
     return bot, rows
 
 
@@ -306,7 +334,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads of the worker")
     p.add_argument(
-        "--batch-jobs", default="1,32", help="WORKER_BATCH_JOBS settings compared (1: off)"
+        "--api-replicas",
+        type=int,
+        default=1,
+        help="sentiment-api processes for part (2b) (deploy/k8s runs 2 replicas)",
+    )
+    p.add_argument(
+        "--batch-jobs", default="1,256", help="WORKER_BATCH_JOBS settings compared (1: off)"
     )
     args = p.parse_args()
     texts = short_reviews(args.data, args.n)
