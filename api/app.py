@@ -169,6 +169,7 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
         "/v1/classify",
         tags=["classify"],
         openapi_extra={**CLASSIFY_BODY, "parameters": CLASSIFY_QUERY},
+        responses={422: {"description": 'a malformed query or body: `{"error": ...}`'}},
     )
     async def classify(request: Request) -> Response:
         """Classify one review (form field or JSON ``review``) or up to 1,024 (``reviews``).

@@ -23,7 +23,8 @@ MAX_HIGHLIGHTS_PER_REQUEST = 50_000
 #: Upload names keep their format suffix (the producer picks the reader by it).
 SUFFIXES = (".tar.gz", ".tgz", ".csv", ".jsonl", ".ndjson", ".txt", ".tsv")
 
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+#: What FastAPI (pydantic) takes for a boolean query parameter, in any case.
+_TRUE, _FALSE = {"1", "t", "true", "y", "yes", "on"}, {"0", "f", "false", "n", "no", "off"}
 
 
 def _query_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -71,10 +72,13 @@ def classify_options(query: Any, default_top_words: int) -> tuple[int, bool, boo
     raw = query.get("top_words")
     top_words = default_top_words
     if raw is not None:
-        try:
-            top_words = int(raw)
+        try:  # as pydantic: "5" and "5.0", not "5.5" nor digits of other scripts
+            number = float(raw) if raw.isascii() else float("nan")
         except ValueError:
-            raise ApiError(422, "query.top_words: Input should be a valid integer") from None
+            number = float("nan")
+        if not number.is_integer():
+            raise ApiError(422, "query.top_words: Input should be a valid integer")
+        top_words = int(number)
         if not 0 <= top_words <= MAX_TOP_WORDS:
             raise ApiError(422, f"query.top_words: Input should be 0-{MAX_TOP_WORDS}")
     return top_words, _flag(query, "tokens", False), _flag(query, "sentences", True)

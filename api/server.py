@@ -67,6 +67,8 @@ class GuardedProtocol(HttpToolsProtocol):
     _header_bytes: int | None = 0
     #: The request whose headers just completed is over the size cap.
     _refuse = False
+    #: Bytes of the chunk being parsed.
+    _chunk = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -78,6 +80,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = len(data)
         if self._header_bytes is not None:
             self._header_bytes += len(data)
         super().data_received(data)
@@ -85,14 +88,23 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._header_bytes is not None and self._header_bytes > self.max_header_bytes:
             self._refuse_large_headers()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A new request's headers begin in this chunk (counted whole: at most one read of the
+        # request before it too).  Not at a response's end: the body of a request answered
+        # before it was read may still be arriving, and it is not headers.
+        self._header_bytes = self._chunk
+
     def on_headers_complete(self) -> None:
         self._header_bytes = None
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         self._refuse = size > self.max_header_bytes  # they all came at once
         super().on_headers_complete()
-        if self._refuse:  # not started (a pipelined request): no answer, the connection goes
+        if self._refuse:  # queued behind a request still running: answered 431 in its turn
             self._refuse = False
-            self.transport.close()
+            cycle, _ = self.pipeline[0]
+            cycle.keep_alive = False
+            self.pipeline[0] = (cycle, _headers_too_large)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._refuse:  # the request runs its course (its body is read), answered 431
@@ -110,7 +122,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._header_bytes = 0
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,6 +1,6 @@
 """Interactive capacity of one worker: one-review jobs vs bulk jobs, and open-loop load.
 
-    python bench/capacity.py [--n 1000] [--runs 3] [--rates 20,40,80,160] [--seconds 10]
+    python bench/capacity.py [--n 1000] [--runs 3] [--rates 70,140,280,350] [--seconds 10]
                              [--batch-jobs 1,256] [--api-replicas 1]
 
 Measured the way serving systems measure it (issue 25), against a real redis-server and one
@@ -329,7 +329,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=1000, help="short reviews for part (1)")
     p.add_argument("--runs", type=int, default=3, help="repeats of part (1) (median shown)")
     p.add_argument(
-        "--rates", default="20,40,80,160", help="offered requests/s for part (2); '' skips it"
+        "--rates", default="70,140,280,350", help="offered requests/s for part (2); '' skips it"
     )
     p.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads of the worker")

@@ -68,6 +68,8 @@ PIPELINE_REVIEWS = 2048
 #: hundred, so a batching worker finds them waiting together (issue 25: by eight, a worker
 #: answered them in small groups as they trickled in).
 PIPELINE_JOBS = 256
+#: How often ``collect`` looks at its whole window while the oldest job has not ended.
+FULL_POLL_S = 0.25
 #: Jobs in the first pipeline (each next one twice as many, up to the cap).
 FIRST_PIPELINE_JOBS = 16
 DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
@@ -316,12 +318,21 @@ def collect(
     outcomes: dict[str, Outcome] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
     last_recover = time.monotonic()
-    probe = False
+    probe, last_full = False, float("-inf")
     while pending:
-        # After a poll that found nothing new, only the oldest job is watched until it ends (a
-        # window of statuses every few ms cost the producer more CPU than the worker spent on
-        # one-review jobs, issue 25).
-        size = 1 if probe else window
+        # After a poll that found nothing new, only the oldest job is watched (a window of
+        # statuses every few ms cost the producer more CPU than the worker spent on one-review
+        # jobs, issue 25), with the whole window again every FULL_POLL_S (jobs end out of order
+        # with several workers, or behind a job being retried) and before any deadline.
+        now = time.monotonic()
+        full = (
+            not probe
+            or now - last_full >= FULL_POLL_S
+            or (deadline is not None and now >= deadline)
+        )
+        if full:
+            last_full = now
+        size = window if full else 1
         head, rest = pending[:size], pending[size:]
         still: list[str] = []
         # Only the status field: loading whole jobs would decompress every payload each poll.
@@ -342,7 +353,7 @@ def collect(
         progressed = len(still) < len(head)
         probe = not progressed
         now = time.monotonic()
-        if deadline is not None and now >= deadline:
+        if deadline is not None and now >= deadline and full:
             for job_id in pending:
                 outcomes[job_id] = Outcome(job_id, error="timed out waiting for a worker")
             break

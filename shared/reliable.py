@@ -144,6 +144,23 @@ def take_more(conn: Redis, worker: str, queue_key: str, n: int) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in found or []]
 
 
+# KEYS: processing list, queue.  ARGV: job ids in queue order.  Those still in the list go back
+# to the queue's head, in the same order.
+_GIVE_BACK = """
+for i = #ARGV, 1, -1 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[i]) end
+end
+return 0
+"""
+
+
+def give_back(conn: Redis, worker: str, queue_key: str, job_ids: Sequence[str]) -> None:
+    """Put jobs taken ahead but not started back at the head of their queue, in order, for any
+    worker to take (a batching worker took more than one pass holds)."""
+    if job_ids:
+        conn.eval(_GIVE_BACK, 2, PROCESSING_KEY.format(worker), queue_key, *job_ids)
+
+
 def keep_alive(conn: Redis, worker: str, ttl: int = ALIVE_TTL_S) -> None:
     """Refresh the worker's liveness key (its processing list is not recovered meanwhile)."""
     conn.set(ALIVE_KEY.format(worker), "1", ex=ttl)

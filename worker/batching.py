@@ -5,12 +5,13 @@ about as much as one of dozens (the model's fixed cost: dispatch, padding, the e
 trace).  Before a worker runs an interactive job it takes, without waiting, up to
 ``WORKER_BATCH_JOBS - 1`` more jobs already waiting on the same queue into its processing list
 (``shared.reliable.take_more``: the same reliable take as every job, so a worker killed at any
-point loses none of them), answers all their reviews in one length-bucketed pass, and returns
-the group, which the worker finishes with one script (``worker.together``): every job still
-gets its own status, result, retention and metrics, in queue order.  Nothing waits for more
-jobs to arrive.  A job that waited alone is a group of one: it pays one Redis call to look for
-others, and is finished the same way (a few round trips instead of RQ's thirty, so a chat
-message is answered sooner than without batching), unless it holds more than
+point loses none of them; those beyond what one pass of ``MAX_PASS_REVIEWS`` reviews holds go
+back to the queue's head for other workers), answers all their reviews in one length-bucketed
+pass, and returns the group, which the worker finishes with one script (``worker.together``):
+every job still gets its own status, result, retention and metrics, in queue order.  Nothing
+waits for more jobs to arrive.  A job that waited alone is a group of one: it pays one Redis
+call to look for others, and is finished the same way (a few round trips instead of RQ's thirty,
+so a chat message is answered sooner than without batching), unless it holds more than
 ``MAX_PASS_REVIEWS`` reviews (it then takes RQ's path, with a heartbeat while it runs).
 
 A job outside our contract, or whose payload does not validate, is left out of the pass and
@@ -115,7 +116,7 @@ class Batcher:
             candidates += [j for j in fetched if j is not None]
         members: list[tuple[Any, dict[str, Any]]] = []
         reviews = 0
-        for candidate in candidates:
+        for index, candidate in enumerate(candidates):
             if not self.admissible(candidate):
                 continue
             try:
@@ -124,11 +125,15 @@ class Batcher:
                 log.info("batch_job_left_out", job_id=candidate.id, reason=repr(exc)[:200])
                 continue
             if members and reviews + len(payload["reviews"]) > MAX_PASS_REVIEWS:
+                # More than one pass holds: the rest go back for any worker to take.
+                surplus = [c.id for c in candidates[index:]]
+                reliable.give_back(self.conn, self.worker_name, queue.key, surplus)
                 break
             members.append((candidate, payload))
             reviews += len(payload["reviews"])
         if not members or (len(members) == 1 and reviews > MAX_PASS_REVIEWS):
             return []  # nothing to answer here, or one big job: RQ's path, with its heartbeat
+        reliable.keep_alive(self.conn, self.worker_name)  # the pass runs before any heartbeat
         try:
             answers = answer_payloads(served, [p for _, p in members], explain)
         except Exception as exc:  # each job is then answered alone

@@ -117,7 +117,7 @@ def test_json_single_and_many_with_per_review_errors_and_top_words(api: Api) -> 
 def test_the_query_is_read_as_documented_and_a_malformed_one_is_a_422(api: Api) -> None:
     body = {"review": "A superb film. Dull ending."}
     with api.client() as http:
-        answer = http.post("/v1/classify?top_words=1&tokens=YES&sentences=off", json=body)
+        answer = http.post("/v1/classify?top_words=1.0&tokens=Y&sentences=off", json=body)
         (result,) = answer.json()["results"]
         assert answer.headers["content-type"] == "application/json"
         assert len(result["top_words"]) <= 1 and result["tokens"] and "sentences" not in result
@@ -125,6 +125,9 @@ def test_the_query_is_read_as_documented_and_a_malformed_one_is_a_422(api: Api) 
             ("top_words=-1", "top_words"),
             (f"top_words={10**6}", "top_words"),
             ("top_words=two", "top_words"),
+            ("top_words=1.5", "top_words"),
+            ("top_words=%D9%A3", "top_words"),  # an Arabic-Indic three
+            ("top_words=inf", "top_words"),
             ("tokens=maybe", "tokens"),
             ("sentences=2", "sentences"),
         ):
@@ -193,6 +196,7 @@ def test_auth_401_403_and_rotation_with_named_tokens(api: Api) -> None:
         assert http.get("/").status_code == 200
         classify = http.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]
         assert [p["name"] for p in classify["parameters"]] == ["top_words", "tokens", "sentences"]
+        assert {"200", "422"} <= set(classify["responses"])
         assert set(classify["requestBody"]["content"]) == {
             "multipart/form-data",
             "application/json",

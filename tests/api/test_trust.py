@@ -161,6 +161,15 @@ def test_request_headers_are_capped_in_size_but_bodies_are_not_mistaken_for_them
     )
     answer = _raw_request(stack.port, post, body)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    # Answered before its body was read (a bad query): one answer, not a 431 after it.
+    refused = _raw_request(
+        stack.port, post.replace(b"/v1/classify", b"/v1/classify?tokens=9"), body
+    )
+    assert refused.startswith(b"HTTP/1.1 422") and refused.count(b"HTTP/1.1 ") == 1, refused[:300]
+    # Pipelined behind a good request: that one is answered, then the big one gets its 431.
+    good = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    both = _raw_request(stack.port, good + head)
+    assert both.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 431" in both, both[:400]
 
 
 def test_work_proportional_to_input_is_capped_and_labels_are_a_closed_set(stack: Api) -> None:

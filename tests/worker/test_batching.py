@@ -52,6 +52,38 @@ def test_take_more_moves_waiting_ids_in_order_without_waiting() -> None:
     assert reliable.take_more(conn, "w", "rq:queue:q", 0) == []
 
 
+def test_jobs_taken_beyond_one_pass_go_back_to_the_head_of_the_queue_in_order() -> None:
+    """Two workers, jobs of 128 reviews: the first holds one pass (two jobs), not every job."""
+    from worker.batching import MAX_PASS_REVIEWS, Batcher
+
+    conn = fakeredis.FakeRedis()
+    queue = get_queue(QUEUE_INTERACTIVE, conn)
+    half = MAX_PASS_REVIEWS // 2
+    payloads = [
+        make_payload([(f"{j}-{i}", f"Fine film {j}.") for i in range(half)]) for j in range(6)
+    ]
+    ids = enqueue_payloads(queue, payloads)
+    found = reliable.take(conn, "w", [queue.key])
+    assert found is not None and found[1] == ids[0]
+    lead = Job.fetch(ids[0], connection=conn, serializer=JSONSerializer)
+    calls: list[int] = []
+
+    def explain(served: Any, reviews: list[Any], *options: Any) -> list[dict[str, Any]]:
+        calls.append(len(reviews))
+        return [{"id": r[0] if isinstance(r, list | tuple) else r["id"]} for r in reviews]
+
+    class Served:
+        model_version = "m/v0001"
+
+    batcher = Batcher(conn, "w", JSONSerializer, lambda job: True, 256)
+    group = batcher.prepare(lead, queue, Served(), explain)
+    assert [j.id for j in group] == ids[:2] and calls == [MAX_PASS_REVIEWS]
+    assert conn.lrange(reliable.PROCESSING_KEY.format("w"), 0, -1) == [i.encode() for i in ids[:2]]
+    assert conn.lrange(queue.key, 0, -1) == [i.encode() for i in ids[2:]]
+    reliable.give_back(conn, "w", queue.key, ["not-held"])  # only what the worker holds
+    assert conn.llen(queue.key) == 4
+
+
 def _events(log: Path, name: str) -> list[dict[str, Any]]:
     return [
         json.loads(line)

@@ -141,3 +141,41 @@ def test_a_job_finished_together_looks_like_one_rq_finished(conn: Redis) -> None
     assert entries[0][0][1].keys() == entries[1][0][1].keys() - {b"execution_id"}
     registry = FinishedJobRegistry(QUEUE_INTERACTIVE, connection=conn)
     assert set(registry.get_job_ids()) == {ours.id, theirs.id}
+
+
+def test_a_job_cancelled_deleted_or_recovered_while_its_group_ran_is_left_alone(
+    conn: Redis,
+) -> None:
+    """The script re-checks each job: still queued, still in this worker's list."""
+    from shared.reuse import CANCEL_SCRIPT, SHARED_FIELD, cancel_keys
+
+    queue = get_queue(QUEUE_INTERACTIVE, conn)
+    jobs = [queue.enqueue(PURE, i, 1, result_ttl=60) for i in range(4)]
+    worker = _worker(conn, "k")
+    worker.register_birth()
+    reliable.take_more(conn, "k", queue.key, 10)
+    fetched = Job.fetch_many([j.id for j in jobs], connection=conn, serializer=JSONSerializer)
+    kept, cancelled, deleted, recovered = (j for j in fetched if j is not None)
+    original = Job.perform
+
+    def perform(job: Job) -> Any:  # while the group runs, after the statuses were read
+        if job.id == kept.id:
+            keys = cancel_keys(cancelled.id, QUEUE_INTERACTIVE)
+            conn.eval(CANCEL_SCRIPT, len(keys), *keys, cancelled.id, SHARED_FIELD)
+            conn.delete(deleted.key)
+            conn.lrem(reliable.PROCESSING_KEY.format("k"), 1, recovered.id)
+            conn.rpush(queue.key, recovered.id)  # another worker's recovery
+        return original(job)
+
+    Job.perform = perform  # type: ignore[method-assign]
+    try:
+        assert finish_together(worker, [kept, cancelled, deleted, recovered], queue) == {kept.id}
+    finally:
+        Job.perform = original  # type: ignore[method-assign]
+    assert not conn.exists(deleted.key) and not conn.exists(f"rq:results:{deleted.id}")
+    assert conn.hget(recovered.key, "status") == b"queued"
+    assert conn.lrange(queue.key, 0, -1) == [recovered.id.encode()]
+    assert conn.xlen(f"rq:results:{recovered.id}") == 0
+    registry = FinishedJobRegistry(QUEUE_INTERACTIVE, connection=conn)
+    assert registry.get_job_ids() == [kept.id]
+    assert int(conn.hget(worker.key, "successful_job_count")) == 1
