@@ -18,8 +18,8 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from shared import batches
+from shared.outcomes import DONE, Outcome, ended_outcome
 from shared.output import RowFormat
-from shared.queues import DONE, Outcome, ended_outcome
 
 #: Characters per piece sent (fewer, larger writes).
 PIECE_CHARS = 1 << 16

@@ -28,17 +28,14 @@ from rq.results import Result
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.announcements import SERVED_MODEL_KEY
+from shared.outcomes import SUCCESSFUL_TYPE, Outcome, ended_outcome, result_outcome
 from shared.queues import (
     INTERACTIVE_RESULT_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_INTERACTIVE,
-    SUCCESSFUL_TYPE,
-    Outcome,
     connect,
-    ended_outcome,
     enqueue_payloads,
     get_queue,
-    result_outcome,
 )
 from shared.reuse import CANCEL_SCRIPT, SHARED_FIELD, cancel_keys
 from shared.schema import make_payload

@@ -39,13 +39,13 @@ from shared.announcements import served_version
 from shared.collector import paused
 from shared.config import Settings
 from shared.datasets import DataError, Review, read_reviews
+from shared.outcomes import Outcome
 from shared.progress import progress
 from shared.queues import (
     FAILURE_TTL_S,
     JOB_TIMEOUT_S,
     QUEUE_BULK,
     RESULT_TTL_S,
-    Outcome,
     collect,
     enqueue_payloads,
     get_queue,

@@ -20,7 +20,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from shared.local import RedisServer, start, stop_processes, worker_env
-from shared.queues import DONE, QUEUE_BULK, QUEUE_INTERACTIVE, get_queue
+from shared.outcomes import DONE
+from shared.queues import QUEUE_BULK, QUEUE_INTERACTIVE, get_queue
 from tests.light_worker import EXECUTIONS, JOB
 
 pytestmark = [
