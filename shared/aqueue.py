@@ -28,7 +28,13 @@ from rq.results import Result
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.announcements import SERVED_MODEL_KEY
-from shared.outcomes import SUCCESSFUL_TYPE, Outcome, ended_outcome, result_outcome
+from shared.outcomes import (
+    SUCCESSFUL_TYPE,
+    Outcome,
+    ended_outcome,
+    restore_entry,
+    result_outcome,
+)
 from shared.queues import (
     INTERACTIVE_RESULT_TTL_S,
     JOB_TIMEOUT_S,
@@ -39,7 +45,6 @@ from shared.queues import (
 )
 from shared.reuse import CANCEL_SCRIPT, SHARED_FIELD, cancel_keys
 from shared.schema import make_payload
-from shared.serializer import JSONSerializer
 
 log = structlog.get_logger(__name__)
 
@@ -156,9 +161,7 @@ class AsyncQueueClient:
                     if fields.get(b"type") == SUCCESSFUL_TYPE:
                         entry = [(entry_id, fields)]
                         return ended_outcome(self.conn, job_id, JobStatus.FINISHED, entry)
-                    result = Result.restore(
-                        job_id, last, fields, connection=self.conn, serializer=JSONSerializer
-                    )
+                    result = restore_entry(self.conn, job_id, last, fields)
                     if result.type == Result.Type.RETRIED:
                         continue
                     return result_outcome(job_id, result)

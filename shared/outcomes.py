@@ -59,6 +59,17 @@ def outcomes_of(
     return outcomes
 
 
+def restore_entry(conn: Any, job_id: str, entry_id: bytes | str, fields: Any) -> Result:
+    """RQ's ``Result`` from one entry of a job's result stream."""
+    return Result.restore(
+        job_id,
+        entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        fields,
+        connection=conn,
+        serializer=JSONSerializer,
+    )
+
+
 def ended_outcome(conn: Any, job_id: str, status: JobStatus, entries: list[Any]) -> Outcome:
     """The outcome of a job that ended, from its latest result stream entry (``entries`` as
     XREVRANGE ... COUNT 1 gives it).  An answer is decoded without building RQ's ``Result``
@@ -67,16 +78,7 @@ def ended_outcome(conn: Any, job_id: str, status: JobStatus, entries: list[Any])
     answered = status == JobStatus.FINISHED and fields.get(b"type") == SUCCESSFUL_TYPE
     if answered and b"return_value" in fields:
         return answer_outcome(job_id, JSONSerializer.loads(b64decode(fields[b"return_value"])))
-    result = None
-    if entries:
-        entry_id = entries[0][0]
-        result = Result.restore(
-            job_id,
-            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-            fields,
-            connection=conn,
-            serializer=JSONSerializer,
-        )
+    result = restore_entry(conn, job_id, *entries[0]) if entries else None
     if status != JobStatus.FINISHED and result is not None and result.type == SUCCESSFUL:
         result = None  # an old success of a job that was re-run and then failed
     return result_outcome(job_id, result, status.value)

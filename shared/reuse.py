@@ -22,7 +22,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from shared import reliable
-from shared.serializer import JSONSerializer
+from shared.outcomes import restore_entry
 
 #: Set on a job that a second request or batch also counts on: its creator no longer cancels it.
 SHARED_FIELD = "sentiment_shared"
@@ -50,14 +50,7 @@ def reuse(status: str | None, answered_by: str | None, expected: str) -> str:
 def answered_by(raw_results: Any, job_id: str, conn: Redis) -> str | None:
     """The model version in a job's latest result (``XREVRANGE ... COUNT 1``), if readable."""
     for entry_id, fields in raw_results or []:
-        result = Result.restore(
-            job_id,
-            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-            fields,
-            connection=conn,
-            serializer=JSONSerializer,
-        )
-        value = result.return_value
+        value = restore_entry(conn, job_id, entry_id, fields).return_value
         if isinstance(value, dict):
             return str(value.get("model_version", ""))
     return None
