@@ -18,6 +18,8 @@ from shared.progress import progress as bar_for
 from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review_error
 from shared.store import ModelStore, Published, StoreError
 from shared.text import tokenize
+from worker.model import SHORT_TOKENS
+from worker.model.compose import recompose
 from worker.model.explain import Explainer
 from worker.model.language import ENGLISH, language_of
 from worker.model.phrases import phrase_texts
@@ -81,6 +83,8 @@ class Served:
     explainer: Explainer
     calibration: Calibration = Calibration()
     rule: VerdictRule = VerdictRule()  # noqa: RUF009 (frozen, shared safely)
+    #: Short texts with negators or contrast words answered from their clauses.
+    composed: bool = True
 
     @property
     def published(self) -> Published | None:
@@ -190,6 +194,9 @@ def _explain_reviews(
         tokens=[e.tokens for e in encoded],
         top_k=max(top_k, REASON_WORDS),  # reasons are read from more words than are shown
     )
+    composed: set[int] = set()
+    if served.composed:  # negation, contrast and ratings in short texts (worker.model.compose)
+        composed = recompose(texts, encoded, explained, max(top_k, REASON_WORDS))
     answers = [_answer(cal, enc, exp) for enc, exp in zip(encoded, explained, strict=True)]
     # Each text's sentences as results carry them, and what the verdict reads of each.
     per_text: list[list[dict[str, Any]]] = [[] for _ in texts]
@@ -234,6 +241,10 @@ def _explain_reviews(
         answer, enc, verdict = answers[k], encoded[k], verdicts[k]
         if verdict in LABELS and verdict != answer["label"]:  # a verdict never contradicts
             verdict = "mixed"  # the label: evidence both ways (a long review, its middle unread)
+        if verdict == "neutral" and k in composed and not answer["uncertain"]:
+            verdict = answer["label"]  # an opinion reversed, denied, rated or contrasted
+        elif verdict in LABELS and answer["uncertain"] and enc.n_tokens <= SHORT_TOKENS:
+            verdict = "neutral"  # a short text the model is unsure of states no clear side
         item: dict[str, Any] = {
             "id": reviews[i]["id"],
             **{key: v for key, v in answer.items() if not key.startswith("_")},

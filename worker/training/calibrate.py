@@ -28,7 +28,7 @@ import structlog
 
 from shared.store import ModelStore, Published
 from worker.model import SHORT_TOKENS
-from worker.training.sentences import sentences_from
+from worker.training.sentences import opinion_sentences_from, sentences_from
 
 log = structlog.get_logger(__name__)
 
@@ -108,12 +108,23 @@ class Calibrated:
 
 
 def log_odds(served: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Positive-class log-odds and token counts of texts, as the worker computes them."""
+    """Positive-class log-odds and token counts of texts, as the worker computes them: short
+    texts with negators, contrast words or ratings composed from their clauses
+    (``worker.model.compose``) unless ``served.composed`` is off."""
+    from worker.model.compose import recompose
+
     predictor = served.predictor
     encoded = predictor.encode(texts)
     probs = predictor.probs([e.ids for e in encoded])
     p = np.clip(probs[:, 1], 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p)), np.array([e.n_tokens for e in encoded])
+    z = np.log(p / (1 - p))
+    short = [i for i, e in enumerate(encoded) if e.n_tokens <= SHORT_TOKENS]
+    if getattr(served, "composed", False) and short:
+        explained = served.explainer.explain_ids([encoded[i].ids for i in short])
+        part = [encoded[i] for i in short]
+        for j in recompose([texts[i] for i in short], part, explained, 0):
+            z[short[j]] = explained[j].log_odds
+    return z, np.array([e.n_tokens for e in encoded])
 
 
 def answer_probs(served: Any, texts: list[str], calibration: Any = None) -> np.ndarray:
@@ -144,10 +155,18 @@ def test_metrics(p_pos: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def calibrate(
-    served: Any, full: tuple[list[str], np.ndarray], seed: int, uncertain_below: float
+    served: Any,
+    full: tuple[list[str], np.ndarray],
+    seed: int,
+    uncertain_below: float,
+    by_sentence: bool = False,
 ) -> tuple[Calibrated, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The pairs of ``served``; ``by_sentence``: its sentences labelled by what each says
+    (``worker.training.sentences.opinion_sentences_from``, as a version trained with sentence
+    labels fits its short-text blend), else like their review."""
     texts, labels = full
-    short, y_short = sentences_from(texts, labels, len(texts), seed)
+    pick = opinion_sentences_from if by_sentence else sentences_from
+    short, y_short = pick(texts, labels, len(texts), seed)
     z_full, n_full = log_odds(served, texts)
     z_short, n_short = log_odds(served, short)
     # Each set keeps the texts whose length routes them to its pair, as the worker will.
@@ -297,5 +316,6 @@ def calibrate_version(
         (texts, labels),
         int(source.manifest["training"]["seed"]),
         uncertain_below,
+        bool(source.manifest["training"].get("sentence_labels")),
     )
     return publish_calibrated(store, source, cal, sets), cal

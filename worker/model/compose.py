@@ -1,0 +1,362 @@
+"""Negation and contrast in a short text, composed from what the model says of its clauses.
+
+A network trained on whole reviews reads "not great" much like "great", and "awful, but the
+ending was superb" as the sum of both (``bench/behaviour.py``: 75-100% failures on negation and
+contrast).  These are closed-class words, so a short text (at most ``SHORT_TOKENS`` tokens: what
+people send a bot) that holds one is answered by composing its clauses' answers, in the manner
+of the *contextual valence shifters* of Polanyi & Zaenen (2006) as SO-CAL (Taboada et al.
+2011) and VADER (Hutto & Gilbert 2014) apply them; the model still judges every word:
+
+* **clauses**: the text is cut at sentence ends, ``, ; :`` and dashes, and before "but",
+  "however", "nevertheless", "nonetheless" and a clause-initial "yet";
+* **contrast**: a clause opened by one of those concedes every clause before it, and a clause
+  opened by "although", "though", "even though" or "whereas" concedes itself: a conceded
+  clause counts ``CONCEDED`` of its weight (VADER weighs it a third; the tuning set, less);
+* **negation**: in a clause with an odd number of negators ("not", "n't", "never", "no",
+  "nothing", "without", "hardly", ...), the first opinion word after the first one (within
+  ``SCOPE`` tokens, or anywhere after a neg-raising "don't think"; words of
+  VADER's human-rated lexicon, Hutto & Gilbert 2014, shipped in its wheel), if the model read
+  it at face value (its weight has the word's own sign: it missed the negator), is reversed
+  (times ``SHIFT``);
+  words the model already read as negated ("not bad" is a bigram it knows), the words that
+  only negation licenses ("any", "at all") and everything else keep the model's weights.
+  An even number cancels out and keeps the model's answer; so do idioms whose negation is not
+  a reversal ("not only", "no wonder", "never seen such", "can't praise it enough", "don't
+  waste your money", "don't bother").  Reversing the model's whole reading of the clause
+  without its negators fails on natural text: words that live in negated contexts ("bother",
+  "sense", "kidding") carry the negation's weight themselves (a validation measurement in
+  docs/model.md);
+* **ratings written as numbers** ("8/10", "4.5/5", "2 out of 10", "five stars", "1 star": out
+  of five) are the writer's own score: a clause holding one is answered by it,
+  ``RATING_SCALE * (2 * fraction - 1)`` in log-odds (10/10: +3, 5/10: 0, 1/10: -2.4);
+* **ellipsis**: a negated clause with nothing but pronouns and auxiliaries ("but it wasn't",
+  "I couldn't", "It was not.") denies the clause before it: the denial says that clause's
+  answer, reversed and shrunk, and the clause itself no longer counts ("I thought it would be
+  great, but it wasn't" is "it wasn't great").
+
+A composed answer states an opinion the writer reversed, denied, rated or set against another:
+its verdict is never ``neutral`` unless it is uncertain (the verdict rule is fitted on natural
+texts, where statements never hold a negation, and read their moderate log-odds as no opinion).
+
+The composed answer keeps the explanation's accounting: every token's weight is its share of
+the log-odds, so sentence answers, reasons and the verdict read it as they read any answer; a
+negator that reversed a word is shown among the words as strong as that word.  No model pass
+is added: the composition works on the weights of the text's own pass.
+Texts with none of these, and longer texts, keep the model's answer unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from itertools import pairwise
+
+from shared.schema import LABELS
+from shared.text import tokenize
+from shared.vocab import Encoded
+from worker.model import SHORT_TOKENS
+from worker.model.explain import Explained
+from worker.model.phrases import MAX_PHRASES
+from worker.model.verdict import NEGATIONS
+
+#: Weight of a conceded clause and the shrinking of a reversed word: chosen by ``python
+#: bench/behaviour.py --tune`` (the fewest failures on the tuning templates among the values
+#: that do not cost the network's accuracy on natural sentences of the validation reviews).
+CONCEDED = 0.2
+SHIFT = 1.0
+#: How many tokens after a negator it reverses ("not good", "wasn't a great", "don't think
+#: it's good"); further words stay as the model read them (see ``CONCEDED``).
+SCOPE = 3
+#: Below this |log-odds| a denied clause has no opinion to deny.
+MIN_DENIED = 0.5
+#: A rating's log-odds: ``RATING_SCALE * (2 * fraction - 1)`` (10/10: +3, 1/10: -2.4, 5/10: 0).
+RATING_SCALE = 3.0
+_SLASH = re.compile(r"(\d{1,3}(?:\.\d)?)/(5|10|100)")
+_DECIMAL = re.compile(r"\d{1,3}(?:\.\d)?")
+_NUMBERS = "zero one two three four five six seven eight nine ten"
+_NUMBER_WORDS = {w: str(n) for n, w in enumerate(_NUMBERS.split())}
+
+#: Negators: the closed class the reasons keep too ("not", "n't", "never", "no", "without").
+NEGATORS = NEGATIONS
+#: Open a clause that concedes every clause before it.
+_AFTER = frozenset({"but", "however", "nevertheless", "nonetheless"})
+#: Open a clause that concedes itself.
+_CONCESSIVE = frozenset({"although", "though", "whereas"})
+#: What an elliptical denial is made of besides its negators ("but it wasn't").
+_ELLIPTICAL = """
+    i you he she it we they this that there so and but however yet though really
+    is am are was were be been do does did have has had will would could should can
+    might must at all to either"""
+_ELLIPSIS = frozenset(_ELLIPTICAL.split())
+#: Negator + word: not a reversal ("nothing but the best", "not only ... but also").
+_NOT_REVERSED = frozenset({"only", "but", "wonder", "wait", "waste", "bother", "doubt"})
+#: "I have never seen such a ...", "never been so ...": a superlative, not a reversal.
+_SUCH = frozenset({"such", "so", "better", "more", "funnier", "worse", "as"})
+_CAN_NOT = frozenset({"can't", "cannot", "couldn't"})
+#: "nothing but", "all but", "anything but": not a contrast.
+_BUT_ONLY = frozenset({"nothing", "all", "anything"})
+#: Neg-raising verbs: their negation is the negation of the clause they take (Horn 1978).
+_NEG_RAISING = frozenset({"think", "believe", "suppose", "feel", "expect", "imagine", "reckon"})
+_OPENERS = _AFTER | _CONCESSIVE | {"yet"}
+#: Where a piece (a clause, unless a contrast word cuts it further) ends: after sentence ends,
+#: ``, ; :`` (not in "4.5" or "1,000"), dashes and new lines.
+_PIECE_END = re.compile(r"(?:[!?;:\u2026]|[.,](?!\d))+|\s[-\u2013\u2014]+\s|\n")
+
+
+@dataclass(frozen=True)
+class Clause:
+    """Tokens ``[start, end)`` of a text; ``negators``: their positions; ``weight``: how much
+    the clause counts; ``denies``: the clause an elliptical denial reverses (else -1)."""
+
+    start: int
+    end: int
+    negators: tuple[int, ...]
+    weight: float
+    denies: int = -1
+    #: A rating written as a number in the clause ("8/10", "2 out of 10", "5 stars"): its
+    #: log-odds and the positions of its tokens.
+    rating: float | None = None
+    rated: tuple[int, ...] = ()
+    #: Opinion words in its negators' scope: (position, the sign of the word's own valence).
+    flips: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def reversed(self) -> bool:
+        return len(self.negators) % 2 == 1
+
+
+def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
+    """The clauses of a text whose ``tokens`` hold a negator, a contrast word or a rating (else
+    None; None too when the pieces' tokens do not add up to ``tokens``)."""
+    rates = ratings(tokens)
+    if not rates and not any(
+        t in NEGATORS or t in _AFTER or t in _CONCESSIVE or t == "yet" for t in tokens
+    ):
+        return None
+    pieces: list[tuple[int, int]] = []
+    at = 0
+    ends = [m.end() for m in _PIECE_END.finditer(text)]
+    for piece in (text[a:b] for a, b in zip([0, *ends], [*ends, len(text)], strict=True)):
+        got = tokenize(piece)
+        if got != list(tokens[at : at + len(got)]):
+            return None
+        if got:
+            pieces.append((at, at + len(got)))
+        at += len(got)
+    if at != len(tokens):
+        return None
+    starts = {start for start, _ in pieces}
+    opens = {i for i in range(len(tokens)) if _opens(tokens, i, i in starts)}
+    bounds: list[tuple[int, int]] = []
+    for start, end in pieces:
+        for i in range(start + 1, end):
+            if i in opens:
+                bounds.append((start, i))
+                start = i
+        bounds.append((start, end))
+    weights = [1.0] * len(bounds)
+    denies = [-1] * len(bounds)
+    for c, (start, end) in enumerate(bounds):
+        first = tokens[start] if start in opens else ""
+        if first in _CONCESSIVE:
+            weights[c] *= CONCEDED
+        elif first:
+            weights[:c] = [w * CONCEDED for w in weights[:c]]
+        negators = _negators(tokens, start, end)
+        rest = [t for t in tokens[start:end] if t not in NEGATORS]
+        if negators and c > 0 and all(t in _ELLIPSIS for t in rest):
+            denies[c] = c - 1
+            weights[c - 1] = 0.0  # its content is what the denial says, reversed
+    parts = []
+    for (s, e), w, d in zip(bounds, weights, denies, strict=True):
+        inside = [(at, z) for at, z in rates if s <= at[0] and at[-1] < e]
+        rating = sum(z for _, z in inside) / len(inside) if inside else None
+        rated = tuple(i for at, _ in inside for i in at)
+        negators = () if inside else _negators(tokens, s, e)
+        flips = _scope(tokens, negators[0], e) if len(negators) % 2 == 1 else ()
+        parts.append(Clause(s, e, negators, w, -1 if inside else d, rating, rated, flips))
+    if all(
+        p.weight == 1.0
+        and not p.flips
+        and p.denies < 0
+        and p.rating is None
+        and (p.reversed or not p.negators)  # an even number of negators cancels out
+        for p in parts
+    ):
+        return None  # nothing to compose: the model's own answer
+    return parts
+
+
+def ratings(tokens: Sequence[str]) -> list[tuple[tuple[int, ...], float]]:
+    """Ratings written as numbers: "8/10", "4.5/5", "2 out of 10", "5 stars", "one star" (out
+    of five), each as (its token positions, ``RATING_SCALE * (2 * fraction - 1)``)."""
+    found: list[tuple[tuple[int, ...], float]] = []
+    for i, token in enumerate(tokens):
+        share: float | None = None
+        at: tuple[int, ...] = (i,)
+        whole = _SLASH.fullmatch(token)
+        if whole:
+            share = float(whole[1]) / float(whole[2])
+        elif token == "out" and i > 0 and tokens[i + 1 : i + 2] == ["of"] and i + 2 < len(tokens):
+            share, at = _fraction(tokens[i - 1], tokens[i + 2]), (i - 1, i, i + 1, i + 2)
+        elif token in ("star", "stars") and i > 0:
+            share, at = _fraction(tokens[i - 1], "5"), (i - 1, i)
+        if share is not None and 0.0 <= share <= 1.0:
+            found.append((at, RATING_SCALE * (2.0 * share - 1.0)))
+    return found
+
+
+def _fraction(number: str, scale: str) -> float | None:
+    """``number`` (digits or a word up to ten) over ``scale`` (5, 10 or 100), else None."""
+    value = _NUMBER_WORDS.get(number, number)
+    scale = _NUMBER_WORDS.get(scale, scale)
+    if scale not in ("5", "10", "100") or not _DECIMAL.fullmatch(value):
+        return None
+    return float(value) / float(scale)
+
+
+def _opens(tokens: Sequence[str], i: int, piece_start: bool) -> bool:
+    """Whether token ``i`` opens a contrasting clause: "but" (not after "not only", "nothing",
+    "all", "anything"), "however", "nevertheless", "nonetheless", "yet" opening a piece or
+    after "and", "although", "though", "whereas"."""
+    word = tokens[i]
+    if word == "but":
+        before = tokens[:i]
+        after_only = any(pair == ("not", "only") for pair in pairwise(before))
+        return not after_only and (i == 0 or tokens[i - 1] not in _BUT_ONLY)
+    if word == "yet":  # not "not yet", "yet another", "the best yet"
+        return (piece_start or tokens[i - 1] == "and") and i + 1 < len(tokens)
+    return word in _AFTER or word in _CONCESSIVE
+
+
+def _negators(tokens: Sequence[str], start: int, end: int) -> tuple[int, ...]:
+    """Positions of the clause's negators that reverse it: not "not only", "no wonder",
+    "never seen such ...", "can't praise it enough"."""
+    out = []
+    for i in range(start, end):
+        word, after = tokens[i], tokens[i + 1 : end]
+        if word not in NEGATORS or any(t in _NOT_REVERSED for t in after[:2]):
+            continue
+        if word == "never" and any(t in _SUCH for t in after):
+            continue
+        if word in _CAN_NOT and "enough" in after:
+            continue
+        out.append(i)
+    return tuple(out)
+
+
+def _scope(tokens: Sequence[str], negator: int, end: int) -> tuple[tuple[int, float], ...]:
+    """The first opinion word in the ``SCOPE`` tokens after ``negator`` (to the clause's
+    ``end`` after a neg-raising verb: "I don't think it is great" denies "it is great"), as
+    SO-CAL shifts the next opinion word ("it never loses its charm": "loses", not "charm"):
+    ((position, sign of its valence),) or ()."""
+    lexicon = opinion_lexicon()
+    raising = negator + 1 < end and tokens[negator + 1] in _NEG_RAISING
+    last = end if raising else min(end, negator + 1 + SCOPE)
+    for i in range(negator + 1, last):
+        if tokens[i] in lexicon and tokens[i] not in _NOT_REVERSED:
+            return ((i, math.copysign(1.0, lexicon[tokens[i]])),)
+    return ()
+
+
+@cache
+def opinion_lexicon() -> dict[str, float]:
+    """VADER's lexicon (word -> mean human valence, -4..4), words of |valence| >= 1 only."""
+    text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text("utf-8")
+    rows = (line.split("\t") for line in text.splitlines())
+    return {r[0]: float(r[1]) for r in rows if len(r) > 1 and abs(float(r[1])) >= 1.0}
+
+
+def compose(weights: Sequence[float], parts: Sequence[Clause]) -> list[float]:
+    """Tokens' composed weights (toward positive) from the text's own ``weights``."""
+    out = list(weights)
+    said: dict[int, float] = {}  # what a clause says, before its weight (for a denial)
+    for c, part in enumerate(parts):
+        span = range(part.start, part.end)
+        if part.rating is not None:  # a score the writer gave: it is the clause's answer
+            for i in span:  # carried by its number ("8/10", "2" of "2 out of 10")
+                out[i] = part.rating if i == part.rated[0] else 0.0
+        for i, sign in part.flips:
+            if weights[i] * sign > 0:  # read at face value: the model missed the negator
+                out[i] = -SHIFT * weights[i]
+        if part.negators and not part.reversed:  # two negations cancel, their weights too
+            for i in part.negators:
+                out[i] = 0.0
+        said[c] = float(sum(out[i] for i in span))
+    for part in parts:
+        span = range(part.start, part.end)
+        denied = said.get(part.denies, 0.0)
+        if part.denies >= 0 and abs(denied) >= MIN_DENIED:
+            share = -SHIFT * denied / len(part.negators)
+            for i in span:
+                out[i] = share if i in part.negators else 0.0
+        for i in span:
+            out[i] *= part.weight
+    return out
+
+
+def recompose(
+    texts: Sequence[str],
+    encoded: Sequence[Encoded],
+    explained: list[Explained],
+    top_k: int,
+) -> set[int]:
+    """Replace, in ``explained``, the answers of short texts with negators, contrast words or
+    ratings by their composed answers; returns the positions of those the composition
+    changed."""
+    changed = set()
+    for k, (text, enc) in enumerate(zip(texts, encoded, strict=False)):
+        if enc.truncated or enc.n_tokens > SHORT_TOKENS:
+            continue
+        parts = clauses(text, enc.tokens)
+        if parts is not None:
+            new = _composed(explained[k], enc.tokens, parts, top_k)
+            if new is not None:
+                explained[k] = new
+                changed.add(k)
+    return changed
+
+
+def _composed(
+    exp: Explained,
+    tokens: Sequence[str],
+    parts: Sequence[Clause],
+    top_k: int,
+) -> Explained | None:
+    toward = 1.0 if exp.label == LABELS[1] else -1.0
+    weights = [w * toward for w in exp.token_weights]
+    new = compose(weights, parts)
+    if new == weights:
+        return None  # nothing reversed, denied, rated or conceded: the model's answer
+    z = exp.log_odds - sum(weights) + sum(new)  # the bias is nobody's, before and after
+    sign = 1.0 if z > 0 else -1.0
+    oriented = [w * sign for w in new]
+    by_word: dict[str, float] = defaultdict(float)
+    for t, w in zip(tokens, oriented, strict=True):
+        by_word[t] += w
+    for part in parts:  # a negator that reversed a word is shown as strong as that word
+        flipped = [oriented[i] for i, _ in part.flips if new[i] != weights[i]]
+        if flipped and part.denies < 0:
+            for i in part.negators:
+                by_word[tokens[i]] = max(by_word[tokens[i]], max(flipped))
+    top = sorted(by_word.items(), key=lambda item: -abs(item[1]))[:top_k]
+    phrases = []
+    for part in parts:  # a clause of two or more tokens, without its opening contrast word
+        start = part.start + int(tokens[part.start] in _OPENERS)
+        value = sum(oriented[part.start : part.end])
+        if part.end - start >= 2 and value > 0:
+            phrases.append((start, part.end, value))
+    p_pos = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+    return Explained(
+        label=LABELS[int(z > 0)],
+        scores={LABELS[0]: 1.0 - p_pos, LABELS[1]: p_pos},
+        log_odds=z,
+        token_weights=oriented,
+        phrases=sorted(phrases, key=lambda p: -p[2])[:MAX_PHRASES],
+        top_words=[[t, round(w, 4)] for t, w in top],
+    )
