@@ -25,6 +25,7 @@ import numpy as np
 
 from shared.schema import VERDICTS
 from shared.store import StoreError
+from worker.model import SHORT_TOKENS
 
 __all__ = ["VERDICTS", "VerdictRule"]
 
@@ -51,8 +52,27 @@ NEGATIONS = frozenset(_NEGATIONS.split())
 
 
 #: What the fitted verdict reads of a text (``features``): its own log-odds and evidence, and
-#: its sentences' (probabilities, counts on each side, the strongest supporting word's weight).
+#: its sentences' (probabilities, shares on each side, the strongest supporting word's weight).
+#: Counts stop at ``FEW`` sentences and lengths at ``SHORT_TOKENS`` tokens: a whole review is
+#: many sentences long and always has an opinion in the sets the rule is fitted on, so raw
+#: counts taught it that a one-line message is a statement (v0007: "I disliked this director."
+#: neutral).
 FEATURES = (
+    "log_odds",
+    "abs_log_odds",
+    "max_sentence_positive",
+    "max_sentence_negative",
+    "positive_share",
+    "negative_share",
+    "few_sentences",
+    "evidence",
+    "max_sentence_evidence",
+    "mean_abs_sentence_log_odds",
+    "both_sides",
+    "log_short_tokens",
+)
+#: The features of rules fitted before (v0005-v0007): raw counts; their manifests name them.
+FEATURES_V1 = (
     "log_odds",
     "abs_log_odds",
     "max_sentence_positive",
@@ -66,6 +86,7 @@ FEATURES = (
     "both_sides",
     "log_tokens",
 )
+FEW = 3
 #: A sentence counts on a side in the features when its probability for it is at least this.
 SIDE = 0.7
 
@@ -86,28 +107,34 @@ class Observed(NamedTuple):
     sentences: Sequence[tuple[float, float]]
 
 
-def features(seen: Observed) -> list[float]:
-    """``FEATURES`` of an observed text."""
+def features(seen: Observed, names: Sequence[str] = FEATURES) -> list[float]:
+    """The features ``names`` (``FEATURES`` or ``FEATURES_V1``) of an observed text."""
     p_text, evidence = seen.p_text, seen.evidence
     sentences = list(seen.sentences) or [(p_text, evidence)]
     ps = [p for p, _ in sentences]
     pos = sum(1 for p in ps if p >= SIDE)
     neg = sum(1 for p in ps if 1 - p >= SIDE)
     z = _logit(p_text)
-    return [
-        z,
-        abs(z),
-        max(ps),
-        1 - min(ps),
-        float(pos),
-        float(neg),
-        float(len(ps)),
-        evidence,
-        max(e for _, e in sentences),
-        sum(abs(_logit(p)) for p in ps) / len(ps),
-        float(min(pos, neg)),
-        math.log(max(seen.n_tokens, 1)),
-    ]
+    n = len(ps)
+    value = {
+        "log_odds": z,
+        "abs_log_odds": abs(z),
+        "max_sentence_positive": max(ps),
+        "max_sentence_negative": 1 - min(ps),
+        "positive_sentences": float(pos),
+        "negative_sentences": float(neg),
+        "sentences": float(n),
+        "positive_share": pos / n,
+        "negative_share": neg / n,
+        "few_sentences": float(min(n, FEW)),
+        "evidence": evidence,
+        "max_sentence_evidence": max(e for _, e in sentences),
+        "mean_abs_sentence_log_odds": sum(abs(_logit(p)) for p in ps) / n,
+        "both_sides": float(min(pos, neg)),
+        "log_tokens": math.log(max(seen.n_tokens, 1)),
+        "log_short_tokens": math.log(min(max(seen.n_tokens, 1), SHORT_TOKENS)),
+    }
+    return [value[name] for name in names]
 
 
 @dataclass(frozen=True)
@@ -193,7 +220,9 @@ class VerdictRule:
         if self.linear is None or not seen:
             return [self.verdict(s) for s in seen]
         lin = self.linear
-        x = (np.array([features(s) for s in seen]) - lin["mean"]) / np.asarray(lin["scale"])
+        names = lin.get("features", FEATURES_V1)
+        x = np.array([features(s, names) for s in seen]) - lin["mean"]
+        x /= np.asarray(lin["scale"])
         scores = x @ np.asarray(lin["coef"], dtype=np.float64).T + lin["intercept"]
         classes = lin["classes"]
         return [str(classes[i]) for i in np.argmax(scores, axis=1).tolist()]
@@ -236,11 +265,13 @@ class VerdictRule:
 
 
 def _valid_linear(lin: Any) -> bool:
-    n = len(FEATURES)
+    names = lin.get("features", FEATURES_V1) if isinstance(lin, Mapping) else ()
+    n = len(names)
     try:
         rows = lin["coef"]
         ok = (
-            sorted(lin["classes"]) == sorted(VERDICTS)
+            tuple(names) in (FEATURES, FEATURES_V1)
+            and sorted(lin["classes"]) == sorted(VERDICTS)
             and len(lin["mean"]) == len(lin["scale"]) == n
             and len(rows) == len(lin["intercept"]) == len(VERDICTS)
             and all(len(r) == n for r in rows)

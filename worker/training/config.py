@@ -49,6 +49,9 @@ class TrainConfig:
     pretrain: str = "word2vec"
     unsup_data: Path | None = None
     pseudo_label: bool = True
+    #: kim_ngram_crops: sentence crops and the short-text blend's sentences labelled by what
+    #: each sentence says (``worker.training.sentences.sentence_labels``), not by its review.
+    sentence_labels: bool = True
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True

@@ -18,7 +18,7 @@ from shared.progress import progress
 from shared.text import tokenize
 from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
 from worker.model import CROPS_ARCHITECTURE
-from worker.training.sentences import crops_of, sentences_from
+from worker.training.sentences import crops_of, opinion_sentences_from, sentences_from
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -198,12 +198,14 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
             vocab,
             max_len,
             config.head_fraction,
+            by_sentence=config.sentence_labels,
         )
         # Feedback corrections are mostly chat messages: the short-text bag learns them too
         # (whole, as users sent them, with the same repeat as the review bag).
         crops["fit_crops"] += extra_rows
         crops["y_crops"] = np.concatenate([crops["y_crops"], extra_labels])
-        short, crops["y_val_short"] = sentences_from(
+        pick = opinion_sentences_from if config.sentence_labels else sentences_from
+        short, crops["y_val_short"] = pick(
             [texts[i] for i in val_idx], train_split.labels[val_idx], len(val_idx), config.seed
         )
         crops["val_short_rows"] = [

@@ -112,6 +112,14 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="kim_ngram_crops: train the short-text bag on sentences of unlabelled reviews too, "
         "labelled by the review bag where it is confident (default: on, the served recipe)",
     )
+    p.add_argument(
+        "--sentence-labels",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig.sentence_labels,
+        help="kim_ngram_crops: label sentence crops by what each says (VADER agreeing with the "
+        "review: its label; a statement: both; against it: left out), not by their review "
+        "(default: on, the served recipe)",
+    )
     p.add_argument("--min-accuracy", type=float, help="refuse to publish below this test accuracy")
 
 
@@ -150,6 +158,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         pretrain=args.pretrain,
         unsup_data=args.unsup_data,
         pseudo_label=args.pseudo_label,
+        sentence_labels=args.sentence_labels,
         hparams={
             "embed_dim": args.embed_dim,
             "filters": args.filters,

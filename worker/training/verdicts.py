@@ -35,26 +35,11 @@ from shared.schema import LABELS, VERDICTS
 from shared.sentences import sentence_spans
 from shared.text import tokenize
 from worker.model.verdict import FEATURES, features
+from worker.training.sentences import OPINION, is_statement, vader
 
-#: VADER compound score an opinion sentence needs on its review's side.
-OPINION = 0.5
-#: Tokens a statement never has: what turns a description into an opinion or a hedge.
-_NOT_IN_STATEMENTS = """
-    i me my mine myself we us our you your yours would should could might must may can
-    not no never nothing nor neither don't doesn't didn't isn't aren't wasn't weren't won't
-    wouldn't couldn't shouldn't can't cannot very really so too quite pretty most least
-    just even only ever enough rather"""
-NOT_IN_STATEMENTS = frozenset(_NOT_IN_STATEMENTS.split())
-_QUOTES = ('"', "\u201c", "\u201d")
 MIN_TOKENS, MAX_TOKENS = 4, 40
 #: Opinion sentences this short stand alone as positive or negative texts (a quarter of them).
 SHORT_TOKENS = 10
-
-
-def _analyzer() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
 
 
 def sentences(text: str) -> list[str]:
@@ -63,7 +48,7 @@ def sentences(text: str) -> list[str]:
 
 def annotate(texts: Sequence[str], desc: str = "annotate") -> list[list[tuple[str, float, bool]]]:
     """Per text, its sentences with VADER's compound score and whether they are statements."""
-    vader = _analyzer()
+    analyser = vader()
     out = []
     for text in progress(texts, desc=desc, unit=" texts"):
         rows = []
@@ -72,13 +57,8 @@ def annotate(texts: Sequence[str], desc: str = "annotate") -> list[list[tuple[st
             if not MIN_TOKENS <= n <= MAX_TOKENS:
                 rows.append((s, 0.0, False))
                 continue
-            scores = vader.polarity_scores(s)
-            statement = (
-                scores["neu"] == 1.0
-                and n >= 6
-                and not any(c in s for c in ("!", "?", *_QUOTES))
-                and not any(t in NOT_IN_STATEMENTS for t in tokenize(s))
-            )
+            scores = analyser.polarity_scores(s)
+            statement = is_statement(s, tokenize(s), scores)
             rows.append((s, float(scores["compound"]), statement))
         out.append(rows)
     return out
@@ -125,7 +105,7 @@ def build(
             short[label] += [(i, s) for s in by_review[i] if len(tokenize(s)) <= SHORT_TOKENS]
     for label in (1, 0):
         for k in range(per_class):
-            if k % 4 == 1 and short[label]:  # one short opinion sentence on its own
+            if k % 4 in (1, 2) and short[label]:  # one short opinion sentence on its own
                 i, sentence = short[label].pop(int(rng.integers(len(short[label]))))
                 items.append(_item(sentence, LABELS[label], {"review": i, "short": True}))
                 continue
@@ -164,7 +144,8 @@ def _statements(plain: Sequence[str], n: int, rng: np.random.Generator) -> list[
             if not runs:
                 continue
             run = runs[int(rng.integers(len(runs)))]
-            k = min(len(run), int(rng.integers(1, 4)))
+            # Half are one statement alone: a one-line message is no opinion by its length.
+            k = 1 if len(out) % 2 == 0 else min(len(run), int(rng.integers(1, 4)))
             first = int(rng.integers(len(run) - k + 1))
             text = " ".join(s for s, _, _ in run[first : first + k])
             out.append(_item(text, "neutral", {"plain": i}))

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         texts, val_labels = validation_reviews(source, data)
         seed = int(source.manifest["training"]["seed"])
         served = load_served(store, source.version)
-        cal, sets = calibrate(served, (texts, val_labels), seed, args.uncertain_below)
+        by_sentence = bool(source.manifest["training"].get("sentence_labels"))
+        cal, sets = calibrate(served, (texts, val_labels), seed, args.uncertain_below, by_sentence)
     except (DataError, StoreError, KeyError, ValueError) as exc:
         print(f"sentiment-calibrate: {exc}", file=sys.stderr)
         return 2
