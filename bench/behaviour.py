@@ -1,6 +1,7 @@
 """Behavioural tests in the CheckList manner (Ribeiro et al., ACL 2020): what people write.
 
-    python bench/behaviour.py [--no-baselines] [--compare v0002] [--json FILE]
+    python bench/behaviour.py [--no-baselines] [--compare v0007,v0002] [--alone LATEST,v0007]
+        [--json FILE]
 
 Cases come from the templates and lexicons in ``bench/data/behaviour/`` (reserved for
 evaluation), filled in with a fixed seed (``cases()``), in three kinds:
@@ -15,7 +16,8 @@ evaluation), filled in with a fixed seed (``cases()``), in three kinds:
 
 "No opinion" is the verdict ``neutral`` or an ``uncertain`` answer for our versions, and a
 probability between 1/3 and 2/3 for the baselines (CheckList's rule for binary models).
-Printed: the failure rate per capability, side by side for the served version, ``--compare``
+Printed: the failure rate per capability, side by side for the served version, ``--compare``,
+the ``--alone`` versions without the composition of negation and contrast (their network alone)
 and, unless ``--no-baselines``, TF-IDF+LR and NBSVM (uni+bi+trigrams) trained on the 25k
 train reviews (about 4 minutes).  Targets (issue 24): every minimum-functionality capability
 <= 10% failures, invariance flips <= 3%.
@@ -40,6 +42,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 DATA = Path(__file__).resolve().parent / "data" / "behaviour"
+#: Templates and lexicons disjoint from ``DATA``: the composition's constants are chosen on them.
+TUNE = DATA.parent / "behaviour-tune"
+#: The grid ``--tune`` searches: (CONCEDED, SHIFT) of ``worker.model.compose``.
+GRID = [(c, s) for c in (1 / 2, 1 / 3, 1 / 5, 1 / 10, 0.0) for s in (0.6, 0.74, 0.9, 1.0)]
 #: Cases drawn from each template at most (all of them when fewer).
 PER_TEMPLATE = 40
 TOLERANCE = 0.1
@@ -56,9 +62,9 @@ class Case:
     expect: str  # mft: the answer; inv: ""; dir: "keep <label>" or "not_more_positive"
 
 
-def load() -> tuple[dict[str, Any], dict[str, Any]]:
-    lexicons = json.loads((DATA / "lexicons.json").read_text(encoding="utf-8"))
-    templates = json.loads((DATA / "templates.json").read_text(encoding="utf-8"))
+def load(data: Path = DATA) -> tuple[dict[str, Any], dict[str, Any]]:
+    lexicons = json.loads((data / "lexicons.json").read_text(encoding="utf-8"))
+    templates = json.loads((data / "templates.json").read_text(encoding="utf-8"))
     return lexicons, templates
 
 
@@ -108,9 +114,10 @@ def _perturb(
     raise ValueError(how)
 
 
-def cases(seed: int = 0) -> list[Case]:
-    """Every case of the suite, the same for a seed."""
-    lex, templates = load()
+def cases(seed: int = 0, data: Path = DATA) -> list[Case]:
+    """Every case of the suite (``data``: the evaluation set, or ``TUNE``), the same for a
+    seed."""
+    lex, templates = load(data)
     rng = random.Random(seed)
     out: list[Case] = []
     for group in templates["mft"]:
@@ -197,13 +204,18 @@ def failure_rates(suite: Sequence[Case], answer: Answerer) -> dict[str, tuple[fl
     return {cap: (float(np.mean(v)), len(v)) for cap, v in fails.items()}
 
 
-def served_answerer(version: str) -> Answerer:
+def served_answerer(version: str, composed: bool = True) -> Answerer:
+    """A version as served; ``composed`` off: its network alone, without the negation and
+    contrast composition of short texts (``worker.model.compose``)."""
+    from dataclasses import replace
+
     from shared.config import Settings
     from shared.store import ModelStore
     from worker.model.served import explain_reviews, load_served
 
     settings = Settings.from_env()
     served = load_served(ModelStore(settings.model_dir, settings.model_name), version)
+    served = replace(served, composed=composed)
 
     def answer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         results = explain_reviews(
@@ -262,20 +274,95 @@ def table(suite: Sequence[Case], rates: dict[str, dict[str, tuple[float, int]]])
         )
 
 
+def tune(version: str, seed: int) -> None:
+    """For each (CONCEDED, SHIFT) of ``GRID``: the mean minimum-functionality failure rate on
+    the tuning set, and the accuracy on natural sentences (opinion sentences of the version's
+    validation reviews, labelled by what each says: ``opinion_sentences_from``) next to the
+    network alone's.  The choice: the fewest failures among the pairs that keep that accuracy
+    at least the network's.  Nothing here reads the evaluation set or the test split."""
+    from collections import Counter
+    from dataclasses import replace
+
+    from shared.config import Settings
+    from shared.store import ModelStore
+    from worker.model import compose
+    from worker.model.served import load_served
+    from worker.training.calibrate import log_odds, validation_reviews
+    from worker.training.sentences import opinion_sentences_from
+
+    settings = Settings.from_env()
+    store = ModelStore(settings.model_dir, settings.model_name)
+    source = store.resolve(version)
+    served = load_served(store, source.version)
+    texts, labels = validation_reviews(source, settings.data_dir / "aclImdb_v1.tar.gz")
+    sentences, y = opinion_sentences_from(texts, labels, len(texts), seed)
+    once = Counter(sentences)  # statements come twice (both labels): opinions only
+    kept = [i for i, t in enumerate(sentences) if once[t] == 1]
+    sentences, y = [sentences[i] for i in kept], y[kept]
+    alone = float(((log_odds(replace(served, composed=False), sentences)[0] > 0) == y).mean())
+    suite = cases(seed, TUNE)
+    answer = served_answerer(version)
+    current = (compose.CONCEDED, compose.SHIFT)
+    print(
+        f"tuning set: {len(suite)} cases ({TUNE.name}); natural: {len(y)} opinion sentences of "
+        f"{source.version}'s validation reviews, network alone {alone:.4f}"
+    )
+    results = []
+    try:
+        for conceded, shift in GRID:
+            compose.CONCEDED, compose.SHIFT = conceded, shift
+            rates = failure_rates(suite, answer)
+            natural = float(((log_odds(served, sentences)[0] > 0) == y).mean())
+            mean = float(np.mean([r for r, _ in rates.values()]))
+            results.append((mean, natural, conceded, shift, rates))
+    finally:
+        compose.CONCEDED, compose.SHIFT = current
+    allowed = [r for r in results if r[1] >= alone] or results
+    best = min(allowed, key=lambda r: r[0])
+    caps = list(results[0][4])
+    print(
+        f"{'conceded':>9}{'shift':>7}{'mean':>7}{'natural':>9}"
+        + "".join(f"{c[:14]:>15}" for c in caps)
+    )
+    for mean, natural, conceded, shift, rates in sorted(results, key=lambda r: r[0]):
+        mark = " <- current" if (conceded, shift) == current else ""
+        mark += " <- chosen" if (conceded, shift) == best[2:4] else ""
+        cells = "".join(f"{rates[c][0]:>15.1%}" for c in caps)
+        print(f"{conceded:>9.3f}{shift:>7.2f}{mean:>7.1%}{natural:>9.4f}{cells}{mark}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", default="LATEST")
-    parser.add_argument("--compare", default="v0002", help="another version ('' to skip)")
+    parser.add_argument(
+        "--compare", default="v0007,v0002", help="other versions, comma-separated ('' to skip)"
+    )
+    parser.add_argument(
+        "--alone",
+        default="LATEST,v0007",
+        help="versions shown also without the negation and contrast composition (their "
+        "network alone), comma-separated ('' to skip)",
+    )
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rates here")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose the composition's constants on the tuning set (bench/data/behaviour-tune)",
+    )
     args = parser.parse_args()
+    if args.tune:
+        tune(args.version, args.seed)
+        return 0
     suite = cases(args.seed)
     caps = {c.capability for c in suite}
     print(f"{len(suite)} cases over {len(caps)} capabilities", flush=True)
     answerers: dict[str, Answerer] = {f"served ({args.version})": served_answerer(args.version)}
-    if args.compare:
-        answerers[args.compare] = served_answerer(args.compare)
+    for version in filter(None, args.compare.split(",")):
+        answerers[version] = served_answerer(version)
+    for version in filter(None, args.alone.split(",")):
+        answerers[f"{version} alone"] = served_answerer(version, composed=False)
     if not args.no_baselines:
         print("training TF-IDF+LR and NBSVM on the 25k train reviews ...", flush=True)
         answerers.update(baseline_answerers(args.seed))
