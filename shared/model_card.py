@@ -285,8 +285,13 @@ def render(published: Published) -> str:
         "",
         "- **Short texts**: one sentence carries much less evidence than a review; accuracy on "
         "single sentences is far below that on full reviews (table above).",
-        '- **Negation and contrast**: "not bad at all", "I wanted to love it, but I '
-        "couldn't\" can be read by their words rather than their structure.",
+        "- **Negation, contrast and ratings** in short texts (48 tokens or fewer) are composed "
+        "from the model's own token weights by rules on closed-class words (docs: model, "
+        'behaviour): a negator reverses the next opinion word, the clause after "but" wins, '
+        '"8/10" is a score. Idioms the rules do not list and negations of words the reviews '
+        'use weakly ("I did not like the X": uncertain) still fail; longer reviews are read by '
+        'the network alone. Short opinions built on such words ("I admired this laptop") '
+        "are often uncertain.",
         '- **Domain**: trained on movie reviews; product and restaurant vocabulary ("stopped '
         'working", "cold food") is weakly covered.',
         "- **Mixed and neutral texts** get one of the two labels (`label`, binary by design); "
