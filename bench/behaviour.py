@@ -76,7 +76,9 @@ def _fill(template: str, lex: dict[str, Any], rng: random.Random, nouns: str) ->
     values["noun2"] = rng.choice([n for n in lex[kind] if n != values["noun"]])
     text = template
     for _ in range(3):  # statements and questions hold slots of their own
-        for slot in {s.split("}")[0] for s in text.split("{")[1:]}:
+        # Slots in the order they appear: a set's order changes with PYTHONHASHSEED, and with
+        # it which filler each draw picks (the suite differed from one process to the next).
+        for slot in dict.fromkeys(s.split("}")[0] for s in text.split("{")[1:]):
             if slot not in values:
                 values[slot] = rng.choice(lex[slot])
         text = text.format(**values)

@@ -3,6 +3,7 @@ version kept within the targets on the capabilities it already meets."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -31,6 +32,27 @@ def test_the_suite_is_large_varied_and_the_same_every_time() -> None:
             assert len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
         if case.capability == "invariance: names":
             assert sum(n in case.texts[0] for n in lexicons["name"]) == 1
+
+
+def test_the_suite_is_the_same_in_every_process() -> None:
+    """Whatever the string hashing seed (it changes set order, and once changed the fills)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import hashlib, sys; sys.path.insert(0, '.'); from bench import behaviour; "
+        "print(hashlib.sha256(repr(behaviour.cases()).encode()).hexdigest())"
+    )
+    here = hashlib.sha256(repr(behaviour.cases()).encode()).hexdigest()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert out.stdout.strip() == here, out.stderr
 
 
 def test_the_tuning_set_shares_no_template_and_no_filler_with_the_evaluation_set() -> None:
