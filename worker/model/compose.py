@@ -78,6 +78,8 @@ MIN_DENIED = 0.5
 RATING_SCALE = 3.0
 _SLASH = re.compile(r"(\d{1,3}(?:\.\d)?)/(5|10|100)")
 _DECIMAL = re.compile(r"\d{1,3}(?:\.\d)?")
+#: "2 stars in it", "two stars who ...": actors, not a rating.
+_CAST = [[w] for w in ("in", "of", "who", "that", "and", "are", "were", "like", "play")]
 _NUMBERS = "zero one two three four five six seven eight nine ten"
 _NUMBER_WORDS = {w: str(n) for n, w in enumerate(_NUMBERS.split())}
 
@@ -91,17 +93,19 @@ _CONCESSIVE = frozenset({"although", "though", "whereas"})
 _ELLIPTICAL = """
     i you he she it we they this that there so and but however yet though really
     is am are was were be been do does did have has had will would could should can
-    might must at all to either"""
+    might must at all to either !"""
 _ELLIPSIS = frozenset(_ELLIPTICAL.split())
 #: Negator + word: not a reversal ("nothing but the best", "not only ... but also").
 _NOT_REVERSED = frozenset({"only", "but", "wonder", "wait", "waste", "bother", "doubt"})
 #: "I have never seen such a ...", "never been so ...": a superlative, not a reversal.
 _SUCH = frozenset({"such", "so", "better", "more", "funnier", "worse", "as"})
 _CAN_NOT = frozenset({"can't", "cannot", "couldn't"})
-#: "nothing but", "all but", "anything but": not a contrast.
-_BUT_ONLY = frozenset({"nothing", "all", "anything"})
+#: Skipped when looking for what follows a negator ("couldn't *be* happier").
+_LINKING = frozenset({"be", "been", "have", "had", "get", "got", "feel", "felt"})
+#: "nothing but", "all but", "anything but", "no choice but", "can't help but": no contrast.
+_BUT_ONLY = frozenset({"nothing", "all", "anything", "choice", "help"})
 #: Neg-raising verbs: their negation is the negation of the clause they take (Horn 1978).
-_NEG_RAISING = frozenset({"think", "believe", "suppose", "feel", "expect", "imagine", "reckon"})
+_NEG_RAISING = frozenset({"think", "believe", "suppose", "expect", "imagine", "reckon"})
 _OPENERS = _AFTER | _CONCESSIVE | {"yet"}
 #: Where a piece (a clause, unless a contrast word cuts it further) ends: after sentence ends,
 #: ``, ; :`` (not in "4.5" or "1,000"), dashes and new lines.
@@ -169,7 +173,9 @@ def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
             weights[:c] = [w * CONCEDED for w in weights[:c]]
         negators = _negators(tokens, start, end)
         rest = [t for t in tokens[start:end] if t not in NEGATORS]
-        if negators and c > 0 and all(t in _ELLIPSIS for t in rest):
+        words = [t for t in tokens[start:end] if t not in _OPENERS and t != "and"]
+        tag = bool(words) and words[0] in NEGATORS  # "..., wasn't it": a tag question
+        if negators and c > 0 and not tag and all(t in _ELLIPSIS for t in rest):
             denies[c] = c - 1
             weights[c - 1] = 0.0  # its content is what the denial says, reversed
     parts = []
@@ -177,6 +183,8 @@ def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
         inside = [(at, z) for at, z in rates if s <= at[0] and at[-1] < e]
         rating = sum(z for _, z in inside) / len(inside) if inside else None
         rated = tuple(i for at, _ in inside for i in at)
+        if rating is not None and len(_negators(tokens, s, rated[0])) % 2 == 1:
+            rating = -rating  # "not 10/10", "I would not give it 5 stars"
         negators = () if inside else _negators(tokens, s, e)
         flips = _scope(tokens, negators[0], e) if len(negators) % 2 == 1 else ()
         parts.append(Clause(s, e, negators, w, -1 if inside else d, rating, rated, flips))
@@ -204,7 +212,7 @@ def ratings(tokens: Sequence[str]) -> list[tuple[tuple[int, ...], float]]:
             share = float(whole[1]) / float(whole[2])
         elif token == "out" and i > 0 and tokens[i + 1 : i + 2] == ["of"] and i + 2 < len(tokens):
             share, at = _fraction(tokens[i - 1], tokens[i + 2]), (i - 1, i, i + 1, i + 2)
-        elif token in ("star", "stars") and i > 0:
+        elif token in ("star", "stars") and i > 0 and tokens[i + 1 : i + 2] not in _CAST:
             share, at = _fraction(tokens[i - 1], "5"), (i - 1, i)
         if share is not None and 0.0 <= share <= 1.0:
             found.append((at, RATING_SCALE * (2.0 * share - 1.0)))
@@ -236,15 +244,19 @@ def _opens(tokens: Sequence[str], i: int, piece_start: bool) -> bool:
 
 def _negators(tokens: Sequence[str], start: int, end: int) -> tuple[int, ...]:
     """Positions of the clause's negators that reverse it: not "not only", "no wonder",
-    "never seen such ...", "can't praise it enough"."""
+    "never seen such ...", "I don't think I've ever had a worse ...", "couldn't be happier",
+    "can't praise it enough", "can't believe how good"."""
     out = []
     for i in range(start, end):
         word, after = tokens[i], tokens[i + 1 : end]
         if word not in NEGATORS or any(t in _NOT_REVERSED for t in after[:2]):
             continue
-        if word == "never" and any(t in _SUCH for t in after):
-            continue
-        if word in _CAN_NOT and "enough" in after:
+        if "ever" in after or (word == "never" and any(t in _SUCH for t in after)):
+            continue  # a superlative experience, not a reversal
+        head = [t for t in after if t not in _LINKING][:1]
+        if head and (head[0] in _SUCH or head[0].endswith("ier")):
+            continue  # "couldn't be happier", "never been better"
+        if word in _CAN_NOT and ("enough" in after or after[:1] == ["believe"]):
             continue
         out.append(i)
     return tuple(out)

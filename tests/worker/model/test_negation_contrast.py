@@ -121,6 +121,29 @@ def test_ratings_written_as_numbers_are_the_writers_score() -> None:
     assert compose([0.3, 0.0, 0.0, 0.1], parts) == [-0.6 * RATING_SCALE, 0.0, 0.0, 0.0]
 
 
+def test_what_looks_like_a_rule_but_is_not() -> None:
+    def parts(text: str) -> list[Clause]:
+        got = clauses(text, tokenize(text))
+        return got or []
+
+    # A tag question is no denial; a denial may end with "!".
+    assert all(p.denies < 0 for p in parts("The food was splendid, wasn't it."))
+    assert parts("I expected to hate it, but I didn't!")[1].denies == 0
+    # A superlative experience, "couldn't be happier", amazement: no reversal.
+    for text in (
+        "I don't think I've ever had a more dreary lunch.",
+        "Couldn't be happier with this kettle.",
+        "I have never been happier.",
+        "I can't believe how splendid it was!",
+    ):
+        assert all(not p.flips for p in parts(text)), text
+    assert all(p.weight == 1.0 for p in parts("I had no choice but to return it."))
+    # A negated rating is reversed; stars in a cast are no rating.
+    assert [p.rating for p in parts("Not 10/10.")] == [-RATING_SCALE]
+    assert parts("I would not give it 5 stars.")[0].rating == -RATING_SCALE
+    assert ratings(tokenize("The film has 2 stars in it and both are splendid.")) == []
+
+
 def test_composed_weights_reverse_a_negated_clause_and_weigh_a_conceded_one() -> None:
     # "the plot was dreary , but the cast was not splendid": tokens 0-3, 4-9 (negator at 8).
     parts = [Clause(0, 4, (), CONCEDED), Clause(4, 10, (8,), 1.0, flips=((9, 1.0),))]
@@ -152,6 +175,32 @@ def test_a_denial_takes_the_reversed_answer_of_the_clause_it_denies() -> None:
     assert out[4] == pytest.approx(-SHIFT * 2.0) and out[:4] == [0.0] * 4
     assert sum(out) < 0
     assert compose([0.0, 0.0, 0.2, 0.0, 0.5], parts)[4] == 0.5 * 1.0  # nothing to deny
+
+
+def test_the_composed_weights_still_add_up_to_the_log_odds_less_the_same_bias(
+    served,  # type: ignore[no-untyped-def]
+) -> None:
+    from worker.model.compose import recompose
+
+    texts = [
+        "The soundtrack was not gorgeous.",
+        "Although the plot was dreary, the cast was splendid.",
+        "I expected it to be dreary, but it wasn't.",
+        "Lovely staff, but 2/10.",
+        "I can't say I didn't like it.",
+    ]
+    encoded = served.predictor.encode(texts)
+    before = served.explainer.explain_ids([e.ids for e in encoded])
+    after = list(before)
+    assert recompose(texts, encoded, after, 5) == set(range(len(texts)))
+
+    def bias(e) -> float:  # type: ignore[no-untyped-def]
+        sign = 1.0 if e.label == "positive" else -1.0
+        return e.log_odds - sign * sum(e.token_weights)
+
+    for b, a in zip(before, after, strict=True):
+        assert bias(a) == pytest.approx(bias(b), abs=1e-9)
+        assert a.log_odds != b.log_odds
 
 
 @pytest.fixture(scope="module")
