@@ -204,15 +204,15 @@ def ratings(tokens: Sequence[str]) -> list[tuple[tuple[int, ...], float]]:
     """Ratings written as numbers: "8/10", "4.5/5", "2 out of 10", "5 stars", "one star" (out
     of five), each as (its token positions, ``RATING_SCALE * (2 * fraction - 1)``)."""
     found: list[tuple[tuple[int, ...], float]] = []
-    for i, token in enumerate(tokens):
+    for i, word in enumerate(tokens):
         share: float | None = None
         at: tuple[int, ...] = (i,)
-        whole = _SLASH.fullmatch(token)
+        whole = _SLASH.fullmatch(word)
         if whole:
             share = float(whole[1]) / float(whole[2])
-        elif token == "out" and i > 0 and tokens[i + 1 : i + 2] == ["of"] and i + 2 < len(tokens):
+        elif word == "out" and i > 0 and tokens[i + 1 : i + 2] == ["of"] and i + 2 < len(tokens):
             share, at = _fraction(tokens[i - 1], tokens[i + 2]), (i - 1, i, i + 1, i + 2)
-        elif token in ("star", "stars") and i > 0 and tokens[i + 1 : i + 2] not in _CAST:
+        elif word in ("star", "stars") and i > 0 and tokens[i + 1 : i + 2] not in _CAST:
             share, at = _fraction(tokens[i - 1], "5"), (i - 1, i)
         if share is not None and 0.0 <= share <= 1.0:
             found.append((at, RATING_SCALE * (2.0 * share - 1.0)))
