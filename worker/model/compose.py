@@ -1,9 +1,9 @@
-"""Negation and contrast in a short text, composed from what the model says of its clauses.
+"""Negation, contrast and ratings in a short text, composed from the model's own token weights.
 
 A network trained on whole reviews reads "not great" much like "great", and "awful, but the
 ending was superb" as the sum of both (``bench/behaviour.py``: 75-100% failures on negation and
 contrast).  These are closed-class words, so a short text (at most ``SHORT_TOKENS`` tokens: what
-people send a bot) that holds one is answered by composing its clauses' answers, in the manner
+people send a bot) that holds one has its clauses' token weights recombined, in the manner
 of the *contextual valence shifters* of Polanyi & Zaenen (2006) as SO-CAL (Taboada et al.
 2011) and VADER (Hutto & Gilbert 2014) apply them; the model still judges every word:
 
@@ -13,30 +13,33 @@ of the *contextual valence shifters* of Polanyi & Zaenen (2006) as SO-CAL (Taboa
   opened by "although", "though", "even though" or "whereas" concedes itself: a conceded
   clause counts ``CONCEDED`` of its weight (VADER weighs it a third; the tuning set, less);
 * **negation**: in a clause with an odd number of negators ("not", "n't", "never", "no",
-  "nothing", "without", "hardly", ...), the first opinion word after the first one (within
-  ``SCOPE`` tokens, or anywhere after a neg-raising "don't think"; words of
-  VADER's human-rated lexicon, Hutto & Gilbert 2014, shipped in its wheel), if the model read
+  "nothing", "without", "hardly", ...), the first opinion word after the first negator
+  (within ``SCOPE`` tokens, or anywhere after a neg-raising "don't think"; a word of VADER's
+  human-rated lexicon, Hutto & Gilbert 2014, shipped in its wheel), if the model read
   it at face value (its weight has the word's own sign: it missed the negator), is reversed
   (times ``SHIFT``);
   words the model already read as negated ("not bad" is a bigram it knows), the words that
   only negation licenses ("any", "at all") and everything else keep the model's weights.
-  An even number cancels out and keeps the model's answer; so do idioms whose negation is not
-  a reversal ("not only", "no wonder", "never seen such", "can't praise it enough", "don't
-  waste your money", "don't bother").  Reversing the model's whole reading of the clause
-  without its negators fails on natural text: words that live in negated contexts ("bother",
-  "sense", "kidding") carry the negation's weight themselves (a validation measurement in
-  docs/model.md);
+  An even number cancels out (the negators' own weights too); idioms whose negation is not a
+  reversal keep the model's answer ("not only", "no wonder", "never seen such", "I don't think
+  I've ever had a worse", "couldn't be happier", "can't praise it enough", "can't believe how
+  good", "don't waste your money", "don't bother").  Reversing the model's whole reading of
+  the clause without its negators fails on natural text: words that live in negated contexts
+  ("bother", "sense", "kidding") carry the negation's weight themselves (a validation
+  measurement in docs/model.md);
 * **ratings written as numbers** ("8/10", "4.5/5", "2 out of 10", "five stars", "1 star": out
-  of five) are the writer's own score: a clause holding one is answered by it,
-  ``RATING_SCALE * (2 * fraction - 1)`` in log-odds (10/10: +3, 5/10: 0, 1/10: -2.4);
+  of five; not "2 stars in it") are the writer's own score: a clause holding one is answered by
+  it, ``RATING_SCALE * (2 * fraction - 1)`` in log-odds (10/10: +3, 5/10: 0, 1/10: -2.4), and
+  by its reverse when negated ("not 10/10", "I would not give it 5 stars");
 * **ellipsis**: a negated clause with nothing but pronouns and auxiliaries ("but it wasn't",
-  "I couldn't", "It was not.") denies the clause before it: the denial says that clause's
-  answer, reversed and shrunk, and the clause itself no longer counts ("I thought it would be
-  great, but it wasn't" is "it wasn't great").
+  "I couldn't", "It was not.", "I didn't!"; not a tag question, "..., wasn't it") denies the
+  clause before it: the denial says that clause's answer, reversed, and the clause itself no
+  longer counts ("I thought it would be great, but it wasn't" is "it wasn't great").
 
 A composed answer states an opinion the writer reversed, denied, rated or set against another:
 its verdict is never ``neutral`` unless it is uncertain (the verdict rule is fitted on natural
 texts, where statements never hold a negation, and read their moderate log-odds as no opinion).
+``explain_reviews`` also answers an uncertain short text's verdict ``neutral``, never a side.
 
 The composed answer keeps the explanation's accounting: every token's weight is its share of
 the log-odds, so sentence answers, reasons and the verdict read it as they read any answer; a
