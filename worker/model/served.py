@@ -83,7 +83,7 @@ class Served:
     explainer: Explainer
     calibration: Calibration = Calibration()
     rule: VerdictRule = VerdictRule()  # noqa: RUF009 (frozen, shared safely)
-    #: Short texts with negators or contrast words answered from their clauses.
+    #: Short texts with negators, contrast words or ratings composed (``worker.model.compose``).
     composed: bool = True
 
     @property

@@ -115,15 +115,20 @@ def log_odds(served: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
     predictor = served.predictor
     encoded = predictor.encode(texts)
-    probs = predictor.probs([e.ids for e in encoded])
-    p = np.clip(probs[:, 1], 1e-7, 1 - 1e-7)
-    z = np.log(p / (1 - p))
+    z = np.zeros(len(texts))
+    # Short texts are composed from their explanation, which is also their forward pass.
     short = [i for i, e in enumerate(encoded) if e.n_tokens <= SHORT_TOKENS]
-    if getattr(served, "composed", False) and short:
+    if not getattr(served, "composed", False):
+        short = []
+    rest = sorted(set(range(len(texts))) - set(short))
+    if rest:
+        probs = predictor.probs([encoded[i].ids for i in rest])
+        p = np.clip(probs[:, 1], 1e-7, 1 - 1e-7)
+        z[rest] = np.log(p / (1 - p))
+    if short:
         explained = served.explainer.explain_ids([encoded[i].ids for i in short])
-        part = [encoded[i] for i in short]
-        for j in recompose([texts[i] for i in short], part, explained, 0):
-            z[short[j]] = explained[j].log_odds
+        recompose([texts[i] for i in short], [encoded[i] for i in short], explained, 0)
+        z[short] = [e.log_odds for e in explained]
     return z, np.array([e.n_tokens for e in encoded])
 
 

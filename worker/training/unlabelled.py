@@ -118,11 +118,7 @@ def pseudo_labelled_crops(
     keep = np.flatnonzero(np.abs(z) >= PSEUDO_MIN_LOG_ODDS)
     labels = (z[keep] > 0).astype(np.int64)
     crops, y = crops_of(
-        [unlabelled.texts[i] for i in keep],
-        labels,
-        prepared.vocab,
-        prepared.max_len,
-        head_fraction,
+        [unlabelled.texts[i] for i in keep], labels, prepared.vocab, prepared.max_len, head_fraction
     )
     info = {
         "reviews": len(keep),
