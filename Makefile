@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,dev
 
-.PHONY: install system-deps run test test-parallel test-fast lint security docs bench bench-accuracy analyze clean
+.PHONY: install install-teacher system-deps run test test-parallel test-fast lint security docs bench bench-accuracy analyze clean
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
+
+## PyTorch's CPU build for the GPU teacher's test (the teacher itself runs on a GPU machine)
+install-teacher: install
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q 'torch==2.13.0'
 
 ## the main job: embedded Redis + 2 workers + the sample file through the queue -> results.jsonl
 run: install

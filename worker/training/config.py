@@ -52,6 +52,9 @@ class TrainConfig:
     #: kim_ngram_crops: sentence crops and the short-text blend's sentences labelled by what
     #: each sentence says (``worker.training.sentences.sentence_labels``), not by its review.
     sentence_labels: bool = True
+    #: A GPU teacher's soft labels (``worker.training.teacher``): validation becomes the teacher's
+    #: holdout, and unlabelled reviews it is confident about train the network and both bags.
+    soft_labels: Path | None = None
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True

@@ -19,6 +19,7 @@ from shared.text import tokenize
 from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
 from worker.model import CROPS_ARCHITECTURE
 from worker.training.sentences import crops_of, opinion_sentences_from, sentences_from
+from worker.training.teacher import SoftLabels, check_holdout, read_soft_labels
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -61,6 +62,9 @@ class Prepared:
     y_test: np.ndarray | None
     sources: dict[str, Any]
     val_split: str = VAL_RANDOM
+    #: The validation split's seed: the run's, or the teacher's when distilling.
+    val_seed: int | None = None
+    soft: SoftLabels | None = None
     head_fraction: float = DEFAULT_HEAD_FRACTION
     #: ``kim_ngram_crops`` only: sentence crops of the fitting reviews (labelled like their
     #: review) and one sentence of each validation review (to fit the short-text blend).
@@ -166,9 +170,13 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         test_split = load_split(test_path, "test", config.limit, config.seed)
 
     movies = movies_of(data_path, train_split.reviews)
+    soft = read_soft_labels(config.soft_labels) if config.soft_labels else None
+    val_seed = int(soft.meta["pack"]["seed"]) if soft is not None else config.seed
     val_idx, fit_idx = validation_split(
-        len(train_split.reviews), config.seed, config.val_fraction, movies
+        len(train_split.reviews), val_seed, config.val_fraction, movies
     )
+    if soft is not None:
+        check_holdout(soft, [train_split.reviews[i].text for i in val_idx])
     n_val = len(val_idx)
     fit_tokens = [train_split.tokens[i] for i in fit_idx]
     extra_tokens = [tokenize(text) for text, _ in config.extra] * config.extra_repeat
@@ -224,6 +232,8 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         test_rows=test_rows,
         y_test=test_split.labels if test_split is not None else None,
         val_split=VAL_RANDOM if movies is None else VAL_BY_MOVIE,
+        val_seed=val_seed,
+        soft=soft,
         head_fraction=config.head_fraction,
         sources={
             "train": train_split.source,

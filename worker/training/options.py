@@ -120,6 +120,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         "review: its label; a statement: both; against it: left out), not by their review "
         "(default: on, the served recipe)",
     )
+    p.add_argument(
+        "--soft-labels",
+        type=Path,
+        help="distil from a GPU teacher's soft labels (worker/training/teacher_gpu.py): "
+        "unlabelled reviews it is confident about join the network's and the bags' training",
+    )
     p.add_argument("--min-accuracy", type=float, help="refuse to publish below this test accuracy")
 
 
@@ -159,6 +165,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         unsup_data=args.unsup_data,
         pseudo_label=args.pseudo_label,
         sentence_labels=args.sentence_labels,
+        soft_labels=args.soft_labels,
         hparams={
             "embed_dim": args.embed_dim,
             "filters": args.filters,

@@ -50,6 +50,7 @@ def describe(
             "seed": config.seed,
             "val_fraction": config.val_fraction,
             "val_split": prepared.val_split,
+            "val_seed": prepared.val_seed,
             "sentence_labels": config.sentence_labels,
             "patience": config.patience,
             "train_reviews": len(prepared.fit_rows),

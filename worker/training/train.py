@@ -88,8 +88,14 @@ class _History:
         return History()
 
 
-def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
-    """Train the network part by gradient descent; return the per-batch and per-epoch history."""
+def fit(
+    built: Any, prepared: Prepared, config: TrainConfig, unlabelled: Unlabelled | None = None
+) -> dict[str, Any]:
+    """Train the network part by gradient descent; return the per-batch and per-epoch history.
+
+    Distilling, as many of the reviews the teacher labelled as there are fitting reviews join
+    them (a seeded sample), so an epoch costs at most twice as much.
+    """
     import keras
 
     from worker.model.batching import BucketedBatches
@@ -103,6 +109,14 @@ def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
         pick = np.random.default_rng(config.seed).choice(len(prepared.fit_crops), n, replace=False)
         rows = rows + [prepared.fit_crops[i] for i in pick]
         labels = np.concatenate([labels, prepared.y_crops[pick]])
+    if unlabelled is not None and unlabelled.teacher_rows:
+        n = min(len(unlabelled.teacher_rows), len(prepared.fit_rows))
+        rng = np.random.default_rng(config.seed + 1)
+        pick = rng.choice(len(unlabelled.teacher_rows), n, replace=False)
+        rows = rows + [unlabelled.teacher_rows[i] for i in pick]
+        labels = np.concatenate([labels, unlabelled.teacher_labels[pick]])
+        assert unlabelled.teacher_info is not None
+        unlabelled.teacher_info["network_reviews"] = n
     built.trainable.fit(
         BucketedBatches(rows, labels, config.batch_size, seed=config.seed),
         validation_data=BucketedBatches(
@@ -121,7 +135,11 @@ def fit(built: Any, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
 
 
 def fit_ngram(
-    built: Any, prepared: Prepared, hp: Any, unlabelled: Unlabelled | None = None
+    built: Any,
+    prepared: Prepared,
+    hp: Any,
+    unlabelled: Unlabelled | None = None,
+    pseudo_label: bool = True,
 ) -> dict[str, Any]:
     """Fit the NB-LR table(s) on the fitting part, then the blend weights on validation.
 
@@ -136,7 +154,11 @@ def fit_ngram(
 
     started = time.perf_counter()
     vocab_size = len(prepared.vocab)
-    table, intercept = fit_nb_logreg(prepared.fit_rows, prepared.y_fit, vocab_size, hp.buckets)
+    rows, labels = prepared.fit_rows, prepared.y_fit
+    if unlabelled is not None and unlabelled.teacher_rows:  # distilling: the teacher's reviews too
+        rows = rows + unlabelled.teacher_rows
+        labels = np.concatenate([labels, unlabelled.teacher_labels])
+    table, intercept = fit_nb_logreg(rows, labels, vocab_size, hp.buckets)
     built.model.get_layer(NGRAM_BAG_LAYER).set_weights([table])
     forward = make_forward(built.trainable)
 
@@ -151,7 +173,7 @@ def fit_ngram(
         log.info("ngram_branch_fitted", seconds=round(time.perf_counter() - started, 1), blend=coef)
         return {"table": table, "intercept": intercept, "blend": coef}
     crop_rows, crop_labels, pseudo = prepared.fit_crops, prepared.y_crops, None
-    if unlabelled is not None and unlabelled.texts:
+    if pseudo_label and unlabelled is not None and unlabelled.texts:
         extra, extra_labels, pseudo = pseudo_labelled_crops(
             unlabelled, prepared, table, intercept, hp.buckets, prepared.head_fraction
         )
@@ -266,14 +288,18 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
     built = build_model(config.arch, len(prepared.vocab), hp)
     pretrained = None
     unlabelled = Unlabelled(None, [], [])
-    if config.pretrain == "word2vec" or (config.pseudo_label and config.arch == CROPS_ARCHITECTURE):
+    if (
+        config.pretrain == "word2vec"
+        or (config.pseudo_label and config.arch == CROPS_ARCHITECTURE)
+        or config.soft_labels is not None
+    ):
         unlabelled = read_unlabelled(config, prepared)
     if config.pretrain == "word2vec":
         pretrained = pretrain_embeddings(built, config, prepared, hp, unlabelled)
-    history = fit(built, prepared, config)
+    history = fit(built, prepared, config, unlabelled)
     ngram = {}
     if config.arch in NGRAM_ARCHITECTURES:
-        ngram = fit_ngram(built, prepared, hp, unlabelled if config.pseudo_label else None)
+        ngram = fit_ngram(built, prepared, hp, unlabelled, config.pseudo_label)
     served, metrics = evaluate(built, prepared, ngram, hp)
     seconds = time.perf_counter() - started
     manifest = describe(config, hp, prepared, history, metrics, seconds)
@@ -281,6 +307,7 @@ def train(config: TrainConfig, settings: Settings, store: ModelStore | None = No
         k: v for k, v in ngram.items() if not k.endswith("table")
     } or None
     manifest["training"]["pretrained_embeddings"] = pretrained
+    manifest["training"]["soft_labels"] = unlabelled.teacher_info
     log.info(
         "training_finished",
         seconds=round(seconds, 1),

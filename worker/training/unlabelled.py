@@ -14,7 +14,7 @@ Two uses, both measured on the movie-grouped validation split (see the README):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,9 @@ log = structlog.get_logger(__name__)
 #: An unlabelled review lends its sentences only when the review bag's log-odds are this far
 #: from 0 (P > 0.73 either way).
 PSEUDO_MIN_LOG_ODDS = 1.0
+#: Distilling, an unlabelled review counts when the teacher's probability is this far from 0.5
+#: (set, not tuned: no teacher has run yet to tune it on).
+TEACHER_MIN_MARGIN = 0.3
 
 
 @dataclass
@@ -44,6 +47,11 @@ class Unlabelled:
     path: Path | None
     texts: list[str]
     tokens: list[list[str]]
+    #: Distilling: the reviews a teacher is confident about, encoded, with its labels.
+    teacher_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    teacher_rows: list[list[int]] = field(default_factory=list)
+    teacher_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    teacher_info: dict[str, Any] | None = None
 
 
 def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
@@ -68,7 +76,39 @@ def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
         log.info("unlabelled_limited", kept=config.limit, of=len(texts))
         texts = [texts[i] for i in keep]
     tokens = [tokenize(t) for t in progress(texts, desc="tokenize unsup", unit=" reviews")]
-    return Unlabelled(path, texts, tokens)
+    unlabelled = Unlabelled(path, texts, tokens)
+    if prepared.soft is not None:
+        teacher_labelled(unlabelled, prepared)
+    return unlabelled
+
+
+def teacher_labelled(unlabelled: Unlabelled, prepared: Prepared) -> None:
+    """Label the unlabelled reviews the teacher is confident about (probability at least
+    :data:`TEACHER_MIN_MARGIN` from 0.5), encoded for the network and the bags."""
+    from worker.model.batching import encode_texts
+    from worker.training.teacher import text_key
+
+    assert prepared.soft is not None
+    prob = prepared.soft.prob
+    p = np.array([prob.get(text_key(t), np.nan) for t in unlabelled.texts])
+    keep = np.flatnonzero(np.abs(p - 0.5) >= TEACHER_MIN_MARGIN)  # NaN (not labelled) is left out
+    unlabelled.teacher_index = keep
+    unlabelled.teacher_labels = (p[keep] > 0.5).astype(np.int64)
+    tokens = [unlabelled.tokens[i] for i in keep]
+    unlabelled.teacher_rows = [
+        e.ids
+        for e in encode_texts(tokens, prepared.vocab, prepared.max_len, prepared.head_fraction)
+    ]
+    unlabelled.teacher_info = {
+        **prepared.soft.provenance(),
+        "unlabelled_found": int(np.isfinite(p).sum()),
+        "unlabelled_used": len(keep),
+        "min_margin": TEACHER_MIN_MARGIN,
+        "positive_share": round(float(unlabelled.teacher_labels.mean()), 4) if len(keep) else None,
+    }
+    log.info(
+        "teacher_labelled", **{k: v for k, v in unlabelled.teacher_info.items() if k != "teacher"}
+    )
 
 
 def pretrain_embeddings(
@@ -117,6 +157,8 @@ def pseudo_labelled_crops(
     z = bag_scores(rows, table, len(prepared.vocab), buckets) + intercept
     keep = np.flatnonzero(np.abs(z) >= PSEUDO_MIN_LOG_ODDS)
     labels = (z[keep] > 0).astype(np.int64)
+    if unlabelled.teacher_info is not None:  # distilling: the teacher labels them, not the bag
+        keep, labels = unlabelled.teacher_index, unlabelled.teacher_labels
     crops, y = crops_of(
         [unlabelled.texts[i] for i in keep], labels, prepared.vocab, prepared.max_len, head_fraction
     )

@@ -9,7 +9,7 @@ from worker.training.unlabelled import read_unlabelled
 
 
 def _read(unsup: Path, **config: Any) -> list[str]:
-    prepared: Any = SimpleNamespace(data_path=unsup)  # read_unlabelled needs only its path
+    prepared: Any = SimpleNamespace(data_path=unsup, soft=None)  # its path; no teacher
     return read_unlabelled(TrainConfig(unsup_data=unsup, **config), prepared).texts
 
 
@@ -25,6 +25,6 @@ def test_limit_caps_the_unlabelled_reviews_with_a_seeded_sample(tmp_path: Path) 
     assert sample == [t for t in lines if t in sample]  # a subset, in the file's order
     assert _read(unsup, limit=10, seed=1) == sample  # seeded: the same run reads the same
     assert _read(unsup, limit=10, seed=2) != sample
-    prepared: Any = SimpleNamespace(data_path=unsup)
+    prepared: Any = SimpleNamespace(data_path=unsup, soft=None)
     result = read_unlabelled(TrainConfig(unsup_data=unsup, limit=10), prepared)
     assert len(result.tokens) == 10 and result.tokens[0][:2] == ["unlabelled", "review"]
