@@ -19,7 +19,7 @@ from shared.text import tokenize
 from shared.vocab import DEFAULT_HEAD_FRACTION, Vocabulary
 from worker.model import CROPS_ARCHITECTURE
 from worker.training.sentences import crops_of, opinion_sentences_from, sentences_from
-from worker.training.teacher import SoftLabels, check_holdout, read_soft_labels
+from worker.training.teacher import SoftLabels, check_holdout, read_soft_labels, text_key
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -65,6 +65,9 @@ class Prepared:
     #: The validation split's seed: the run's, or the teacher's when distilling.
     val_seed: int | None = None
     soft: SoftLabels | None = None
+    #: Keys (``teacher.text_key``) of the validation and test reviews: an unlabelled review with
+    #: one of these texts (IMDB repeats some across its splits) is not trained on.
+    evaluation_keys: frozenset[int] = frozenset()
     head_fraction: float = DEFAULT_HEAD_FRACTION
     #: ``kim_ngram_crops`` only: sentence crops of the fitting reviews (labelled like their
     #: review) and one sentence of each validation review (to fit the short-text blend).
@@ -234,6 +237,11 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         val_split=VAL_RANDOM if movies is None else VAL_BY_MOVIE,
         val_seed=val_seed,
         soft=soft,
+        evaluation_keys=frozenset(
+            text_key(r.text)
+            for r in [train_split.reviews[i] for i in val_idx]
+            + (test_split.reviews if test_split is not None else [])
+        ),
         head_fraction=config.head_fraction,
         sources={
             "train": train_split.source,

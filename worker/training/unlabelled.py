@@ -25,6 +25,7 @@ from shared.datasets import detect_format, read_reviews
 from shared.progress import progress
 from shared.text import tokenize
 from worker.training.sentences import crops_of
+from worker.training.teacher import text_key
 
 if TYPE_CHECKING:
     from worker.training.config import TrainConfig
@@ -70,6 +71,12 @@ def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
         for r in read_reviews(path, split="unsup", errors="keep")
         if r.error is None and r.text.strip()
     ]
+    evaluation = prepared.evaluation_keys
+    if evaluation:
+        read = len(texts)
+        texts = [t for t in texts if text_key(t) not in evaluation]
+        if read - len(texts):
+            log.info("unlabelled_evaluation_texts_left_out", left_out=read - len(texts), of=read)
     if config.limit is not None and config.limit < len(texts):
         rng = np.random.default_rng(config.seed)
         keep = np.sort(rng.choice(len(texts), config.limit, replace=False))
@@ -86,7 +93,6 @@ def teacher_labelled(unlabelled: Unlabelled, prepared: Prepared) -> None:
     """Label the unlabelled reviews the teacher is confident about (probability at least
     :data:`TEACHER_MIN_MARGIN` from 0.5), encoded for the network and the bags."""
     from worker.model.batching import encode_texts
-    from worker.training.teacher import text_key
 
     assert prepared.soft is not None
     prob = prepared.soft.prob

@@ -143,6 +143,8 @@ def test_a_run_distils_from_the_soft_labels_and_validates_on_the_teachers_holdou
     assert used["network_reviews"] == min(used["unlabelled_used"], 180)
     assert used["sha256"] and used["teacher"]["accuracy"]["holdout"] >= 0.8
     assert result.metrics["test"]["accuracy"] >= 0.8
+    # the unlabelled review that repeats a test review is not trained on, by word2vec either
+    assert training["pretrained_embeddings"]["unlabelled"] == 150
 
 
 def test_soft_labels_made_for_another_split_are_refused(taught: dict[str, Any]) -> None:

@@ -9,7 +9,9 @@ from worker.training.unlabelled import read_unlabelled
 
 
 def _read(unsup: Path, **config: Any) -> list[str]:
-    prepared: Any = SimpleNamespace(data_path=unsup, soft=None)  # its path; no teacher
+    prepared: Any = SimpleNamespace(
+        data_path=unsup, soft=None, evaluation_keys=frozenset()
+    )  # its path; no teacher
     return read_unlabelled(TrainConfig(unsup_data=unsup, **config), prepared).texts
 
 
@@ -25,6 +27,18 @@ def test_limit_caps_the_unlabelled_reviews_with_a_seeded_sample(tmp_path: Path) 
     assert sample == [t for t in lines if t in sample]  # a subset, in the file's order
     assert _read(unsup, limit=10, seed=1) == sample  # seeded: the same run reads the same
     assert _read(unsup, limit=10, seed=2) != sample
-    prepared: Any = SimpleNamespace(data_path=unsup, soft=None)
+    prepared: Any = SimpleNamespace(data_path=unsup, soft=None, evaluation_keys=frozenset())
     result = read_unlabelled(TrainConfig(unsup_data=unsup, limit=10), prepared)
     assert len(result.tokens) == 10 and result.tokens[0][:2] == ["unlabelled", "review"]
+
+
+def test_an_unlabelled_review_with_an_evaluation_text_is_left_out(tmp_path: Path) -> None:
+    from worker.training.teacher import text_key
+
+    unsup = tmp_path / "unsup.txt"
+    lines = [f"unlabelled review number {i}" for i in range(5)]
+    unsup.write_text("\n".join(lines) + "\n")
+    prepared: Any = SimpleNamespace(
+        data_path=unsup, soft=None, evaluation_keys=frozenset({text_key(lines[2])})
+    )
+    assert read_unlabelled(TrainConfig(unsup_data=unsup), prepared).texts == lines[:2] + lines[3:]
