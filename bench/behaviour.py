@@ -44,8 +44,15 @@ import numpy as np
 DATA = Path(__file__).resolve().parent / "data" / "behaviour"
 #: Templates and lexicons disjoint from ``DATA``: the composition's constants are chosen on them.
 TUNE = DATA.parent / "behaviour-tune"
-#: The grid ``--tune`` searches: (CONCEDED, SHIFT) of ``worker.model.compose``.
-GRID = [(c, s) for c in (1 / 2, 1 / 3, 1 / 5, 1 / 10, 0.0) for s in (0.6, 0.74, 0.9, 1.0)]
+#: The grid ``--tune`` searches: (CONCEDED, SHIFT, PRIOR, POLAR) of ``worker.model.compose``.
+KNOBS = ("CONCEDED", "SHIFT", "PRIOR", "POLAR")
+GRID = [
+    (c, s, p, q)
+    for c in (1 / 3, 1 / 5, 1 / 10, 0.0)
+    for s in (0.74, 1.0)
+    for p in (0.0, 0.05, 0.1, 0.2, 0.35)
+    for q in (0.0, 0.3, 0.5, 0.8)
+]
 #: Cases drawn from each template at most (all of them when fewer).
 PER_TEMPLATE = 40
 TOLERANCE = 0.1
@@ -277,60 +284,77 @@ def table(suite: Sequence[Case], rates: dict[str, dict[str, tuple[float, int]]])
 
 
 def tune(version: str, seed: int) -> None:
-    """For each (CONCEDED, SHIFT) of ``GRID``: the mean minimum-functionality failure rate on
-    the tuning set, and the accuracy on natural sentences (opinion sentences of the version's
-    validation reviews, labelled by what each says: ``opinion_sentences_from``) next to the
-    network alone's.  The choice: the fewest failures among the pairs that keep that accuracy
-    at least the network's.  Nothing here reads the evaluation set or the test split."""
-    from collections import Counter
+    """For each setting of ``KNOBS`` in ``GRID``: the mean minimum-functionality failure rate on
+    the tuning set, and two accuracies on natural text next to the network alone's: one
+    sentence of each of the version's validation reviews labelled like its review
+    (``sentences_from``; not by what VADER reads in it: the lexicon prior would be judged by
+    its own lexicon), and the validation reviews themselves (the short ones are composed).  The
+    choice: the fewest failures among the settings that keep both at least the network's.
+    Nothing here reads the evaluation set or the test split."""
     from dataclasses import replace
 
     from shared.config import Settings
     from shared.store import ModelStore
-    from worker.model import compose
+    from worker.model import SHORT_TOKENS, compose
     from worker.model.served import load_served
     from worker.training.calibrate import log_odds, validation_reviews
-    from worker.training.sentences import opinion_sentences_from
+    from worker.training.sentences import sentences_from
 
     settings = Settings.from_env()
     store = ModelStore(settings.model_dir, settings.model_name)
     source = store.resolve(version)
     served = load_served(store, source.version)
     texts, labels = validation_reviews(source, settings.data_dir / "aclImdb_v1.tar.gz")
-    sentences, y = opinion_sentences_from(texts, labels, len(texts), seed)
-    once = Counter(sentences)  # statements come twice (both labels): opinions only
-    kept = [i for i, t in enumerate(sentences) if once[t] == 1]
-    sentences, y = [sentences[i] for i in kept], y[kept]
-    alone = float(((log_odds(replace(served, composed=False), sentences)[0] > 0) == y).mean())
+    sentences, y = sentences_from(texts, labels, len(texts), seed)
+    network = replace(served, composed=False)
+    alone = float(((log_odds(network, sentences)[0] > 0) == y).mean())
+    z_reviews, n_tokens = log_odds(network, texts)
+    alone_reviews = float(((z_reviews > 0) == labels).mean())
+    short = [i for i, n in enumerate(n_tokens) if n <= SHORT_TOKENS]  # only these are composed
+
+    def reviews_accuracy() -> float:
+        z = z_reviews.copy()
+        z[short] = log_odds(served, [texts[i] for i in short])[0]
+        return float(((z > 0) == labels).mean())
+
     suite = cases(seed, TUNE)
     answer = served_answerer(version)
-    current = (compose.CONCEDED, compose.SHIFT)
+    current = tuple(getattr(compose, k) for k in KNOBS)
     print(
-        f"tuning set: {len(suite)} cases ({TUNE.name}); natural: {len(y)} opinion sentences of "
-        f"{source.version}'s validation reviews, network alone {alone:.4f}"
+        f"tuning set: {len(suite)} cases ({TUNE.name}); natural: {len(y)} sentences of "
+        f"{source.version}'s validation reviews (network alone {alone:.4f}) and the "
+        f"{len(texts)} reviews ({len(short)} short; network alone {alone_reviews:.4f})"
     )
     results = []
     try:
-        for conceded, shift in GRID:
-            compose.CONCEDED, compose.SHIFT = conceded, shift
+        for knobs in GRID:
+            for name, value in zip(KNOBS, knobs, strict=True):
+                setattr(compose, name, value)
             rates = failure_rates(suite, answer)
             natural = float(((log_odds(served, sentences)[0] > 0) == y).mean())
             mean = float(np.mean([r for r, _ in rates.values()]))
-            results.append((mean, natural, conceded, shift, rates))
+            results.append((mean, natural, reviews_accuracy(), knobs, rates))
     finally:
-        compose.CONCEDED, compose.SHIFT = current
-    allowed = [r for r in results if r[1] >= alone] or results
+        for name, value in zip(KNOBS, current, strict=True):
+            setattr(compose, name, value)
+    allowed = [r for r in results if r[1] >= alone and r[2] >= alone_reviews] or results
     best = min(allowed, key=lambda r: r[0])
     caps = list(results[0][4])
     print(
-        f"{'conceded':>9}{'shift':>7}{'mean':>7}{'natural':>9}"
+        "".join(f"{k.lower():>9}" for k in KNOBS)
+        + f"{'mean':>7}{'natural':>9}{'reviews':>9}"
         + "".join(f"{c[:14]:>15}" for c in caps)
     )
-    for mean, natural, conceded, shift, rates in sorted(results, key=lambda r: r[0]):
-        mark = " <- current" if (conceded, shift) == current else ""
-        mark += " <- chosen" if (conceded, shift) == best[2:4] else ""
+    ranked = sorted(results, key=lambda r: r[0])
+    shown = ranked[:20] + [r for r in ranked[20:] if r[3] in (current, best[3])]
+    for mean, natural, reviews, knobs, rates in shown:
+        mark = " <- current" if knobs == current else ""
+        mark += " <- chosen" if knobs == best[3] else ""
+        mark += "" if natural >= alone and reviews >= alone_reviews else " (costs accuracy)"
         cells = "".join(f"{rates[c][0]:>15.1%}" for c in caps)
-        print(f"{conceded:>9.3f}{shift:>7.2f}{mean:>7.1%}{natural:>9.4f}{cells}{mark}")
+        head = "".join(f"{v:>9.3f}" for v in knobs)
+        print(f"{head}{mean:>7.1%}{natural:>9.4f}{reviews:>9.4f}{cells}{mark}")
+    print(f"{len(results)} settings; the 20 with the fewest failures shown (and the current one)")
 
 
 def main() -> int:

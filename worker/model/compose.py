@@ -15,7 +15,8 @@ of the *contextual valence shifters* of Polanyi & Zaenen (2006) as SO-CAL (Taboa
 * **negation**: in a clause with an odd number of negators ("not", "n't", "never", "no",
   "nothing", "without", "hardly", ...), the first opinion word after the first negator
   (within ``SCOPE`` tokens, or anywhere after a neg-raising "don't think"; a word of VADER's
-  human-rated lexicon, Hutto & Gilbert 2014, shipped in its wheel), if the model read
+  human-rated lexicon, Hutto & Gilbert 2014, shipped in its wheel, or one the model's own
+  short-text bag weighs at least ``POLAR`` alone: "marvellous", "tedious"), if the model read
   it at face value (its weight has the word's own sign: it missed the negator), is reversed
   (times ``SHIFT``);
   words the model already read as negated ("not bad" is a bigram it knows), the words that
@@ -31,6 +32,10 @@ of the *contextual valence shifters* of Polanyi & Zaenen (2006) as SO-CAL (Taboa
   of five; not "2 stars in it") are the writer's own score: a clause holding one is answered by
   it, ``RATING_SCALE * (2 * fraction - 1)`` in log-odds (10/10: +3, 5/10: 0, 1/10: -2.4), and
   by its reverse when negated ("not 10/10", "I would not give it 5 stars");
+* **a lexicon prior**: every word of VADER's lexicon adds ``PRIOR`` times its human-rated
+  valence to its weight (reversed in a negator's scope, conceded with its clause): the network
+  learnt its words from movie reviews and reads "We regretted the soup", "the waiter was rude"
+  as unsure; people rated those words for any text.  It applies to every short text;
 * **ellipsis**: a negated clause with nothing but pronouns and auxiliaries ("but it wasn't",
   "I couldn't", "It was not.", "I didn't!"; not a tag question, "..., wasn't it") denies the
   clause before it: the denial says that clause's answer, reversed, and the clause itself no
@@ -45,7 +50,7 @@ The composed answer keeps the explanation's accounting: every token's weight is 
 the log-odds, so sentence answers, reasons and the verdict read it as they read any answer; a
 negator that reversed a word is shown among the words as strong as that word.  No model pass
 is added: the composition works on the weights of the text's own pass.
-Texts with none of these, and longer texts, keep the model's answer unchanged.
+Longer texts keep the model's answer unchanged, and so do short texts with none of these.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -65,27 +70,27 @@ from shared.vocab import Encoded
 from worker.model import SHORT_TOKENS
 from worker.model.explain import Explained
 from worker.model.phrases import MAX_PHRASES
+from worker.model.ratings import ratings
 from worker.model.verdict import NEGATIONS
 
-#: Weight of a conceded clause and the shrinking of a reversed word: chosen by ``python
-#: bench/behaviour.py --tune`` (the fewest failures on the tuning templates among the values
-#: that do not cost the network's accuracy on natural sentences of the validation reviews).
+#: Weight of a conceded clause and the shrinking of a reversed word (and ``PRIOR``, ``POLAR``):
+#: chosen together by ``python bench/behaviour.py --tune`` (the fewest failures on the tuning
+#: templates among the settings that do not cost the network's accuracy on natural sentences
+#: of the validation reviews).
 CONCEDED = 0.2
 SHIFT = 1.0
 #: How many tokens after a negator it reverses ("not good", "wasn't a great", "don't think
 #: it's good"); further words stay as the model read them (see ``CONCEDED``).
 SCOPE = 3
+#: Log-odds a short text's word gains per point of its human-rated valence (VADER's lexicon,
+#: -4..4), reversed in a negator's scope and conceded with its clause: the network learned its
+#: words from movie reviews, people also write "the waiter was rude".
+PRIOR = 0.0
+#: A word outside VADER's lexicon is an opinion word if the model's short-text bag weighs it
+#: at least this much alone ("marvellous", "tedious"); 0: VADER's words only.
+POLAR = 0.5
 #: Below this |log-odds| a denied clause has no opinion to deny.
 MIN_DENIED = 0.5
-#: A rating's log-odds: ``RATING_SCALE * (2 * fraction - 1)`` (10/10: +3, 1/10: -2.4, 5/10: 0).
-RATING_SCALE = 3.0
-_SLASH = re.compile(r"(\d{1,3}(?:\.\d)?)/(5|10|100)")
-_DECIMAL = re.compile(r"\d{1,3}(?:\.\d)?")
-#: "2 stars in it", "two stars who ...": actors, not a rating.
-_CAST = [[w] for w in ("in", "of", "who", "that", "and", "are", "were", "like", "play")]
-_NUMBERS = "zero one two three four five six seven eight nine ten"
-_NUMBER_WORDS = {w: str(n) for n, w in enumerate(_NUMBERS.split())}
-
 #: Negators: the closed class the reasons keep too ("not", "n't", "never", "no", "without").
 NEGATORS = NEGATIONS
 #: Open a clause that concedes every clause before it.
@@ -112,6 +117,7 @@ _NEG_RAISING = frozenset({"think", "believe", "suppose", "expect", "imagine", "r
 _OPENERS = _AFTER | _CONCESSIVE | {"yet"}
 #: Where a piece (a clause, unless a contrast word cuts it further) ends: after sentence ends,
 #: ``, ; :`` (not in "4.5" or "1,000"), dashes and new lines.
+_NONE: Mapping[str, float] = {}
 _PIECE_END = re.compile(r"(?:[!?;:\u2026]|[.,](?!\d))+|\s[-\u2013\u2014]+\s|\n")
 
 
@@ -137,7 +143,9 @@ class Clause:
         return len(self.negators) % 2 == 1
 
 
-def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
+def clauses(
+    text: str, tokens: Sequence[str], polar: Mapping[str, float] = _NONE
+) -> list[Clause] | None:
     """The clauses of a text whose ``tokens`` hold a negator, a contrast word or a rating (else
     None; None too when the pieces' tokens do not add up to ``tokens``)."""
     rates = ratings(tokens)
@@ -189,7 +197,7 @@ def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
         if rating is not None and len(_negators(tokens, s, rated[0])) % 2 == 1:
             rating = -rating  # "not 10/10", "I would not give it 5 stars"
         negators = () if inside else _negators(tokens, s, e)
-        flips = _scope(tokens, negators[0], e) if len(negators) % 2 == 1 else ()
+        flips = _scope(tokens, negators[0], e, polar) if len(negators) % 2 == 1 else ()
         parts.append(Clause(s, e, negators, w, -1 if inside else d, rating, rated, flips))
     if all(
         p.weight == 1.0
@@ -201,34 +209,6 @@ def clauses(text: str, tokens: Sequence[str]) -> list[Clause] | None:
     ):
         return None  # nothing to compose: the model's own answer
     return parts
-
-
-def ratings(tokens: Sequence[str]) -> list[tuple[tuple[int, ...], float]]:
-    """Ratings written as numbers: "8/10", "4.5/5", "2 out of 10", "5 stars", "one star" (out
-    of five), each as (its token positions, ``RATING_SCALE * (2 * fraction - 1)``)."""
-    found: list[tuple[tuple[int, ...], float]] = []
-    for i, word in enumerate(tokens):
-        share: float | None = None
-        at: tuple[int, ...] = (i,)
-        whole = _SLASH.fullmatch(word)
-        if whole:
-            share = float(whole[1]) / float(whole[2])
-        elif word == "out" and i > 0 and tokens[i + 1 : i + 2] == ["of"] and i + 2 < len(tokens):
-            share, at = _fraction(tokens[i - 1], tokens[i + 2]), (i - 1, i, i + 1, i + 2)
-        elif word in ("star", "stars") and i > 0 and tokens[i + 1 : i + 2] not in _CAST:
-            share, at = _fraction(tokens[i - 1], "5"), (i - 1, i)
-        if share is not None and 0.0 <= share <= 1.0:
-            found.append((at, RATING_SCALE * (2.0 * share - 1.0)))
-    return found
-
-
-def _fraction(number: str, scale: str) -> float | None:
-    """``number`` (digits or a word up to ten) over ``scale`` (5, 10 or 100), else None."""
-    value = _NUMBER_WORDS.get(number, number)
-    scale = _NUMBER_WORDS.get(scale, scale)
-    if scale not in ("5", "10", "100") or not _DECIMAL.fullmatch(value):
-        return None
-    return float(value) / float(scale)
 
 
 def _opens(tokens: Sequence[str], i: int, piece_start: bool) -> bool:
@@ -265,17 +245,24 @@ def _negators(tokens: Sequence[str], start: int, end: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _scope(tokens: Sequence[str], negator: int, end: int) -> tuple[tuple[int, float], ...]:
+def _scope(
+    tokens: Sequence[str], negator: int, end: int, polar: Mapping[str, float]
+) -> tuple[tuple[int, float], ...]:
     """The first opinion word in the ``SCOPE`` tokens after ``negator`` (to the clause's
     ``end`` after a neg-raising verb: "I don't think it is great" denies "it is great"), as
     SO-CAL shifts the next opinion word ("it never loses its charm": "loses", not "charm"):
-    ((position, sign of its valence),) or ()."""
+    ((position, sign of its valence),) or ().  A word of VADER's lexicon comes first; without
+    one, the word the model weighs most alone (at least ``POLAR``: "wasn't marvellous")."""
     lexicon = opinion_lexicon()
     raising = negator + 1 < end and tokens[negator + 1] in _NEG_RAISING
     last = end if raising else min(end, negator + 1 + SCOPE)
-    for i in range(negator + 1, last):
-        if tokens[i] in lexicon and tokens[i] not in _NOT_REVERSED:
+    scope = [i for i in range(negator + 1, last) if tokens[i] not in _NOT_REVERSED]
+    for i in scope:
+        if tokens[i] in lexicon:
             return ((i, math.copysign(1.0, lexicon[tokens[i]])),)
+    strength, i = max(((abs(polar.get(tokens[i], 0.0)), i) for i in scope), default=(0.0, -1))
+    if POLAR and strength >= POLAR:
+        return ((i, math.copysign(1.0, polar[tokens[i]])),)
     return ()
 
 
@@ -287,9 +274,22 @@ def opinion_lexicon() -> dict[str, float]:
     return {r[0]: float(r[1]) for r in rows if len(r) > 1 and abs(float(r[1])) >= 1.0}
 
 
-def compose(weights: Sequence[float], parts: Sequence[Clause]) -> list[float]:
-    """Tokens' composed weights (toward positive) from the text's own ``weights``."""
+def valences(tokens: Sequence[str]) -> list[float]:
+    """Each token's valence in VADER's lexicon (0 for other words and for negators)."""
+    lexicon = opinion_lexicon()
+    return [0.0 if t in NEGATORS else lexicon.get(t, 0.0) for t in tokens]
+
+
+def compose(
+    weights: Sequence[float], parts: Sequence[Clause], prior: Sequence[float] = ()
+) -> list[float]:
+    """Tokens' composed weights (toward positive) from the text's own ``weights`` (and each
+    token's ``prior``, reversed in a negator's scope)."""
     out = list(weights)
+    for part in parts:
+        flipped = {i for i, _ in part.flips}
+        for i in range(part.start, min(part.end, len(prior))):
+            out[i] += prior[i] * (-SHIFT if i in flipped else 1.0)
     said: dict[int, float] = {}  # what a clause says, before its weight (for a denial)
     for c, part in enumerate(parts):
         span = range(part.start, part.end)
@@ -298,7 +298,7 @@ def compose(weights: Sequence[float], parts: Sequence[Clause]) -> list[float]:
                 out[i] = part.rating if i == part.rated[0] else 0.0
         for i, sign in part.flips:
             if weights[i] * sign > 0:  # read at face value: the model missed the negator
-                out[i] = -SHIFT * weights[i]
+                out[i] += -SHIFT * weights[i] - weights[i]
         if part.negators and not part.reversed:  # two negations cancel, their weights too
             for i in part.negators:
                 out[i] = 0.0
@@ -320,6 +320,7 @@ def recompose(
     encoded: Sequence[Encoded],
     explained: list[Explained],
     top_k: int,
+    polar: Mapping[str, float] = _NONE,
 ) -> set[int]:
     """Replace, in ``explained``, the answers of short texts with negators, contrast words or
     ratings by their composed answers; returns the positions of those the composition
@@ -328,12 +329,13 @@ def recompose(
     for k, (text, enc) in enumerate(zip(texts, encoded, strict=False)):
         if enc.truncated or enc.n_tokens > SHORT_TOKENS:
             continue
-        parts = clauses(text, enc.tokens)
-        if parts is not None:
-            new = _composed(explained[k], enc.tokens, parts, top_k)
-            if new is not None:
-                explained[k] = new
-                changed.add(k)
+        parts = clauses(text, enc.tokens, polar)
+        prior = [PRIOR * v for v in valences(enc.tokens)] if PRIOR else []
+        whole = [Clause(0, len(enc.tokens), (), 1.0)]  # a text with only the lexicon's words
+        new = _composed(explained[k], enc.tokens, parts or whole, top_k, prior)
+        explained[k] = new or explained[k]
+        if new is not None and parts is not None:  # negation, contrast or a rating changed it
+            changed.add(k)
     return changed
 
 
@@ -342,10 +344,11 @@ def _composed(
     tokens: Sequence[str],
     parts: Sequence[Clause],
     top_k: int,
+    prior: Sequence[float] = (),
 ) -> Explained | None:
     toward = 1.0 if exp.label == LABELS[1] else -1.0
     weights = [w * toward for w in exp.token_weights]
-    new = compose(weights, parts)
+    new = compose(weights, parts, prior)
     if new == weights:
         return None  # nothing reversed, denied, rated or conceded: the model's answer
     z = exp.log_odds - sum(weights) + sum(new)  # the bias is nobody's, before and after

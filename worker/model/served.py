@@ -19,6 +19,7 @@ from shared.schema import DEFAULT_TOP_WORDS, LABELS, MAX_REVIEWS_PER_JOB, review
 from shared.store import ModelStore, Published, StoreError
 from shared.text import tokenize
 from worker.model import SHORT_TOKENS
+from worker.model.cnn import CROP_BAG_LAYER, NGRAM_BAG_LAYER
 from worker.model.compose import recompose
 from worker.model.explain import Explainer
 from worker.model.language import ENGLISH, language_of
@@ -30,6 +31,7 @@ from worker.model.targets import summary, targets_of
 from worker.model.verdict import Observed, VerdictRule
 
 _TABLES: dict[int, Tables] = {}
+_POLARITY: dict[int, dict[str, float]] = {}
 #: Top words a sentence carries at most (a review carries the job's ``top_words``).
 SENTENCE_TOP_WORDS = 3
 
@@ -89,6 +91,19 @@ class Served:
     @property
     def published(self) -> Published | None:
         return self.predictor.published
+
+    def polarity(self) -> dict[str, float]:
+        """Each word's weight alone in the short-text bag (else the review bag): how the model
+        reads it out of context (``worker.model.compose`` finds opinion words by it)."""
+        model = self.predictor.model
+        built = _POLARITY.get(id(model))
+        if built is None:
+            names = {layer.name for layer in model.layers}
+            bag = next((n for n in (CROP_BAG_LAYER, NGRAM_BAG_LAYER) if n in names), None)
+            table = model.get_layer(bag).get_weights()[0] if bag else []
+            words = self.predictor.vocab.tokens
+            built = _POLARITY[id(model)] = {w: float(x) for w, x in zip(words, table, strict=False)}
+        return built
 
     def tables(self) -> Tables:
         """The vocabulary's lookups for sentence answers (built at the first use)."""
@@ -196,7 +211,8 @@ def _explain_reviews(
     )
     composed: set[int] = set()
     if served.composed:  # negation, contrast and ratings in short texts (worker.model.compose)
-        composed = recompose(texts, encoded, explained, max(top_k, REASON_WORDS))
+        top = max(top_k, REASON_WORDS)
+        composed = recompose(texts, encoded, explained, top, served.polarity())
     answers = [_answer(cal, enc, exp) for enc, exp in zip(encoded, explained, strict=True)]
     # Each text's sentences as results carry them, and what the verdict reads of each.
     per_text: list[list[dict[str, Any]]] = [[] for _ in texts]

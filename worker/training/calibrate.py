@@ -127,7 +127,8 @@ def log_odds(served: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         z[rest] = np.log(p / (1 - p))
     if short:
         explained = served.explainer.explain_ids([encoded[i].ids for i in short])
-        recompose([texts[i] for i in short], [encoded[i] for i in short], explained, 0)
+        chosen = [texts[i] for i in short], [encoded[i] for i in short]
+        recompose(*chosen, explained, 0, served.polarity())
         z[short] = [e.log_odds for e in explained]
     return z, np.array([e.n_tokens for e in encoded])
 

@@ -11,16 +11,8 @@ import dataclasses
 import pytest
 
 from shared.text import tokenize
-from worker.model.compose import (
-    CONCEDED,
-    RATING_SCALE,
-    SHIFT,
-    Clause,
-    clauses,
-    compose,
-    opinion_lexicon,
-    ratings,
-)
+from worker.model.compose import CONCEDED, SHIFT, Clause, clauses, compose, opinion_lexicon
+from worker.model.ratings import RATING_SCALE, ratings
 
 
 def _parts(text: str) -> list[tuple[list[str], int, float, int]]:
@@ -241,3 +233,64 @@ def test_the_shipped_version_reverses_negated_opinions_and_lets_the_last_clause_
     assert [a["label"] for a in _answers(alone, ["The soundtrack was not gorgeous."])] == [
         "positive"
     ]
+
+
+def test_a_word_outside_the_lexicon_is_an_opinion_word_when_the_model_weighs_it_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.model import compose as module
+
+    text = "The finale wasn't marvellous."  # "marvellous": not in VADER's (American) lexicon
+    tokens = tokenize(text)
+    assert "marvellous" not in opinion_lexicon()
+    monkeypatch.setattr(module, "POLAR", 0.5)
+    strong = clauses(text, tokens, {"marvellous": 1.4})
+    assert strong is not None and strong[0].flips == ((tokens.index("marvellous"), 1.0),)
+    weak = clauses(text, tokens, {"marvellous": 0.2})  # too weak alone to be an opinion
+    assert weak is None or not weak[0].flips
+    dull = "The finale wasn't tedious."
+    negative = clauses(dull, tokenize(dull), {"tedious": -1.2})
+    assert negative is not None and negative[0].flips[0][1] == -1.0
+    monkeypatch.setattr(module, "POLAR", 0.0)  # off: VADER's words only
+    off = clauses(text, tokens, {"marvellous": 1.4})
+    assert off is None or not off[0].flips
+
+
+def test_the_lexicon_prior_adds_valence_reversed_in_scope_and_conceded_with_its_clause() -> None:
+    # "the soup was cold , but not rude": a prior on "rude" (reversed) and on a conceded clause
+    parts = [Clause(0, 4, (), CONCEDED), Clause(4, 7, (5,), 1.0, flips=((6, -1.0),))]
+    own = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    prior = [0.0, 0.0, 0.0, -0.4, 0.0, 0.0, -0.7]
+    out = compose(own, parts, prior)
+    assert out[3] == pytest.approx(-0.4 * CONCEDED)
+    assert out[6] == pytest.approx(0.7 * SHIFT)  # "not rude": the prior reversed
+    assert compose(own, parts) == [0.0] * 7  # no prior: the model's (zero) weights
+
+
+def test_the_prior_changes_a_plain_short_text_but_does_not_mark_it_composed(
+    served,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from worker.model import compose as module
+
+    texts = ["We regretted the soup."]
+    encoded = served.predictor.encode(texts)
+    plain = served.explainer.explain_ids([e.ids for e in encoded])
+    monkeypatch.setattr(module, "PRIOR", 0.3)
+    after = list(plain)
+    assert module.recompose(texts, encoded, after, 5, served.polarity()) == set()
+    assert after[0].log_odds < plain[0].log_odds  # "regretted": -1.6 in VADER
+    assert "regretted" in [w for w, _ in after[0].top_words]
+
+
+def test_the_models_own_reading_of_a_word_is_its_short_text_bags_weight(served) -> None:  # type: ignore[no-untyped-def]
+    from worker.model.cnn import CROP_BAG_LAYER
+
+    polarity = served.polarity()
+    table = served.predictor.model.get_layer(CROP_BAG_LAYER).get_weights()[0]
+    vocab = served.predictor.vocab
+    assert len(polarity) == len(vocab)
+    for word in ("tedious", "flawless", "the"):
+        assert polarity[word] == pytest.approx(float(table[vocab.id_of(word)]))
+    assert polarity["tedious"] < -0.3 < 0.3 < polarity["flawless"]
+    assert served.polarity() is polarity  # built once per model
