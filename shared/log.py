@@ -90,7 +90,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -98,6 +98,21 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     _route_uncaught_exceptions()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to ``sys.stderr`` as it is when a record is emitted, not as
+    it was when logging was configured: a stream swapped out and closed since (pytest's capture
+    of one test, a daemon's redirection) would otherwise make every later record a "Logging
+    error" on the real stderr."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
 
 def _route_uncaught_exceptions() -> None:

@@ -1,5 +1,6 @@
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,21 @@ def test_bot_tokens_are_scrubbed_from_messages_and_tracebacks(
     assert lines[0]["event"] == "POST https://api.telegram.org/bot***/getMe"
     assert "ConnectionError" in lines[1]["exception"] and "bot***/x" in lines[1]["exception"]
     assert token not in err and secret not in err
+
+
+def test_logs_go_to_stderr_as_it_is_now_not_as_it_was_when_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("INFO", "json")
+    first.close()  # as pytest closes one test's capture; later records must not go there
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    structlog.get_logger("t").info("after_the_swap")
+    # the old handler wrote to the closed stream: logging reported "--- Logging error ---" here
+    assert [json.loads(line)["event"] for line in second.getvalue().splitlines()] == [
+        "after_the_swap"
+    ]
