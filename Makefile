@@ -60,6 +60,7 @@ bench: install
 	$(PY) bench/explain.py --greedy 400
 	$(PY) bench/region_embeddings.py
 	$(PY) bench/stacking.py
+	$(PY) bench/bag.py
 	$(PY) bench/throughput.py
 	$(PY) bench/reload.py
 	$(PY) bench/bot_latency.py
