@@ -108,8 +108,13 @@ def reproduce_split(
         parser.exit(2, f"dataset not found: {args.data}\n")
     published = ModelStore(args.model_dir, args.model_name).resolve(args.version)
     manifest = json.loads((published.path / "manifest.json").read_text())
+    training = manifest["training"]
     config = TrainConfig(
-        data=args.data, seed=int(manifest["training"]["seed"]), arch=manifest["architecture"]
+        data=args.data,
+        seed=int(training["seed"]),
+        arch=manifest["architecture"],
+        # as the version was trained: earlier versions kept IMDB's repeated evaluation texts
+        evaluation_texts_out=bool(training.get("evaluation_texts_out", False)),
     )
     prepared = prepare(config, settings)
     if prepared.vocab.fingerprint != manifest["vocab"]["fingerprint"]:

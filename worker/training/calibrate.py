@@ -305,7 +305,8 @@ def validation_reviews(source: Published, data: Path) -> tuple[list[str], np.nda
         movies = movies_of(data, split.reviews)
         if movies is None:
             raise DataError(data, "the version's validation split is by movie: no url lists here")
-    val_seed = int(training.get("val_seed") or seed)  # a distilled run's: the teacher's
+    val_seed = training.get("val_seed")  # a distilled run's: the teacher's
+    val_seed = seed if val_seed is None else int(val_seed)
     val, _ = carve(len(split.reviews), val_seed, fraction, movies)
     return [split.reviews[i].text for i in val], split.labels[val]
 

@@ -55,6 +55,9 @@ class TrainConfig:
     #: A GPU teacher's soft labels (``worker.training.teacher``): validation becomes the teacher's
     #: holdout, and unlabelled reviews it is confident about train the network and both bags.
     soft_labels: Path | None = None
+    #: Training reviews (labelled or not) whose text is also a validation or test review are
+    #: left out (IMDB repeats some; versions before this stop were trained with them).
+    evaluation_texts_out: bool = True
     min_accuracy: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     publish: bool = True

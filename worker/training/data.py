@@ -163,6 +163,7 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
     """Read the splits, carve the seeded validation split, build the vocabulary, encode."""
     from worker.model.batching import encode_texts
 
+    soft = read_soft_labels(config.soft_labels) if config.soft_labels else None  # checked first
     data_path = ensure_aclimdb(config.data, settings.data_dir, config.download)
     train_split = load_split(data_path, "train", config.limit, config.seed)
     test_path = config.test_data or (
@@ -173,13 +174,25 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         test_split = load_split(test_path, "test", config.limit, config.seed)
 
     movies = movies_of(data_path, train_split.reviews)
-    soft = read_soft_labels(config.soft_labels) if config.soft_labels else None
     val_seed = int(soft.meta["pack"]["seed"]) if soft is not None else config.seed
     val_idx, fit_idx = validation_split(
         len(train_split.reviews), val_seed, config.val_fraction, movies
     )
     if soft is not None:
         check_holdout(soft, [train_split.reviews[i].text for i in val_idx])
+    evaluation: frozenset[int] = frozenset()
+    if config.evaluation_texts_out:  # IMDB repeats texts across its splits: not trained on
+        evaluation = frozenset(
+            text_key(r.text)
+            for r in [train_split.reviews[i] for i in val_idx]
+            + (test_split.reviews if test_split is not None else [])
+        )
+        kept = np.array(
+            [i for i in fit_idx if text_key(train_split.reviews[i].text) not in evaluation]
+        )
+        if len(kept) < len(fit_idx):
+            log.info("fit_evaluation_texts_left_out", left_out=len(fit_idx) - len(kept))
+        fit_idx = kept.astype(np.int64)
     n_val = len(val_idx)
     fit_tokens = [train_split.tokens[i] for i in fit_idx]
     extra_tokens = [tokenize(text) for text, _ in config.extra] * config.extra_repeat
@@ -237,11 +250,7 @@ def prepare(config: TrainConfig, settings: Settings) -> Prepared:
         val_split=VAL_RANDOM if movies is None else VAL_BY_MOVIE,
         val_seed=val_seed,
         soft=soft,
-        evaluation_keys=frozenset(
-            text_key(r.text)
-            for r in [train_split.reviews[i] for i in val_idx]
-            + (test_split.reviews if test_split is not None else [])
-        ),
+        evaluation_keys=evaluation,
         head_fraction=config.head_fraction,
         sources={
             "train": train_split.source,

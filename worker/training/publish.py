@@ -51,6 +51,7 @@ def describe(
             "val_fraction": config.val_fraction,
             "val_split": prepared.val_split,
             "val_seed": prepared.val_seed,
+            "evaluation_texts_out": config.evaluation_texts_out,
             "sentence_labels": config.sentence_labels,
             "patience": config.patience,
             "train_reviews": len(prepared.fit_rows),

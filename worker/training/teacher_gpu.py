@@ -20,8 +20,9 @@ semi-supervised text classification", 94.1% on IMDB at paper scale), fitted to a
    are reported only; nothing is chosen on them).
 
 Each phase gets a share of ``--budget-s`` and stops when it is spent (a phase always completes at
-least one step), so the script fits a lent GPU's time; ``--tiny`` does a fixed amount of work
-instead, the same on any machine.  Progress is one JSON line per group of steps.
+least one step), so the script fits a lent GPU's time; predicting every review comes after it.
+``--tiny`` does a fixed amount of work instead (no deadline), the same on any machine.
+Progress is one JSON line per group of steps.
 It imports nothing of this project: the GPU machine has no TensorFlow and none of our packages.
 Pack and soft-label formats: ``worker/training/teacher.py``.
 """
@@ -59,13 +60,14 @@ class Config:
     clf_len: int = 400
     clf_lr: float = 5e-4
     eps: float = 5.0
-    xi: float = 1e-6
+    #: VAT's finite-difference step (Miyato et al.'s code: 0.1; 1e-6 vanishes in float32).
+    xi: float = 0.1
     adv_weight: float = 1.0
     vat_weight: float = 1.0
     budget_s: float = 480.0
     lm_share: float = 0.35
     clf_share: float = 0.55
-    #: Fixed amounts of work instead of (within) the budget: the same run on any machine.
+    #: Fixed amounts of work instead of the budget (no deadline): the same run on any machine.
     lm_steps: int | None = None
     clf_epochs: int | None = None
     seed: int = 1
@@ -86,8 +88,8 @@ def log(event: str, **fields: Any) -> None:
 @dataclass
 class Pack:
     rows: list[np.ndarray]
-    role: np.ndarray
-    label: np.ndarray
+    role: np.ndarray  # FIT, HOLDOUT, UNSUP, TEST
+    label: np.ndarray  # -1: unknown
     key: np.ndarray
     counts: np.ndarray
     meta: dict[str, Any]
@@ -137,9 +139,15 @@ def build(torch: Any, vocab: int, counts: np.ndarray, cfg: Config) -> Any:
             keep = y.reshape(-1) != 0
             return self.lm_head(h[keep], y.reshape(-1)[keep]).loss, state
 
-        def classify(self, e: Any, lengths: Any) -> Any:
+        def classify(self, e: Any, lengths: Any, dropout: bool = True) -> Any:
+            """One logit per review from its embeddings ``e``; ``dropout`` off: the same function
+            on every call (VAT compares two passes: different masks would be all it measured)."""
+
+            def drop(t: Any) -> Any:
+                return F.dropout(t, cfg.dropout, training=self.training and dropout)
+
             packed = nn.utils.rnn.pack_padded_sequence(
-                self.drop(e), lengths.cpu(), batch_first=True, enforce_sorted=False
+                drop(e), lengths.cpu(), batch_first=True, enforce_sorted=False
             )
             out, (h, _) = self.lstm(packed)
             out, _ = nn.utils.rnn.pad_packed_sequence(
@@ -148,17 +156,15 @@ def build(torch: Any, vocab: int, counts: np.ndarray, cfg: Config) -> Any:
             pad = torch.arange(e.shape[1], device=e.device)[None, :] >= lengths[:, None]
             pooled = out.masked_fill(pad[:, :, None], -1e4).max(1).values
             z = torch.cat([h[-1], pooled], dim=1)
-            return self.out(self.drop(F.relu(self.hidden(self.drop(z))))).squeeze(1)
+            return self.out(drop(F.relu(self.hidden(drop(z))))).squeeze(1)
 
     return Teacher()
 
 
 def clipped(row: np.ndarray, n: int) -> np.ndarray:
     """Head and tail of a row, at most ``n`` ids (a quarter from the start, as served)."""
-    if len(row) <= n:
-        return row
     head = n // 4
-    return np.concatenate([row[:head], row[len(row) - (n - head) :]])
+    return row if len(row) <= n else np.concatenate([row[:head], row[len(row) - n + head :]])
 
 
 def batches(rows: list[np.ndarray], idx: np.ndarray, size: int, rng: Any, shuffle: bool) -> list:
@@ -246,6 +252,22 @@ def kl(torch: Any, p_logit: Any, q_logit: Any) -> Any:
     ).mean()
 
 
+def adversarial(torch: Any, loss: Any, e: Any, lengths: Any, eps: float) -> Any:
+    """The perturbation of ``e`` of norm ``eps`` that most increases ``loss`` to first order."""
+    g = torch.autograd.grad(loss, e, retain_graph=True)[0]
+    return eps * unit(torch, g.detach(), lengths)
+
+
+def vat_perturbation(torch: Any, model: Any, e: Any, lens: Any, cfg: Config, d: Any = None) -> Any:
+    """VAT (Miyato et al. 2018), dropout off: the prediction on ``e`` and the perturbation of norm
+    ``eps`` that changes it most, by one power iteration from the direction ``d`` (random)."""
+    with torch.no_grad():
+        p = model.classify(e, lens, dropout=False)
+    d = (cfg.xi * unit(torch, torch.randn_like(e) if d is None else d, lens)).requires_grad_()
+    g = torch.autograd.grad(kl(torch, p, model.classify(e.detach() + d, lens, dropout=False)), d)[0]
+    return p, cfg.eps * unit(torch, g.detach(), lens)
+
+
 def train_classifier(
     torch: Any,
     model: Any,
@@ -273,20 +295,15 @@ def train_classifier(
             loss = F.binary_cross_entropy_with_logits(model.classify(e, lengths), y_all[b])
             total = loss
             if cfg.adv_weight:
-                g = torch.autograd.grad(loss, e, retain_graph=True)[0]
-                r = cfg.eps * unit(torch, g.detach(), lengths)
+                r = adversarial(torch, loss, e, lengths, cfg.eps)
                 adv = F.binary_cross_entropy_with_logits(model.classify(e + r, lengths), y_all[b])
                 total = total + cfg.adv_weight * adv
             if cfg.vat_weight:
                 u = rng.choice(pool, size=len(b), replace=False)
                 xu, lu = to_tensor(torch, rows, u, device)
                 eu = model.embed_ids(xu)
-                with torch.no_grad():
-                    p = model.classify(eu, lu)
-                d = (cfg.xi * unit(torch, torch.randn_like(eu), lu)).requires_grad_()
-                g = torch.autograd.grad(kl(torch, p, model.classify(eu.detach() + d, lu)), d)[0]
-                r = cfg.eps * unit(torch, g.detach(), lu)
-                total = total + cfg.vat_weight * kl(torch, p, model.classify(eu + r, lu))
+                p, r = vat_perturbation(torch, model, eu, lu, cfg)
+                total = total + cfg.vat_weight * kl(torch, p, model.classify(eu + r, lu, False))
             opt.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -334,9 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     vocab = int(pack.meta["vocab_size"])
     log("pack", sha256=pack.sha256[:16], reviews=pack.meta["reviews"], device=str(device))
     model = build(torch, vocab, pack.counts, cfg).to(device)
-    lm = pretrain(torch, model, pack, cfg, device, started + cfg.budget_s * cfg.lm_share)
+    fixed = cfg.lm_steps is not None and cfg.clf_epochs is not None  # work, not time
+    lm_deadline = math.inf if fixed else started + cfg.budget_s * cfg.lm_share
+    lm = pretrain(torch, model, pack, cfg, device, lm_deadline)
     rows = [clipped(r, cfg.clf_len) for r in pack.rows]
-    deadline = started + cfg.budget_s * (cfg.lm_share + cfg.clf_share)
+    deadline = math.inf if fixed else started + cfg.budget_s * (cfg.lm_share + cfg.clf_share)
     clf = train_classifier(torch, model, pack, rows, cfg, device, deadline)
     labelled = np.flatnonzero(pack.role != TEST)
     probs = predict(torch, model, rows, labelled, cfg, device)

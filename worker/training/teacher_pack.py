@@ -59,40 +59,42 @@ def build_pack(
     val_idx, fit_idx = validation_split(
         len(train.reviews), seed, val_fraction, movies_of(data, train.reviews)
     )
+    test = load_split(data, "test", limit, seed)  # its texts are left out even if not packed
+    # IMDB repeats some texts across its splits: a fitting or unlabelled review that is also a
+    # holdout or test review is left out (as sentiment-train leaves it out), so the teacher
+    # never learns from evaluation text.
+    evaluation = {text_key(train.reviews[i].text) for i in val_idx}
+    evaluation |= {text_key(r.text) for r in test.reviews}
+    in_fit = [i for i in fit_idx if text_key(train.reviews[i].text) not in evaluation]
+    dropped_fit = len(fit_idx) - len(in_fit)
+    keep_train = np.sort(np.concatenate([val_idx, in_fit])).astype(np.int64)
     role = np.full(len(train.reviews), FIT, dtype=np.uint8)
     role[val_idx] = HOLDOUT
+    role = role[keep_train]
     unsup = [
         r
         for r in read_reviews(data, split="unsup", errors="keep")
         if r.error is None and r.text.strip()
     ]
-    if limit is not None and limit < len(unsup):
-        keep = np.sort(np.random.default_rng(seed).choice(len(unsup), limit, replace=False))
-        unsup = [unsup[i] for i in keep]
-    test = load_split(data, "test", limit, seed) if with_test else None
-    # IMDB repeats some texts across its splits: an unlabelled review that is also a holdout or
-    # test review is left out, so the teacher never learns from evaluation text.
-    evaluation = {text_key(train.reviews[i].text) for i in val_idx}
-    evaluation |= {text_key(r.text) for r in test.reviews} if test is not None else set()
     n_unsup = len(unsup)
     unsup = [r for r in unsup if text_key(r.text) not in evaluation]
+    left_out = n_unsup - len(unsup)
+    if limit is not None and limit < len(unsup):  # sampled as sentiment-train samples them
+        keep = np.sort(np.random.default_rng(seed).choice(len(unsup), limit, replace=False))
+        unsup = [unsup[i] for i in keep]
     unsup_tokens = [
         tokenize(r.text) for r in progress(unsup, desc="tokenize unsup", unit=" reviews")
     ]
-    vocab = Vocabulary.build([train.tokens[i] for i in fit_idx] + unsup_tokens, vocab_size)
-    texts = [r.text for r in train.reviews] + [r.text for r in unsup]
-    tokens = train.tokens + unsup_tokens
+    vocab = Vocabulary.build([train.tokens[i] for i in in_fit] + unsup_tokens, vocab_size)
+    texts = [train.reviews[i].text for i in keep_train] + [r.text for r in unsup]
+    tokens = [train.tokens[i] for i in keep_train] + unsup_tokens
     roles = [role, np.full(len(unsup), UNSUP, dtype=np.uint8)]
-    labels = [train.labels.astype(np.int8), np.full(len(unsup), -1, dtype=np.int8)]
+    labels = [train.labels[keep_train].astype(np.int8), np.full(len(unsup), -1, dtype=np.int8)]
     sources: dict[str, Any] = {
-        "train": train.source,
-        "unsup": {
-            "n": len(unsup),
-            "path": data.name,
-            "left_out_as_evaluation_text": n_unsup - len(unsup),
-        },
+        "train": {**train.source, "fit_left_out_as_evaluation_text": dropped_fit},
+        "unsup": {"n": len(unsup), "path": data.name, "left_out_as_evaluation_text": left_out},
     }
-    if test is not None:
+    if with_test:
         texts += [r.text for r in test.reviews]
         tokens += test.tokens
         roles.append(np.full(len(test.reviews), TEST, dtype=np.uint8))
@@ -101,13 +103,14 @@ def build_pack(
     rows = [vocab.encode(t, max_len).ids for t in progress(tokens, desc="encode", unit=" reviews")]
     ids = np.fromiter((i for r in rows for i in r), dtype=np.uint16, count=sum(map(len, rows)))
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    counts = np.bincount(ids, minlength=len(vocab)).astype(np.int64)
     keys = np.array([text_key(t) for t in texts], dtype=np.uint64)
+    role_all = np.concatenate(roles)
+    learnt = np.repeat(np.isin(role_all, (FIT, UNSUP)), np.diff(offsets))
+    counts = np.bincount(ids[learnt], minlength=len(vocab)).astype(np.int64)  # fit + unsup only
     if len(np.unique(keys)) != len(keys):
         log.warning(
             "teacher_pack_duplicate_texts", duplicates=int(len(keys) - len(np.unique(keys)))
         )
-    role_all = np.concatenate(roles)
     reviews = {ROLES[k]: int((role_all == k).sum()) for k in ROLES}
     meta: dict[str, Any] = {
         "format": PACK_FORMAT,
@@ -144,5 +147,9 @@ def build_pack(
         **reviews,
     )
     if size > MAX_PACK_BYTES:
-        log.warning("teacher_pack_too_big", mib=round(size / (1 << 20), 1), limit_mib=60)
+        out.unlink()
+        raise ValueError(
+            f"the pack would be {size / (1 << 20):.1f} MiB, over {MAX_PACK_BYTES >> 20} MiB: "
+            "the GPU machine takes 64 MiB with the code; use a smaller --vocab-size or --max-len"
+        )
     return meta

@@ -172,7 +172,8 @@ def pseudo_labelled_crops(
         "reviews": len(keep),
         "of": len(rows),
         "positive_share": round(float(labels.mean()), 4) if len(labels) else None,
-        "min_log_odds": PSEUDO_MIN_LOG_ODDS,
+        "labelled_by": "teacher" if unlabelled.teacher_info is not None else "review bag",
+        "min_log_odds": PSEUDO_MIN_LOG_ODDS if unlabelled.teacher_info is None else None,
         "crops": len(crops),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -27,8 +27,6 @@ from worker.training.teacher import (
 )
 from worker.training.teacher_pack import build_pack
 
-pytest.importorskip("torch", reason="the teacher needs PyTorch (.ci/run installs the CPU build)")
-
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "worker" / "training" / "teacher_gpu.py"
 
@@ -53,42 +51,60 @@ def make_imdb(root: Path, seed: int = 0) -> tuple[Path, str]:
     test_text = (base / "test" / "pos").glob("*.txt").__next__().read_text(encoding="utf-8")
     for i in range(150):
         write("train", "unsup", synthetic_review(rng, i % 2), 0)
-    write("train", "unsup", test_text, 0)  # IMDB repeats texts across splits: so does this
+    # IMDB repeats texts across its splits: so does this, among the unlabelled and labelled
+    write("train", "unsup", test_text, 0)
+    write("train", "pos", test_text, 9)
     return base, test_text
 
 
 @pytest.fixture(scope="module")
-def taught(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("teacher")
     data, planted = make_imdb(tmp)
     pack = tmp / "pack.npz"
     meta = build_pack(data, pack, seed=1, vocab_size=400, max_len=64)
-    soft = tmp / "soft.npz"
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--pack", str(pack), "--out", str(soft), "--tiny"],
+    return {"data": data, "pack": pack, "meta": meta, "planted": planted, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def taught(packed: dict[str, Any]) -> dict[str, Any]:
+    pytest.importorskip(
+        "torch", reason="the teacher needs PyTorch (.ci/run installs the CPU build)"
+    )
+    soft = packed["tmp"] / "soft.npz"
+    run = subprocess.run(  # --tiny: a fixed amount of work, no deadline, whatever the machine
+        [sys.executable, str(SCRIPT), "--pack", str(packed["pack"]), "--out", str(soft), "--tiny"],
         capture_output=True,
         text=True,
-        timeout=300,
-        cwd=tmp,
+        cwd=packed["tmp"],
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    return {"data": data, "pack": pack, "meta": meta, "soft": soft, "planted": planted,
-            "stdout": run.stdout, "tmp": tmp}  # fmt: skip
+    return {**packed, "soft": soft, "stdout": run.stdout}
 
 
-def test_the_pack_holds_every_role_and_no_evaluation_text_among_the_unlabelled(
-    taught: dict[str, Any],
+def test_the_pack_holds_every_role_and_no_evaluation_text_where_the_teacher_learns(
+    packed: dict[str, Any],
 ) -> None:
-    meta = taught["meta"]
-    assert meta["reviews"] == {"fit": 180, "holdout": 20, "unsup": 150, "test": 60}
-    assert meta["sources"]["unsup"]["left_out_as_evaluation_text"] == 1
-    with np.load(taught["pack"], allow_pickle=False) as z:
-        role, label, key = z["role"], z["label"], z["key"]
-        assert z["ids"].dtype == np.uint16 and len(z["offsets"]) == len(role) + 1
+    meta, planted = packed["meta"], text_key(packed["planted"])
+    reviews, sources = meta["reviews"], meta["sources"]
+    dropped = sources["train"]["fit_left_out_as_evaluation_text"]
+    assert reviews["holdout"] + reviews["fit"] + dropped == 201
+    assert reviews["unsup"] == 150 and reviews["test"] == 60
+    assert sources["unsup"]["left_out_as_evaluation_text"] == 1
+    with np.load(packed["pack"], allow_pickle=False) as z:
+        role, label, key, offsets = z["role"], z["label"], z["key"], z["offsets"]
+        assert z["ids"].dtype == np.uint16 and len(offsets) == len(role) + 1
         assert (label[role == UNSUP] == -1).all() and set(label[role == FIT].tolist()) == {0, 1}
-        assert text_key(taught["planted"]) in set(key[role == TEST].tolist())
-        assert text_key(taught["planted"]) not in set(key[role == UNSUP].tolist())
-        assert z["counts"].sum() == len(z["ids"])
+        assert planted in set(key[role == TEST].tolist())
+        assert planted not in set(key[np.isin(role, (FIT, UNSUP))].tolist())
+        learnt = np.isin(role, (FIT, UNSUP))  # token counts: of what the teacher learns from
+        assert z["counts"].sum() == np.diff(offsets)[learnt].sum() < len(z["ids"])
+    # without the test split in the pack, its texts are still left out of the rest
+    bare = packed["tmp"] / "bare.npz"
+    meta = build_pack(packed["data"], bare, seed=1, vocab_size=400, max_len=64, with_test=False)
+    assert meta["reviews"]["test"] == 0 and meta["reviews"]["unsup"] == 150
+    with np.load(bare, allow_pickle=False) as z:
+        assert planted not in set(z["key"].tolist())
 
 
 def test_the_teacher_imports_nothing_but_numpy_torch_and_the_standard_library() -> None:
@@ -106,7 +122,13 @@ def test_the_teacher_learns_and_writes_soft_labels_for_fit_holdout_and_unlabelle
     taught: dict[str, Any],
 ) -> None:
     soft = read_soft_labels(taught["soft"])
-    assert len(soft.prob) == 180 + 20 + 150 and len(soft.holdout) == 20
+    reviews = taught["meta"]["reviews"]
+    assert len(soft.prob) == reviews["fit"] + reviews["holdout"] + 150
+    assert len(soft.holdout) == reviews["holdout"]
+    with np.load(taught["pack"], allow_pickle=False) as z:  # each probability is its review's
+        labelled = np.isin(z["role"], (FIT, HOLDOUT))
+        by_key = np.array([soft.prob[k] for k in z["key"][labelled].tolist()])
+        assert ((by_key > 0.5) == z["label"][labelled]).mean() >= 0.9
     teacher = soft.meta["teacher"]
     assert teacher["accuracy"]["holdout"] >= 0.8, teacher["classifier"]["epochs"]
     assert teacher["accuracy"]["test"] >= 0.8  # reported, never used for a choice
@@ -136,11 +158,18 @@ def test_a_run_distils_from_the_soft_labels_and_validates_on_the_teachers_holdou
         soft_labels=taught["soft"],
     )
     result = train(config, Settings(), store)
-    training = result.manifest["training"]
-    assert training["val_seed"] == 1 and training["validation_reviews"] == 20
+    training, reviews = result.manifest["training"], taught["meta"]["reviews"]
+    assert training["val_seed"] == 1 and training["validation_reviews"] == reviews["holdout"]
+    assert training["train_reviews"] == reviews["fit"]  # the same repeated text left out
     used = training["soft_labels"]
-    assert used["unlabelled_found"] == 150 and 0 < used["unlabelled_used"] <= 150
-    assert used["network_reviews"] == min(used["unlabelled_used"], 180)
+    soft = read_soft_labels(taught["soft"])
+    with np.load(taught["soft"], allow_pickle=False) as z:  # what the teacher is sure of
+        p = z["prob"][z["role"] == UNSUP].astype(float)
+    sure = p[np.abs(p - 0.5) >= 0.3]
+    assert used["unlabelled_found"] == 150 and used["unlabelled_used"] == len(sure) > 0
+    assert used["positive_share"] == pytest.approx((sure > 0.5).mean(), abs=1e-4)
+    assert used["network_reviews"] == min(len(sure), reviews["fit"])
+    assert used["sha256"] == soft.provenance()["sha256"]
     assert used["sha256"] and used["teacher"]["accuracy"]["holdout"] >= 0.8
     assert result.metrics["test"]["accuracy"] >= 0.8
     # the unlabelled review that repeats a test review is not trained on, by word2vec either
@@ -159,3 +188,43 @@ def test_soft_labels_made_for_another_split_are_refused(taught: dict[str, Any]) 
     bad.write_bytes(b"not an npz")
     with pytest.raises(DataError, match="soft-label"):
         read_soft_labels(bad)
+
+
+def _teacher_module() -> Any:
+    """teacher_gpu.py as a module (it is a script, run by path on the GPU machine)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("teacher_gpu", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_perturbations_have_their_norm_spare_padding_and_vat_finds_the_worst_direction() -> (
+    None
+):
+    torch = pytest.importorskip("torch")
+    t = _teacher_module()
+    torch.manual_seed(0)
+    cfg = t.Config.tiny()
+    model = t.build(torch, 50, np.ones(50), cfg)
+    model.train()
+    lengths = torch.tensor([7, 4])
+    e = model.embed_ids(torch.randint(2, 50, (2, 7))).detach().requires_grad_()
+    loss = model.classify(e, lengths).sum()
+    r = t.adversarial(torch, loss, e, lengths, cfg.eps)
+    assert r.flatten(1).norm(dim=1).tolist() == pytest.approx([cfg.eps, cfg.eps], rel=1e-4)
+    assert r[1, 4:].abs().sum() == 0  # nothing on padding
+    p, r1 = t.vat_perturbation(torch, model, e, lengths, cfg, d=torch.randn_like(e))
+    assert r1.flatten(1).norm(dim=1).tolist() == pytest.approx([cfg.eps, cfg.eps], rel=1e-4)
+
+    def moved(r: Any) -> float:
+        with torch.no_grad():
+            return float(t.kl(torch, p, model.classify(e + r, lengths, dropout=False)))
+
+    # the power iteration's direction moves the answer more than random ones of the same norm
+    worst = moved(r1)
+    chance = [moved(cfg.eps * t.unit(torch, torch.randn_like(e), lengths)) for _ in range(10)]
+    assert worst > max(chance)

@@ -41,10 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=DEFAULT_PACK_LEN, help="tokens kept of a review")
     p.add_argument("--limit", type=int, help="at most this many reviews of each split (tests)")
     p.add_argument("--no-test", action="store_true", help="leave the test split out")
+    p.add_argument("--download", action="store_true", help="fetch IMDB from Stanford if missing")
     args = p.parse_args(argv)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        data = ensure_aclimdb(args.data, settings.data_dir, False)
+        data = ensure_aclimdb(args.data, settings.data_dir, args.download)
         if not detect_format(data).startswith("aclimdb"):
             raise DataError(data, "the teacher pack is made from the aclImdb archive or directory")
         meta = build_pack(
