@@ -115,6 +115,9 @@ _BUT_ONLY = frozenset({"nothing", "all", "anything", "choice", "help"})
 #: Neg-raising verbs: their negation is the negation of the clause they take (Horn 1978).
 _NEG_RAISING = frozenset({"think", "believe", "suppose", "expect", "imagine", "reckon"})
 _OPENERS = _AFTER | _CONCESSIVE | {"yet"}
+#: Negators of a thing, not of a predicate: what follows them is what is missing ("no refund"),
+#: so only a word of VADER's lexicon is an opinion word after them.
+_ABSENCE = frozenset(["no", "none", "nothing", "nobody", "nowhere", "neither", "nor", "without"])
 #: Where a piece (a clause, unless a contrast word cuts it further) ends: after sentence ends,
 #: ``, ; :`` (not in "4.5" or "1,000"), dashes and new lines.
 _NONE: Mapping[str, float] = {}
@@ -252,7 +255,9 @@ def _scope(
     ``end`` after a neg-raising verb: "I don't think it is great" denies "it is great"), as
     SO-CAL shifts the next opinion word ("it never loses its charm": "loses", not "charm"):
     ((position, sign of its valence),) or ().  A word of VADER's lexicon comes first; without
-    one, the word the model weighs most alone (at least ``POLAR``: "wasn't marvellous")."""
+    one, the word the model weighs most alone (at least ``POLAR``: "wasn't marvellous"), only
+    within ``SCOPE`` and after a negator of a predicate ("not", "never", "hardly"), not of a
+    thing ("no refund": the bag learnt "refund" from complaints, it is no opinion)."""
     lexicon = opinion_lexicon()
     raising = negator + 1 < end and tokens[negator + 1] in _NEG_RAISING
     last = end if raising else min(end, negator + 1 + SCOPE)
@@ -260,7 +265,10 @@ def _scope(
     for i in scope:
         if tokens[i] in lexicon:
             return ((i, math.copysign(1.0, lexicon[tokens[i]])),)
-    strength, i = max(((abs(polar.get(tokens[i], 0.0)), i) for i in scope), default=(0.0, -1))
+    if tokens[negator] in _ABSENCE:  # "no refund", "without a reply": a thing, not an opinion
+        return ()
+    near = [i for i in scope if i <= negator + SCOPE and tokens[i] not in NEGATORS]
+    strength, i = max(((abs(polar.get(tokens[i], 0.0)), i) for i in near), default=(0.0, -1))
     if POLAR and strength >= POLAR:
         return ((i, math.copysign(1.0, polar[tokens[i]])),)
     return ()

@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from shared.collector import paused
@@ -31,7 +32,6 @@ from worker.model.targets import summary, targets_of
 from worker.model.verdict import Observed, VerdictRule
 
 _TABLES: dict[int, Tables] = {}
-_POLARITY: dict[int, dict[str, float]] = {}
 #: Top words a sentence carries at most (a review carries the job's ``top_words``).
 SENTENCE_TOP_WORDS = 3
 
@@ -95,15 +95,15 @@ class Served:
     def polarity(self) -> dict[str, float]:
         """Each word's weight alone in the short-text bag (else the review bag): how the model
         reads it out of context (``worker.model.compose`` finds opinion words by it)."""
+        return self._polarity
+
+    @cached_property
+    def _polarity(self) -> dict[str, float]:  # built once per loaded version, freed with it
         model = self.predictor.model
-        built = _POLARITY.get(id(model))
-        if built is None:
-            names = {layer.name for layer in model.layers}
-            bag = next((n for n in (CROP_BAG_LAYER, NGRAM_BAG_LAYER) if n in names), None)
-            table = model.get_layer(bag).get_weights()[0] if bag else []
-            words = self.predictor.vocab.tokens
-            built = _POLARITY[id(model)] = {w: float(x) for w, x in zip(words, table, strict=False)}
-        return built
+        names = {layer.name for layer in model.layers}
+        bag = next((n for n in (CROP_BAG_LAYER, NGRAM_BAG_LAYER) if n in names), None)
+        table = model.get_layer(bag).get_weights()[0] if bag else []
+        return {w: float(x) for w, x in zip(self.predictor.vocab.tokens, table, strict=False)}
 
     def tables(self) -> Tables:
         """The vocabulary's lookups for sentence answers (built at the first use)."""

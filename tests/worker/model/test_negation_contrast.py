@@ -251,6 +251,15 @@ def test_a_word_outside_the_lexicon_is_an_opinion_word_when_the_model_weighs_it_
     dull = "The finale wasn't tedious."
     negative = clauses(dull, tokenize(dull), {"tedious": -1.2})
     assert negative is not None and negative[0].flips[0][1] == -1.0
+    # after a negator of a thing, what follows is what is missing, not an opinion
+    absent = "Still no refund after three weeks."
+    found = clauses(absent, tokenize(absent), {"refund": -0.9})
+    assert found is None or not found[0].flips
+    # and a word the model leans on is taken within SCOPE only, not to the end of a neg-raising
+    # clause (where only VADER's words reach)
+    far = "I don't think that the finale was marvellous."
+    found = clauses(far, tokenize(far), {"marvellous": 1.4})
+    assert found is None or not found[0].flips
     monkeypatch.setattr(module, "POLAR", 0.0)  # off: VADER's words only
     off = clauses(text, tokens, {"marvellous": 1.4})
     assert off is None or not off[0].flips
