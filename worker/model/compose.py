@@ -118,9 +118,9 @@ _OPENERS = _AFTER | _CONCESSIVE | {"yet"}
 #: Negators of a thing, not of a predicate: what follows them is what is missing ("no refund"),
 #: so only a word of VADER's lexicon is an opinion word after them.
 _ABSENCE = frozenset(["no", "none", "nothing", "nobody", "nowhere", "neither", "nor", "without"])
+_NONE: Mapping[str, float] = {}
 #: Where a piece (a clause, unless a contrast word cuts it further) ends: after sentence ends,
 #: ``, ; :`` (not in "4.5" or "1,000"), dashes and new lines.
-_NONE: Mapping[str, float] = {}
 _PIECE_END = re.compile(r"(?:[!?;:\u2026]|[.,](?!\d))+|\s[-\u2013\u2014]+\s|\n")
 
 
@@ -339,6 +339,8 @@ def recompose(
             continue
         parts = clauses(text, enc.tokens, polar)
         prior = [PRIOR * v for v in valences(enc.tokens)] if PRIOR else []
+        if parts is None and not any(prior):
+            continue  # nothing to compose: the model's answer, as it is
         whole = [Clause(0, len(enc.tokens), (), 1.0)]  # a text with only the lexicon's words
         new = _composed(explained[k], enc.tokens, parts or whole, top_k, prior)
         explained[k] = new or explained[k]

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import structlog
 
-from shared.datasets import read_reviews
 from shared.progress import progress
 from shared.text import PREPROCESSING, tokenize
 from shared.vocab import Vocabulary
@@ -31,6 +30,7 @@ from worker.training.teacher import (
     UNSUP,
     text_key,
 )
+from worker.training.unlabelled import unlabelled_texts
 
 log = structlog.get_logger(__name__)
 
@@ -71,22 +71,11 @@ def build_pack(
     role = np.full(len(train.reviews), FIT, dtype=np.uint8)
     role[val_idx] = HOLDOUT
     role = role[keep_train]
-    unsup = [
-        r
-        for r in read_reviews(data, split="unsup", errors="keep")
-        if r.error is None and r.text.strip()
-    ]
-    n_unsup = len(unsup)
-    unsup = [r for r in unsup if text_key(r.text) not in evaluation]
-    left_out = n_unsup - len(unsup)
-    if limit is not None and limit < len(unsup):  # sampled as sentiment-train samples them
-        keep = np.sort(np.random.default_rng(seed).choice(len(unsup), limit, replace=False))
-        unsup = [unsup[i] for i in keep]
-    unsup_tokens = [
-        tokenize(r.text) for r in progress(unsup, desc="tokenize unsup", unit=" reviews")
-    ]
+    # the same reviews as sentiment-train reads, through the same function
+    unsup, left_out = unlabelled_texts(data, frozenset(evaluation), limit, seed)
+    unsup_tokens = [tokenize(t) for t in progress(unsup, desc="tokenize unsup", unit=" reviews")]
     vocab = Vocabulary.build([train.tokens[i] for i in in_fit] + unsup_tokens, vocab_size)
-    texts = [train.reviews[i].text for i in keep_train] + [r.text for r in unsup]
+    texts = [train.reviews[i].text for i in keep_train] + unsup
     tokens = [train.tokens[i] for i in keep_train] + unsup_tokens
     roles = [role, np.full(len(unsup), UNSUP, dtype=np.uint8)]
     labels = [train.labels[keep_train].astype(np.int8), np.full(len(unsup), -1, dtype=np.int8)]

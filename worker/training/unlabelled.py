@@ -66,27 +66,36 @@ def read_unlabelled(config: TrainConfig, prepared: Prepared) -> Unlabelled:
         path = prepared.data_path
     if path is None:
         return Unlabelled(None, [], [])
-    texts = [
-        r.text
-        for r in read_reviews(path, split="unsup", errors="keep")
-        if r.error is None and r.text.strip()
-    ]
-    evaluation = prepared.evaluation_keys
-    if evaluation:
-        read = len(texts)
-        texts = [t for t in texts if text_key(t) not in evaluation]
-        if read - len(texts):
-            log.info("unlabelled_evaluation_texts_left_out", left_out=read - len(texts), of=read)
-    if config.limit is not None and config.limit < len(texts):
-        rng = np.random.default_rng(config.seed)
-        keep = np.sort(rng.choice(len(texts), config.limit, replace=False))
-        log.info("unlabelled_limited", kept=config.limit, of=len(texts))
-        texts = [texts[i] for i in keep]
+    texts, _ = unlabelled_texts(path, prepared.evaluation_keys, config.limit, config.seed)
     tokens = [tokenize(t) for t in progress(texts, desc="tokenize unsup", unit=" reviews")]
     unlabelled = Unlabelled(path, texts, tokens)
     if prepared.soft is not None:
         teacher_labelled(unlabelled, prepared)
     return unlabelled
+
+
+def unlabelled_texts(
+    path: Path, evaluation: frozenset[int], limit: int | None, seed: int
+) -> tuple[list[str], int]:
+    """The unlabelled reviews of ``path`` a run may learn from, and how many were left out as
+    evaluation text (``teacher.text_key`` in ``evaluation``: IMDB repeats some test reviews
+    among them); then at most ``limit`` of them, a seeded sample.  The training recipe and the
+    GPU teacher's pack read them through this one function, so both see the same reviews."""
+    texts = [
+        r.text
+        for r in read_reviews(path, split="unsup", errors="keep")
+        if r.error is None and r.text.strip()
+    ]
+    read = len(texts)
+    texts = [t for t in texts if text_key(t) not in evaluation]
+    left_out = read - len(texts)
+    if left_out:
+        log.info("unlabelled_evaluation_texts_left_out", left_out=left_out, of=read)
+    if limit is not None and limit < len(texts):
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
+        log.info("unlabelled_limited", kept=limit, of=len(texts))
+        texts = [texts[i] for i in keep]
+    return texts, left_out
 
 
 def teacher_labelled(unlabelled: Unlabelled, prepared: Prepared) -> None:
@@ -156,21 +165,20 @@ def pseudo_labelled_crops(
     started = time.perf_counter()
     if not unlabelled.texts:
         return [], np.zeros(0, np.int64), {"reviews": 0, "crops": 0}
-    rows = [
-        e.ids
-        for e in encode_texts(unlabelled.tokens, prepared.vocab, prepared.max_len, head_fraction)
-    ]
-    z = bag_scores(rows, table, len(prepared.vocab), buckets) + intercept
-    keep = np.flatnonzero(np.abs(z) >= PSEUDO_MIN_LOG_ODDS)
-    labels = (z[keep] > 0).astype(np.int64)
     if unlabelled.teacher_info is not None:  # distilling: the teacher labels them, not the bag
         keep, labels = unlabelled.teacher_index, unlabelled.teacher_labels
+    else:
+        tokens, vocab = unlabelled.tokens, prepared.vocab
+        rows = [e.ids for e in encode_texts(tokens, vocab, prepared.max_len, head_fraction)]
+        z = bag_scores(rows, table, len(prepared.vocab), buckets) + intercept
+        keep = np.flatnonzero(np.abs(z) >= PSEUDO_MIN_LOG_ODDS)
+        labels = (z[keep] > 0).astype(np.int64)
     crops, y = crops_of(
         [unlabelled.texts[i] for i in keep], labels, prepared.vocab, prepared.max_len, head_fraction
     )
     info = {
         "reviews": len(keep),
-        "of": len(rows),
+        "of": len(unlabelled.texts),
         "positive_share": round(float(labels.mean()), 4) if len(labels) else None,
         "labelled_by": "teacher" if unlabelled.teacher_info is not None else "review bag",
         "min_log_odds": PSEUDO_MIN_LOG_ODDS if unlabelled.teacher_info is None else None,
